@@ -1,0 +1,51 @@
+"""TOML configuration: the schema, loading with precise errors, ``--set`` overrides."""
+
+from mska_core.config.loader import (
+    apply_override,
+    config_from_dict,
+    dumps_toml,
+    load_config,
+    parse_value,
+    save_config,
+    structure,
+    unstructure,
+)
+from mska_core.config.schema import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    HeadConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    PluginsConfig,
+    PretrainConfig,
+    RunConfig,
+    StreamConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "HeadConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PluginsConfig",
+    "PretrainConfig",
+    "RunConfig",
+    "StreamConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "apply_override",
+    "config_from_dict",
+    "dumps_toml",
+    "load_config",
+    "parse_value",
+    "save_config",
+    "structure",
+    "unstructure",
+]

@@ -1,0 +1,222 @@
+"""The configuration schema: one attrs class per TOML table.
+
+Every default lives here and nowhere else; the command line, the model and the docs read it from
+these classes. ``docs/config.md`` is the reference for users and a test keeps it in step with this
+module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+PAPER_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 256)
+PAPER_INTER_CHANNELS = (16, 16, 32, 32, 64, 64, 64, 64)
+PAPER_TEMPORAL_KERNELS = (7, 3, 3, 3, 3, 3, 3, 3)
+PAPER_STRIDES = (2, 1, 1, 1, 2, 1, 1, 1)
+
+
+class FieldValueError(ValueError):
+    """A value the schema rejects; carries the field's name so the loader can give the dotted key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise FieldValueError(attribute.name, f"must be positive, got {value}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value < 0:
+        raise FieldValueError(attribute.name, f"must be zero or positive, got {value}")
+
+
+@attrs.frozen
+class RunConfig:
+    """``[run]``: naming, output location, seed and device of a run."""
+
+    name: str = "mska"
+    output_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+
+
+@attrs.frozen
+class SyntheticConfig:
+    """``[data.synthetic]``: the embedded synthetic corpus."""
+
+    num_train: int = attrs.field(default=480, validator=_positive)
+    num_dev: int = attrs.field(default=60, validator=_positive)
+    num_test: int = attrs.field(default=60, validator=_positive)
+    vocab_size: int = attrs.field(default=20, validator=_positive)
+    min_glosses: int = attrs.field(default=2, validator=_positive)
+    max_glosses: int = attrs.field(default=5, validator=_positive)
+    frames_per_gloss: int = attrs.field(default=12, validator=_positive)
+    crop_size: int = attrs.field(default=56, validator=_positive)
+    seed: int = 1234
+
+
+@attrs.frozen
+class AugmentConfig:
+    """``[data.augment]``: temporal (and optional spatial) augmentation of training clips."""
+
+    enabled: bool = True
+    speed_min: float = attrs.field(default=0.5, validator=_positive)
+    speed_max: float = attrs.field(default=1.5, validator=_positive)
+    max_frames: int = attrs.field(default=400, validator=_positive)
+    rotation: float = attrs.field(default=0.0, validator=_non_negative)  # degrees; 0 disables
+
+
+@attrs.frozen
+class DataConfig:
+    """``[data]``: where clips come from and how they are prepared."""
+
+    source: Literal["synthetic", "mska-pickle", "directory"] = "synthetic"
+    path: str | None = None
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    crops: bool = False
+    synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
+    augment: AugmentConfig = attrs.field(factory=AugmentConfig)
+
+
+@attrs.frozen
+class StreamConfig:
+    """``[model.streams.<name>]``: options of one stream."""
+
+    keypoints: bool = True
+    backbone: str | None = None  # crop backbone spec, e.g. "file::backbone.pt:dinov2_vits14"
+    img_size: int | None = attrs.field(default=None, validator=_positive)
+    init: str | None = None  # a checkpoint that initialises this stream
+    freeze: bool = False
+
+
+@attrs.frozen
+class HeadConfig:
+    """``[model.heads.<name>]``: a recognition head over the concatenated features of streams."""
+
+    streams: tuple[str, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class ModelConfig:
+    """``[model]``: the multi-stream encoder and its heads."""
+
+    layout: str = "coco_wholebody"
+    attention: Literal["paper", "softmax"] = "paper"
+    in_channels: int = attrs.field(default=3, validator=_positive)
+    channels: tuple[int, ...] = attrs.field(default=PAPER_CHANNELS, converter=tuple)
+    inter_channels: tuple[int, ...] = attrs.field(default=PAPER_INTER_CHANNELS, converter=tuple)
+    temporal_kernels: tuple[int, ...] = attrs.field(default=PAPER_TEMPORAL_KERNELS, converter=tuple)
+    strides: tuple[int, ...] = attrs.field(default=PAPER_STRIDES, converter=tuple)
+    num_heads: int = attrs.field(default=6, validator=_positive)
+    dropout: float = attrs.field(default=0.0, validator=_non_negative)
+    vocab_size: int | None = attrs.field(default=None, validator=_positive)  # None: from the data
+    head_hidden: int = attrs.field(default=512, validator=_positive)
+    head_ff: int = attrs.field(default=2048, validator=_positive)
+    head_kernel: int = attrs.field(default=3, validator=_positive)
+    head_dropout: float = attrs.field(default=0.1, validator=_non_negative)
+    crop_dim: int = attrs.field(default=256, validator=_positive)
+    streams: dict[str, StreamConfig] = attrs.field(factory=dict)
+    heads: dict[str, HeadConfig] = attrs.field(factory=dict)
+    init: dict[str, str] = attrs.field(factory=dict)  # weight group or stream -> checkpoint
+
+    @channels.validator
+    def _same_depth(self, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
+        depths = {len(value), len(self.inter_channels), len(self.temporal_kernels), len(self.strides)}
+        if len(depths) != 1:
+            raise FieldValueError(
+                attribute.name,
+                "channels, inter_channels, temporal_kernels and strides must have one length each "
+                f"(one entry per block); got {len(value)}, {len(self.inter_channels)}, "
+                f"{len(self.temporal_kernels)}, {len(self.strides)}"
+            )
+
+
+@attrs.frozen
+class LossConfig:
+    """``[losses.<name>]``: a loss's ``weight``; every other key is passed to its ``build``."""
+
+    weight: float = attrs.field(default=1.0, validator=_non_negative)
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+    #: Keys other than ``weight`` are collected into ``options`` rather than rejected.
+    __mska_open_table__ = "options"
+
+
+def _default_losses() -> dict[str, LossConfig]:
+    return {"ctc": LossConfig(), "distillation": LossConfig()}
+
+
+@attrs.frozen
+class OptimConfig:
+    """``[optim]``: optimiser and learning-rate schedule."""
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = attrs.field(default=1e-3, validator=_positive)
+    min_lr: float = attrs.field(default=1e-6, validator=_non_negative)
+    weight_decay: float = attrs.field(default=1e-3, validator=_non_negative)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.998), converter=tuple)
+    warmup_steps: int = attrs.field(default=0, validator=_non_negative)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = attrs.field(default=1.0, validator=_non_negative)  # 0 disables
+
+
+@attrs.frozen
+class TrainConfig:
+    """``[train]``: the fine-tuning loop."""
+
+    epochs: int = attrs.field(default=10, validator=_positive)
+    batch_size: int = attrs.field(default=8, validator=_positive)
+    amp: Literal["none", "bf16"] = "none"
+    num_workers: int = attrs.field(default=0, validator=_non_negative)
+    eval_every: int = attrs.field(default=1, validator=_positive)  # epochs
+    beam_size: int = attrs.field(default=1, validator=_positive)  # CTC beam on dev
+    test_beam_size: int = attrs.field(default=5, validator=_positive)
+    log_every: int = attrs.field(default=10, validator=_positive)  # steps
+    max_steps: int | None = attrs.field(default=None, validator=_positive)
+
+
+@attrs.frozen
+class PretrainConfig:
+    """``[pretrain]``: DINO pretraining of a crop encoder for one stream."""
+
+    stream: str = "face"
+    train_dirs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    output_dir: str = "work_dirs/dino"
+    epochs: int = attrs.field(default=10, validator=_positive)
+    arch: str = "vit_tiny_test"
+    backbone: str | None = None
+    img_size: int = attrs.field(default=112, validator=_positive)
+    batch_size: int = attrs.field(default=32, validator=_positive)
+    export_checkpoint: bool = False
+    output_path: str | None = None
+    export_backbone: str | None = None
+
+
+@attrs.frozen
+class PluginsConfig:
+    """``[plugins]``: plugins to disable, and plugins the run requires."""
+
+    disable: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    required: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class Config:
+    """A whole configuration file."""
+
+    run: RunConfig = attrs.field(factory=RunConfig)
+    data: DataConfig = attrs.field(factory=DataConfig)
+    model: ModelConfig = attrs.field(factory=ModelConfig)
+    losses: dict[str, LossConfig] = attrs.field(factory=_default_losses)
+    optim: OptimConfig = attrs.field(factory=OptimConfig)
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig)

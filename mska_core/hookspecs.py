@@ -1,0 +1,188 @@
+"""The contract between mska-core and its plugins.
+
+Every extension point of mska-core is one hook specification in this module. A plugin is a module
+(or any object) whose functions are decorated with :data:`hookimpl` and named after these specs::
+
+    from mska_core import hookimpl, StreamSpec
+
+    @hookimpl
+    def mska_streams():
+        return [StreamSpec(name="mouth", joints={"coco_wholebody": (71, 72, 73)})]
+
+Rules that hold for every hook:
+
+- Hooks take no arguments and return an iterable of frozen records from :mod:`mska_core.records`
+  (return ``[]`` to supply nothing).
+- The registry calls each plugin's implementation on its own and stamps every record with the
+  plugin, distribution and version that supplied it.
+- Two records with one name, from two plugins or from one, are an error that names both providers.
+  Nothing is overwritten or renamed: a user resolves the clash by disabling one plugin
+  (``MSKA_DISABLE_PLUGINS=name`` or ``[plugins] disable = ["name"]``).
+- Implementations must be cheap: build records, never models. Heavy imports (torch, timm) belong
+  inside the factories the records carry.
+- A hook that raises, or returns something that is not its record type, marks its plugin as failed.
+
+The project name (pluggy), the entry-point group and the hook prefix are all ``mska``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from mska_core.records import (
+    BackboneArch,
+    BackboneLoader,
+    CheckpointFormat,
+    KeypointLayout,
+    LossSpec,
+    StreamSpec,
+)
+
+PROJECT = "mska"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Decorate a plugin's hook implementations with this marker.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def mska_keypoint_layouts() -> Iterable[KeypointLayout]:
+    """Supply skeleton layouts that keypoint clips can be in.
+
+    Return :class:`~mska_core.records.KeypointLayout` records. A layout's name is what configs write
+    in ``[model] layout`` and what streams key their joint indices by. The core supplies
+    ``coco_wholebody`` (133 joints) and ``mediapipe_holistic`` (543 joints).
+
+    A second layout with a name already registered is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_keypoint_layouts():
+            return [KeypointLayout(name="openpose_137", num_joints=137,
+                                   parts={"body": range(25), "face": range(25, 95)})]
+
+    Added in 0.1.0.
+    """
+
+
+@hookspec
+def mska_streams() -> Iterable[StreamSpec]:
+    """Supply streams for the multi-stream encoder.
+
+    Return :class:`~mska_core.records.StreamSpec` records. ``MSKAEncoder`` builds one branch per
+    selected stream: by default every registered stream with joints in the config's layout, or the
+    streams the config names under ``[model.streams.<name>]``. Installing a plugin that implements
+    this hook adds a stream with no change to the core.
+
+    Joint indices are given per layout name; a stream with no entry for the layout in use has no
+    keypoint branch there (it may still read crops when ``crops=True``). Streams of one
+    ``weight_group`` (``"hand"`` for both hands) are initialised from one pretrained export.
+
+    A second stream with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_streams():
+            return [StreamSpec(name="mouth", description="lips",
+                               joints={"coco_wholebody": (71, 72, 73, 74, 75, 76, 77)})]
+
+    Added in 0.1.0.
+    """
+
+
+@hookspec
+def mska_backbone_loaders() -> Iterable[BackboneLoader]:
+    """Supply loaders for backbone spec schemes (``SCHEME::PAYLOAD``).
+
+    Return :class:`~mska_core.records.BackboneLoader` records, one per scheme. The core splits a
+    spec at the first ``::`` and hands the payload to the loader of that scheme. The core supplies
+    ``file``, ``hub`` and ``timm``.
+
+    A second loader for a registered scheme is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_backbone_loaders():
+            return [BackboneLoader(scheme="onnx", load=_load_onnx_backbone)]
+
+    Added in 0.1.0.
+    """
+
+
+@hookspec
+def mska_backbone_archs() -> Iterable[BackboneArch]:
+    """Supply architectures that backbone specs can name (``file::PATH:ARCH``).
+
+    Return :class:`~mska_core.records.BackboneArch` records. ``build`` makes the model,
+    ``convert_state_dict`` turns the weight layouts this architecture accepts into the one ``build``
+    makes. The core supplies ``dinov2_vits14``, ``dinov2_vitb14``, ``dinov2_vitl14``,
+    ``dinov2_vitg14``, their ``_reg`` variants and ``vit_tiny_test``.
+
+    A second architecture with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_backbone_archs():
+            return [BackboneArch(name="resnet18_crops", build=_build_resnet18,
+                                 convert_state_dict=dict, feature_dim=512)]
+
+    Added in 0.1.0.
+    """
+
+
+@hookspec
+def mska_checkpoint_formats() -> Iterable[CheckpointFormat]:
+    """Supply checkpoint file formats.
+
+    Return :class:`~mska_core.records.CheckpointFormat` records. Reading a file asks every format's
+    ``sniff``; exactly one must claim it (two claims are an error naming both formats). ``read`` must
+    never execute pickled code. The core supplies ``mska``, ``safetensors``, ``state_dict``,
+    ``lightning``, ``dino`` and ``mska-paper``.
+
+    A second format with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_checkpoint_formats():
+            return [CheckpointFormat(name="npz", sniff=_is_npz, read=_read_npz)]
+
+    Added in 0.1.0.
+    """
+
+
+@hookspec
+def mska_losses() -> Iterable[LossSpec]:
+    """Supply training losses that ``[losses.<name>]`` tables can enable.
+
+    Return :class:`~mska_core.records.LossSpec` records. ``build(**options)`` receives the table's
+    keys other than ``weight``; the built module returns a scalar. The core supplies ``ctc``,
+    ``distillation``, ``translation``, ``dino`` and ``koleo``.
+
+    A second loss with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_losses():
+            return [LossSpec(name="focal_ctc", build=FocalCTCLoss)]
+
+    Added in 0.1.0.
+    """
+
+
+#: Every hook name of the contract, in the order they are documented.
+HOOK_NAMES: tuple[str, ...] = (
+    "mska_keypoint_layouts",
+    "mska_streams",
+    "mska_backbone_loaders",
+    "mska_backbone_archs",
+    "mska_checkpoint_formats",
+    "mska_losses",
+)

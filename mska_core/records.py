@@ -1,0 +1,185 @@
+"""The records that hooks return.
+
+Every hook of :mod:`mska_core.hookspecs` returns an iterable of one of these frozen attrs classes. The
+registry stamps each record with the :class:`Provider` that supplied it (``record.provider``), so error
+messages and ``mska plugins`` can say which plugin, distribution and version a record came from.
+
+This module must stay cheap to import: no torch, no timm. Factories (``build``, ``load``, ``read``)
+are plain callables that import heavy modules when they are called.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+
+def _valid_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be a name of letters, digits, '_', '-' "
+            f"or '.', starting with a letter; got {value!r}"
+        )
+
+
+def _joint_table(value: Mapping[str, Any]) -> Mapping[str, tuple[int, ...]]:
+    return {str(layout): tuple(int(i) for i in indices) for layout, indices in dict(value).items()}
+
+
+def _check_joint_table(instance: Any, attribute: attrs.Attribute, value: Mapping[str, tuple[int, ...]]) -> None:
+    for layout, indices in value.items():
+        if any(i < 0 for i in indices):
+            raise ValueError(f"stream {instance.name!r}: negative joint index in layout {layout!r}")
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"stream {instance.name!r}: repeated joint index in layout {layout!r}")
+
+
+@attrs.frozen
+class Provider:
+    """Who supplied a record: the plugin's name, its distribution and that distribution's version."""
+
+    plugin: str
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} ({self.distribution} {self.version})"
+
+
+def _provider_field() -> Any:
+    return attrs.field(default=None, kw_only=True, eq=False, repr=False)
+
+
+@attrs.frozen
+class KeypointLayout:
+    """A skeleton layout: how many joints a clip has and which index ranges form which body part.
+
+    ``parts`` maps a part name (``"body"``, ``"face"``, ``"left_hand"`` ...) to its joint indices.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    num_joints: int = attrs.field(converter=int)
+    parts: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict, converter=_joint_table)
+    description: str = ""
+    provider: Provider | None = _provider_field()
+
+    @num_joints.validator
+    def _positive(self, attribute: attrs.Attribute, value: int) -> None:
+        if value <= 0:
+            raise ValueError(f"layout {self.name!r}: num_joints must be positive, got {value}")
+
+
+@attrs.frozen
+class StreamSpec:
+    """A stream of the multi-stream encoder: which joints it reads, and how it may be encoded.
+
+    - ``joints`` maps a layout name to the joint indices this stream reads in that layout, in the
+      order the keypoint branch sees them (the order matters for learned joint-by-joint matrices).
+      Empty for a crop-only stream.
+    - ``weight_group`` names the pretrained weights that initialise the stream; both hands share the
+      group ``"hand"`` so that one pretrained hand encoder initialises both. Defaults to ``name``.
+    - ``crops``: whether the stream can read per-frame image crops through a crop backbone.
+    - ``build_encoder``: optional factory ``(spec, model_config, stream_config, layout) -> nn.Module``
+      that replaces the core keypoint branch for this stream. ``None`` uses the core branch.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    description: str = ""
+    joints: Mapping[str, tuple[int, ...]] = attrs.field(
+        factory=dict, converter=_joint_table, validator=_check_joint_table
+    )
+    weight_group: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
+    crops: bool = False
+    build_encoder: Callable[..., Any] | None = None
+    provider: Provider | None = _provider_field()
+
+    def joints_for(self, layout: str) -> tuple[int, ...]:
+        """The joint indices of this stream in ``layout``; empty when the stream has none there."""
+        return self.joints.get(layout, ())
+
+
+@attrs.frozen
+class BackboneLoader:
+    """A loader for one backbone spec scheme (the part of ``SCHEME::PAYLOAD`` before ``::``).
+
+    ``load(payload, options) -> nn.Module`` receives the text after ``::`` and a
+    :class:`mska_core.backbones.BackboneOptions` (image size and the like) and returns a module that
+    maps ``[N, 3, H, W]`` to ``[N, D]``.
+    """
+
+    scheme: str = attrs.field(validator=_valid_name)
+    load: Callable[..., Any]
+    description: str = ""
+    provider: Provider | None = _provider_field()
+
+    @property
+    def name(self) -> str:
+        return self.scheme
+
+
+@attrs.frozen
+class BackboneArch:
+    """An architecture named in backbone specs (``file::PATH:ARCH``).
+
+    - ``build(**arch_config) -> nn.Module`` builds the randomly initialised model; ``arch_config``
+      holds at least ``img_size``.
+    - ``convert_state_dict(state_dict) -> state_dict`` turns any weight layout this arch accepts
+      (official releases, DINO checkpoints, prefixed keys) into the layout ``build`` produces.
+    - ``feature_dim``: the width of the features the built model returns.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    build: Callable[..., Any]
+    convert_state_dict: Callable[[Mapping[str, Any]], dict[str, Any]]
+    feature_dim: int = attrs.field(converter=int)
+    description: str = ""
+    default_config: Mapping[str, Any] = attrs.field(factory=dict)
+    provider: Provider | None = _provider_field()
+
+
+@attrs.frozen
+class CheckpointFormat:
+    """A file format that checkpoints can be read from (and, with ``write``, written to).
+
+    - ``sniff(probe) -> bool``: whether the file behind a :class:`mska_core.checkpoints.FileProbe`
+      is in this format. Exactly one format may claim a file.
+    - ``read(probe) -> Checkpoint``: the file's tensors and metadata, without running pickled code.
+    - ``write(checkpoint, path) -> None``: optional; writes atomically.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    sniff: Callable[[Any], bool]
+    read: Callable[[Any], Any]
+    write: Callable[..., None] | None = None
+    description: str = ""
+    provider: Provider | None = _provider_field()
+
+
+@attrs.frozen
+class LossSpec:
+    """A training loss, named in the ``[losses]`` table of a config.
+
+    ``build(**options) -> nn.Module`` receives the table's options (everything but ``weight``); the
+    module's ``forward`` returns a scalar tensor.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    build: Callable[..., Any]
+    description: str = ""
+    provider: Provider | None = _provider_field()
+
+
+#: The record type each hook returns, by hook name.
+RECORD_TYPES: dict[str, type] = {
+    "mska_keypoint_layouts": KeypointLayout,
+    "mska_streams": StreamSpec,
+    "mska_backbone_loaders": BackboneLoader,
+    "mska_backbone_archs": BackboneArch,
+    "mska_checkpoint_formats": CheckpointFormat,
+    "mska_losses": LossSpec,
+}

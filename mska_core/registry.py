@@ -1,0 +1,198 @@
+"""Keyed look-ups over hook results.
+
+The registry calls every plugin's implementation of a hook on its own, checks what it returned,
+stamps each record with its :class:`~mska_core.records.Provider`, and indexes the records by name.
+Two records with one name are a :class:`~mska_core.errors.DuplicateNameError` naming both providers;
+a look-up of an unknown name is an :class:`~mska_core.errors.UnknownNameError` listing valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Generic, TypeVar
+
+import attrs
+
+from mska_core.errors import DuplicateNameError, UnknownNameError
+from mska_core.plugins import LOADED, PluginHost, load_plugins
+from mska_core.records import (
+    RECORD_TYPES,
+    BackboneArch,
+    BackboneLoader,
+    CheckpointFormat,
+    KeypointLayout,
+    LossSpec,
+    Provider,
+    StreamSpec,
+)
+
+T = TypeVar("T")
+
+#: How each hook's records are called in messages.
+KINDS: dict[str, str] = {
+    "mska_keypoint_layouts": "keypoint layout",
+    "mska_streams": "stream",
+    "mska_backbone_loaders": "backbone scheme",
+    "mska_backbone_archs": "backbone architecture",
+    "mska_checkpoint_formats": "checkpoint format",
+    "mska_losses": "loss",
+}
+
+
+def record_name(record: object) -> str:
+    return getattr(record, "scheme", None) or record.name  # type: ignore[attr-defined]
+
+
+def suggest(name: str, valid: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest valid name, or an empty string."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Catalog(Generic[T]):
+    """The records of one hook, by name, in registration order."""
+
+    def __init__(self, kind: str, records: Sequence[T]) -> None:
+        self.kind = kind
+        self._by_name: dict[str, T] = {}
+        for record in records:
+            name = record_name(record)
+            if name in self._by_name:
+                first = self._by_name[name]
+                raise DuplicateNameError(
+                    f"{kind} {name!r} is supplied twice: by {first.provider} and by "  # type: ignore[attr-defined]
+                    f"{record.provider}; disable one of them with MSKA_DISABLE_PLUGINS "  # type: ignore[attr-defined]
+                    "or [plugins] disable"
+                )
+            self._by_name[name] = record
+
+    def get(self, name: str) -> T:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownNameError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        valid = self.names()
+        listing = ", ".join(valid) if valid else "none (is a plugin disabled?)"
+        return f"unknown {self.kind} {name!r}{suggest(name, valid)}; registered: {listing}"
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def as_mapping(self) -> Mapping[str, T]:
+        return dict(self._by_name)
+
+
+class Registry:
+    """Every record the loaded plugins supply, one :class:`Catalog` per hook."""
+
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+        self._records: dict[str, list[object]] | None = None
+
+    def records(self, hook: str) -> list[object]:
+        """The checked, provider-stamped records of ``hook`` from every loaded plugin."""
+        if self._records is None:
+            self._records = self._collect()
+        return self._records[hook]
+
+    def _collect(self) -> dict[str, list[object]]:
+        # Every hook is called once, plugin by plugin; a plugin whose hook raises or returns the
+        # wrong type is marked failed and contributes nothing at all.
+        by_plugin: dict[str, dict[str, list[object]]] = {}
+        for hook, record_type in RECORD_TYPES.items():
+            for impl in getattr(self.host.pm.hook, hook).get_hookimpls():
+                info = self.host.info_for(impl.plugin_name)
+                if info.status != LOADED:
+                    continue
+                try:
+                    returned = list(impl.function() or ())
+                    bad = [r for r in returned if not isinstance(r, record_type)]
+                    if bad:
+                        raise TypeError(
+                            f"returned {type(bad[0]).__name__}, expected {record_type.__name__} records"
+                        )
+                except Exception as exc:  # noqa: BLE001 - a broken hook must not break the others
+                    self.host.fail(info, f"{hook}() failed: {type(exc).__name__}: {exc}")
+                    by_plugin.pop(info.name, None)
+                    continue
+                provider = Provider(info.name, info.distribution, info.version)
+                stamped = [attrs.evolve(r, provider=provider) for r in returned]
+                by_plugin.setdefault(info.name, {})[hook] = stamped
+        records: dict[str, list[object]] = {hook: [] for hook in RECORD_TYPES}
+        for plugin_name, hooks in by_plugin.items():
+            info = self.host.info_for(plugin_name)
+            for hook, stamped in hooks.items():
+                info.provides[hook] = [record_name(r) for r in stamped]
+                records[hook].extend(stamped)
+        return records
+
+    def catalog(self, hook: str) -> Catalog:
+        return Catalog(KINDS[hook], self.records(hook))
+
+    @functools.cached_property
+    def layouts(self) -> Catalog[KeypointLayout]:
+        return self.catalog("mska_keypoint_layouts")
+
+    @functools.cached_property
+    def streams(self) -> Catalog[StreamSpec]:
+        return self.catalog("mska_streams")
+
+    @functools.cached_property
+    def backbone_loaders(self) -> Catalog[BackboneLoader]:
+        return self.catalog("mska_backbone_loaders")
+
+    @functools.cached_property
+    def backbone_archs(self) -> Catalog[BackboneArch]:
+        return self.catalog("mska_backbone_archs")
+
+    @functools.cached_property
+    def checkpoint_formats(self) -> Catalog[CheckpointFormat]:
+        return self.catalog("mska_checkpoint_formats")
+
+    @functools.cached_property
+    def losses(self) -> Catalog[LossSpec]:
+        return self.catalog("mska_losses")
+
+    def streams_for_layout(self, layout: str) -> list[StreamSpec]:
+        """Every registered stream with joints in ``layout``, in registration order."""
+        self.layouts.get(layout)
+        return [spec for spec in self.streams if spec.joints_for(layout)]
+
+    def collect_all(self) -> None:
+        """Call every hook once so that ``provides`` and failures are known (for listing)."""
+        self.records("mska_streams")
+
+
+_default: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry over the plugins the environment selects (loaded on first use)."""
+    global _default
+    if _default is None:
+        _default = Registry(load_plugins())
+    return _default
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace (or with ``None``, forget) the process-wide registry; the next use reloads."""
+    global _default
+    _default = registry
+
+
+def make_registry(*extra: object, **kwargs: object) -> Registry:
+    """A fresh registry over the environment's plugins plus ``extra`` plugin objects."""
+    return Registry(load_plugins(extra=extra, **kwargs))  # type: ignore[arg-type]
