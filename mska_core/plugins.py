@@ -18,6 +18,7 @@ Environment:
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,13 +75,10 @@ class PluginInfo:
 
 
 def core_version() -> str:
-    """The installed version of mska-core (``0+unknown`` when run from an uninstalled tree)."""
-    from importlib import metadata
+    """The version of mska-core (its one home is ``mska_core.__version__``)."""
+    from mska_core import __version__
 
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 def _names_from_env(value: str | None) -> frozenset[str] | None:
@@ -145,6 +143,19 @@ class PluginHost:
             if attr not in known:
                 raise PluginError(
                     f"implements unknown hook {attr!r}; known hooks: {', '.join(hookspecs.HOOK_NAMES)}"
+                )
+            expected = list(inspect.signature(getattr(hookspecs, attr)).parameters)
+            asked = [
+                name
+                for name, parameter in inspect.signature(getattr(plugin, attr)).parameters.items()
+                if parameter.default is inspect.Parameter.empty
+                and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            ]
+            unknown = [name for name in asked if name not in expected]
+            if unknown:
+                raise PluginError(
+                    f"hook {attr}() takes {', '.join(expected) or 'no arguments'}, but the implementation "
+                    f"asks for {', '.join(unknown)}"
                 )
 
     # -- queries ------------------------------------------------------------------------------
