@@ -1,0 +1,47 @@
+"""The records data sources produce: one :class:`Sample` per clip, three splits per corpus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+SPLITS = ("train", "dev", "test")
+
+
+@attrs.frozen
+class Sample:
+    """One annotated clip.
+
+    ``keypoints`` is a float tensor ``[T, J, 3]`` (x, y, confidence) with x and y in [-1, 1], y up,
+    in the layout of the corpus (``coco_wholebody``: J = 133). ``gloss`` is the white-space separated
+    gloss sequence, ``text`` the translation.
+    """
+
+    name: str
+    keypoints: Any = attrs.field(repr=False)  # torch.Tensor [T, J, 3]
+    gloss: str
+    text: str
+    signer: int = 0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.keypoints.shape[0])
+
+
+@attrs.frozen
+class Corpus:
+    """The three splits of a data source, and where they came from (for messages and the run record)."""
+
+    train: tuple[Sample, ...] = attrs.field(converter=tuple)
+    dev: tuple[Sample, ...] = attrs.field(converter=tuple)
+    test: tuple[Sample, ...] = attrs.field(converter=tuple)
+    source: str = ""
+    layout: str = "coco_wholebody"
+
+    def split(self, name: str) -> tuple[Sample, ...]:
+        from mska_core.errors import DataError
+
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)

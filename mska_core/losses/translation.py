@@ -1,0 +1,61 @@
+"""Translation into text (the ``translation`` loss): label-smoothed cross-entropy of the text decoder.
+
+The decoder itself (:class:`mska_core.training.decoder.TranslationDecoder`) is part of the model; its
+size is set in this loss's table, so that one ``[losses.translation]`` table says everything about
+translation::
+
+    [losses.translation]
+    weight = 1.0
+    label_smoothing = 0.1
+    layers = 2          # decoder layers
+    heads = 4           # attention heads
+    ff = 512            # feed-forward width
+    dropout = 0.1
+    head = "fuse"       # the recognition head whose gloss features the decoder reads
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@attrs.frozen
+class DecoderConfig:
+    """The text decoder's size and the recognition head it reads (``None``: ``fuse`` or the first)."""
+
+    layers: int = 2
+    heads: int = 4
+    ff: int = 512
+    dropout: float = 0.1
+    head: str | None = None
+
+
+class TranslationLoss(nn.Module):
+    """Label-smoothed cross-entropy of ``output.translation_logits`` ``[B, L, V_text]`` against the
+    batch's ``text_target`` (``<pad>`` ignored); averaged over each clip's tokens, then over clips."""
+
+    def __init__(self, label_smoothing: float = 0.1, pad: int = 0, layers: int = 2, heads: int = 4,
+                 ff: int = 512, dropout: float = 0.1, head: str | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self.pad = pad
+        self.decoder_config = DecoderConfig(layers=layers, heads=heads, ff=ff, dropout=dropout, head=head)
+
+    def forward(self, output: Any, batch: Any) -> torch.Tensor:
+        logits = output.translation_logits
+        if logits is None:
+            raise ValueError("TranslationLoss: the model has no text decoder (is [losses.translation] set?)")
+        target = batch.text_target
+        per_token = F.cross_entropy(
+            logits.float().flatten(0, 1), target.flatten(), ignore_index=self.pad,
+            label_smoothing=self.label_smoothing, reduction="none",
+        ).view_as(target)
+        tokens = (target != self.pad).float()
+        return ((per_token * tokens).sum(1) / tokens.sum(1).clamp_min(1.0)).mean()

@@ -1,0 +1,93 @@
+"""The trained model: the multi-stream encoder plus, when translation is trained, the text decoder.
+
+``SignModel.forward(batch)`` returns a :class:`StepOutput`, the ``output`` every fine-tuning loss
+receives as ``loss(output, batch)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+
+@attrs.frozen
+class StepOutput:
+    """What a training step produced: the encoder's output and the decoder's logits.
+
+    - ``encoder``: the :class:`~mska_core.encoder.EncoderOutput` (``logits`` and ``gloss_features``
+      per head, ``lengths`` after downsampling, ``stream_features``, ``head_inputs``).
+    - ``translation_logits``: ``[B, L, V_text]`` under teacher forcing, or ``None`` without a decoder.
+
+    ``logits``, ``lengths``, ``gloss_features`` and ``distillation_targets()`` are forwarded from the
+    encoder output for convenience.
+    """
+
+    encoder: Any
+    translation_logits: torch.Tensor | None = None
+
+    @property
+    def logits(self) -> dict[str, torch.Tensor]:
+        return self.encoder.logits
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.encoder.lengths
+
+    @property
+    def gloss_features(self) -> dict[str, torch.Tensor]:
+        return self.encoder.gloss_features
+
+    def distillation_targets(self) -> torch.Tensor:
+        return self.encoder.distillation_targets()
+
+
+def decoder_head(head_names: list[str], wanted: str | None) -> str:
+    """The head whose gloss features feed the decoder: ``wanted``, else ``fuse``, else the first."""
+    from mska_core.errors import ConfigError
+
+    if wanted is not None:
+        if wanted not in head_names:
+            raise ConfigError(f"losses.translation.head: {wanted!r} is not a head; heads: {', '.join(head_names)}")
+        return wanted
+    return "fuse" if "fuse" in head_names else head_names[0]
+
+
+class SignModel(nn.Module):
+    """``encoder`` (an :class:`~mska_core.encoder.MSKAEncoder`) and an optional ``decoder``
+    (:class:`~mska_core.training.decoder.TranslationDecoder`) reading head ``decoder_head``."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module | None = None, decoder_head: str | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.decoder_head = decoder_head
+
+    def forward(self, batch: Any) -> StepOutput:
+        encoded = self.encoder(batch.clips)
+        logits = None
+        if self.decoder is not None:
+            memory = encoded.gloss_features[self.decoder_head]
+            logits = self.decoder(memory, encoded.lengths, batch.text_input)
+        return StepOutput(encoder=encoded, translation_logits=logits)
+
+
+def build_model(config: Any, vocabularies: Any, *, registry: Any = None, losses: dict[str, Any] | None = None) -> SignModel:
+    """The encoder of ``config.model`` sized for the gloss vocabulary, and the text decoder when the
+    ``translation`` loss is configured (its size from that loss's options)."""
+    from mska_core.encoder import MSKAEncoder
+    from mska_core.training.decoder import TranslationDecoder
+
+    encoder = MSKAEncoder.from_config(config.model, vocab_size=len(vocabularies.gloss), registry=registry)
+    translation = (losses or {}).get("translation")
+    if translation is None:
+        return SignModel(encoder)
+    dec = translation.decoder_config
+    head = decoder_head(list(encoder.heads), dec.head)
+    decoder = TranslationDecoder(
+        len(vocabularies.text), config.model.head_hidden, layers=dec.layers, heads=dec.heads, ff=dec.ff,
+        dropout=dec.dropout, pad=vocabularies.pad,
+    )
+    return SignModel(encoder, decoder, head)
