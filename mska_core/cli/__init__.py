@@ -20,6 +20,7 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Subcommand modules, in the order ``mska --help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "mska_core.cli.plugins_cmd",
+    "mska_core.cli.pretrain_cmd",
     "mska_core.cli.config_cmd",
 )
 
