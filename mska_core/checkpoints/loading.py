@@ -1,0 +1,117 @@
+"""Reading and writing checkpoints through the registered formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mska_core.checkpoints.payload import Checkpoint, check_plain
+from mska_core.checkpoints.probe import FileProbe
+from mska_core.errors import CheckpointError
+
+#: File names that are never checkpoints: the temporary files of an atomic write in progress.
+TEMPORARY_SUFFIX = ".tmp"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+
+
+def detect_format(probe: FileProbe, *, registry: Any = None) -> Any:
+    """The one :class:`~mska_core.records.CheckpointFormat` that claims ``probe``'s file.
+
+    None claiming it raises :class:`CheckpointError` with what the file looks like; two claiming
+    it raise one naming both.
+    """
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
+    formats = list(registry.checkpoint_formats)
+    if probe.is_torch:
+        probe.load()  # an unsafe or unreadable torch file fails here, with its own message
+    claims = [f for f in formats if f.sniff(probe)]
+    if len(claims) > 1:
+        names = " and ".join(f"{f.name!r} ({f.provider})" for f in claims[:2])
+        raise CheckpointError(
+            f"{probe.path}: claimed by two checkpoint formats, {names}; disable one plugin with "
+            "MSKA_DISABLE_PLUGINS"
+        )
+    if claims:
+        return claims[0]
+    if probe.problem:
+        raise CheckpointError(f"{probe.path}: {probe.problem}")
+    registered = ", ".join(f.name for f in formats) or "none"
+    if probe.is_torch:
+        obj = probe.load()
+        if isinstance(obj, dict):
+            keys = ", ".join(map(str, list(obj)[:6])) or "none"
+            looks = f"a torch file whose top-level keys ({keys}) match no format"
+        else:
+            looks = f"a torch file holding a {type(obj).__name__}, not a dict of tensors"
+    else:
+        looks = f"neither a torch file nor safetensors (it starts with {probe.head[:8]!r})"
+    raise CheckpointError(f"{probe.path}: not a checkpoint: {looks}; registered formats: {registered}")
+
+
+def load_checkpoint(path: str | Path, *, select: str | None = None, registry: Any = None) -> Checkpoint:
+    """Read ``path`` through the one checkpoint format that claims it; never runs pickled code.
+
+    ``select`` picks a part of multi-part files (``"student"`` of a DINO checkpoint; the teacher
+    is the default).
+    """
+    probe = FileProbe.open(path, select=select)
+    fmt = detect_format(probe, registry=registry)
+    checkpoint = fmt.read(probe)
+    if not isinstance(checkpoint, Checkpoint):
+        raise CheckpointError(
+            f"{probe.path}: checkpoint format {fmt.name!r} ({fmt.provider}) returned "
+            f"{type(checkpoint).__name__}, expected a Checkpoint"
+        )
+    return checkpoint
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` to ``path`` atomically and return the path.
+
+    ``.safetensors`` files get the tensors of ``state_dict`` and the other keys as JSON metadata;
+    anything else is written with ``torch.save``. The payload must be plain data (see
+    :func:`~mska_core.checkpoints.make_payload`); the previous file stays intact until the new one
+    is complete.
+    """
+    from mska_core.checkpoints.formats import write_mska, write_safetensors
+
+    check_plain(payload)
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return write_safetensors(payload, path)
+    return write_mska(payload, path)
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Checkpoint files in ``folder`` (by suffix), oldest first; temporary files are never listed."""
+    folder = Path(folder)
+    found = [
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+        and not p.name.endswith(TEMPORARY_SUFFIX)
+    ]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def as_checkpoint(source: Any, *, registry: Any = None) -> Checkpoint:
+    """A :class:`Checkpoint` from a path, one of our payload dicts, a bare state dict or a Checkpoint."""
+    from mska_core.checkpoints.formats import _is_state_dict
+    from mska_core.checkpoints.keys import strip_wrappers
+
+    if isinstance(source, Checkpoint):
+        return source
+    if isinstance(source, (str, Path)):
+        return load_checkpoint(source, registry=registry)
+    if isinstance(source, dict):
+        if "state_dict" in source and source.get("format") == "mska-core":
+            metadata = {k: v for k, v in source.items() if k != "state_dict"}
+            return Checkpoint("mska", metadata, strip_wrappers(source["state_dict"]))
+        if _is_state_dict(source):
+            return Checkpoint("state_dict", {}, strip_wrappers(source))
+    raise CheckpointError(
+        f"cannot use a {type(source).__name__} as weights; give a path, an mska-core payload, a state dict "
+        "or a Checkpoint"
+    )
