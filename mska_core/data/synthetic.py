@@ -337,5 +337,5 @@ def clip_crops(keypoints: Any, streams: Any, size: int) -> dict[str, Any]:
             continue
         joints, kind = CROP_SOURCES[stream]
         points = keypoints[:, list(joints)]  # [T, P, 3]
-        crops[stream] = torch.stack([render_crop(frame, size, kind) for frame in points])
+        crops[stream] = torch.stack([render_crop(frame, size, kind, y_up=True) for frame in points])
     return crops

@@ -38,7 +38,7 @@ class TranslationDecoder(nn.Module):
         if steps > self.max_length:
             raise ValueError(f"a translation of {steps} tokens is longer than the decoder's {self.max_length}")
         x = self.embed(tokens) * math.sqrt(self.dim) + self.positions[:steps]
-        causal = torch.triu(torch.full((steps, steps), float("-inf"), device=tokens.device), diagonal=1)
+        causal = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=tokens.device), diagonal=1)
         memory_pad = torch.arange(memory.shape[1], device=memory.device)[None, :] >= memory_lengths[:, None]
         x = self.layers(x, memory, tgt_mask=causal, tgt_key_padding_mask=tokens == self.pad,
                         memory_key_padding_mask=memory_pad)
@@ -47,44 +47,46 @@ class TranslationDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, memory: torch.Tensor, memory_lengths: torch.Tensor, *, bos: int, eos: int,
                  max_length: int = 40, beam_size: int = 1, length_penalty: float = 1.0) -> list[list[int]]:
-        """Token ids (without ``<bos>``/``<eos>``) of each clip's translation, by beam search."""
-        max_length = min(max_length, self.max_length - 1)
-        return [
-            self._beam(memory[i : i + 1], memory_lengths[i : i + 1], bos, eos, max_length, beam_size,
-                       length_penalty)
-            for i in range(memory.shape[0])
-        ]
+        """Token ids (without ``<bos>``/``<eos>``) of each clip's translation.
 
-    def _beam(self, memory: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int, max_length: int,
-              beam_size: int, length_penalty: float) -> list[int]:
-        beams = torch.full((1, 1), bos, dtype=torch.long, device=memory.device)
-        scores = torch.zeros(1, device=memory.device)
-        finished: list[tuple[float, list[int]]] = []
+        Beam search over the whole batch at once (greedy at ``beam_size = 1``): each clip keeps its
+        ``beam_size`` best open or finished hypotheses; a finished one only extends with ``<pad>`` at
+        no cost. The winner maximises the log probability divided by ``length ** length_penalty``.
+        """
+        batch, k = memory.shape[0], beam_size
+        max_length = min(max_length, self.max_length - 1)
+        memory = memory.repeat_interleave(k, 0)
+        lengths = memory_lengths.repeat_interleave(k, 0)
+        tokens = torch.full((batch * k, 1), bos, dtype=torch.long, device=memory.device)
+        scores = torch.zeros(batch, k, device=memory.device)
+        scores[:, 1:] = float("-inf")  # every beam starts as the same <bos>: keep one
+        finished = torch.zeros(batch * k, dtype=torch.bool, device=memory.device)
+        produced = torch.zeros(batch * k, device=memory.device)
+        rows = torch.arange(batch, device=memory.device)[:, None] * k
         for _ in range(max_length):
-            count = beams.shape[0]
-            logits = self(memory.expand(count, -1, -1), lengths.expand(count), beams)[:, -1]
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
-            log_probs[:, self.pad] = float("-inf")
-            log_probs[:, bos] = float("-inf")
-            total = (scores[:, None] + log_probs).flatten()
-            top = total.topk(min(beam_size * 2, total.numel()))
+            log_probs = torch.log_softmax(self(memory, lengths, tokens)[:, -1].float(), dim=-1)
+            log_probs[:, [self.pad, bos]] = float("-inf")
+            log_probs[finished] = float("-inf")
+            log_probs[finished, self.pad] = 0.0
             vocab = log_probs.shape[1]
-            next_beams, next_scores = [], []
-            for score, flat in zip(top.values.tolist(), top.indices.tolist()):
-                beam, token = divmod(flat, vocab)
-                if token == eos:
-                    words = beams[beam, 1:].tolist()
-                    finished.append((score / max(1, len(words) + 1) ** length_penalty, words))
-                else:
-                    next_beams.append(torch.cat([beams[beam], beams.new_tensor([token])]))
-                    next_scores.append(score)
-                if len(next_beams) == beam_size:
-                    break
-            if len(finished) >= beam_size or not next_beams:
+            candidates = (scores.reshape(-1, 1) + log_probs).view(batch, k * vocab)
+            scores, index = candidates.topk(k, dim=1)
+            source = (rows + torch.div(index, vocab, rounding_mode="floor")).flatten()
+            token = (index % vocab).flatten()
+            tokens = torch.cat([tokens[source], token[:, None]], dim=1)
+            was_finished = finished[source]
+            produced = produced[source] + (~was_finished).float()
+            finished = was_finished | (token == eos)
+            if bool(finished.all()):
                 break
-            beams = torch.stack(next_beams)
-            scores = torch.tensor(next_scores, device=memory.device)
-        if not finished:
-            finished = [(float(s) / max(1, beams.shape[1]) ** length_penalty, b[1:].tolist())
-                        for s, b in zip(scores, beams)]
-        return max(finished, key=lambda f: f[0])[1]
+        normalised = scores / produced.view(batch, k).clamp_min(1.0) ** length_penalty
+        best = tokens.view(batch, k, -1)[torch.arange(batch), normalised.argmax(1), 1:]
+        out = []
+        for row in best.tolist():
+            ids = []
+            for token in row:
+                if token in (eos, self.pad):
+                    break
+                ids.append(token)
+            out.append(ids)
+        return out

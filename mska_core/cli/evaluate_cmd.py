@@ -1,0 +1,88 @@
+"""``mska evaluate --checkpoint F [--split test]``: WER per head and for the ensemble, BLEU-1..4, ROUGE-L."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mska_core.cli.output import add_config_options, console, emit_json
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="score a fine-tuned checkpoint on a split (WER, BLEU, ROUGE-L)",
+        description="Decode a split with a checkpoint of 'mska train' and score it. The data comes from "
+                    "the config stored in the checkpoint; --set changes it (e.g. --set data.path=...).",
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="F", help="best.pt or last.pt of a run")
+    parser.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split to score")
+    parser.add_argument("--beam-size", type=int, default=None, metavar="N",
+                        help="CTC beam width (default: the config's train.test_beam_size)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="clips per batch")
+    add_config_options(parser)
+    parser.add_argument("--predictions", metavar="FILE", help="also write every clip's prediction as JSON lines")
+    parser.add_argument("--json", action="store_true", help="write the metrics as JSON on stdout")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from mska_core.config import apply_override, config_from_dict, unstructure
+    from mska_core.data.datasets import ClipDataset, load_corpus
+    from mska_core.registry import get_registry
+    from mska_core.training.distributed import DistInfo
+    from mska_core.training.evaluation import evaluate
+    from mska_core.training.loop import crop_size, crop_streams
+    from mska_core.training.trained import load_trained
+
+    registry = get_registry()
+    trained = load_trained(args.checkpoint, registry=registry)
+    config = trained.config
+    if args.overrides:
+        data = unstructure(config)
+        for override in args.overrides:
+            apply_override(data, override)
+        config = config_from_dict(data, source="--set")
+    layout = registry.layouts.get(config.model.layout)
+    corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints)
+    streams = crop_streams(config)
+    dataset = ClipDataset(corpus.split(args.split), trained.vocabularies, config.data.augment, train=False,
+                          seed=config.run.seed, crop_streams=streams, crop_size=crop_size(config, streams))
+    beam = args.beam_size or config.train.test_beam_size
+    metrics, predictions = evaluate(
+        trained.model, dataset, trained.vocabularies, info=DistInfo(), device="cpu",
+        batch_size=args.batch_size or config.train.batch_size, beam_size=beam,
+        translation_beam_size=config.train.translation_beam_size, max_text_length=config.train.max_text_length,
+    )
+    result = {"checkpoint": str(trained.path), "split": args.split, "ctc_beam_size": beam,
+              "epoch": trained.payload.get("epoch"), **metrics}
+    if args.predictions:
+        from mska_core.io import atomic_write_bytes
+
+        lines = "".join(json.dumps(p.as_dict()) + "\n" for p in predictions)
+        atomic_write_bytes(args.predictions, lines.encode())
+    if args.json:
+        emit_json(result)
+        return 0
+    show(result, console())
+    return 0
+
+
+def show(result: dict[str, Any], out: Any) -> None:
+    """A table of the metrics of one evaluation."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['split']} split · {result['clips']} clips · {result['checkpoint']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key.startswith("wer/"):
+            table.add_row(f"WER {key[4:]}", f"{value:.2f}")
+    for key, label in (("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
+                       ("rouge_l", "ROUGE-L")):
+        if key in result:
+            table.add_row(label, f"{result[key]:.2f}")
+    out.print(table)
+    if "bleu_signature" in result:
+        out.print(f"[dim]sacrebleu: {result['bleu_signature']}[/dim]")

@@ -1,0 +1,106 @@
+"""Decoding a split and scoring it: WER per head and for the ensemble, BLEU-1..4 and ROUGE-L.
+
+Used by the training loop on the dev split, by ``mska evaluate`` and by ``mska predict``. Under
+``torchrun`` each rank decodes its own shard and the predictions are gathered, so every clip counts
+exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from mska_core.data.vocab import gloss_tokens, text_tokens
+
+
+@attrs.frozen
+class Prediction:
+    """The decoded output of one clip."""
+
+    name: str
+    glosses: dict[str, str]  # head (and "ensemble") -> gloss sequence
+    translation: str | None
+    reference_gloss: str = ""
+    reference_text: str = ""
+
+    @property
+    def gloss(self) -> str:
+        """The gloss sequence of the ensemble, or of the only head."""
+        return self.glosses.get("ensemble", next(iter(self.glosses.values()), ""))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "gloss": self.gloss, "glosses": dict(self.glosses),
+                "translation": self.translation, "reference_gloss": self.reference_gloss,
+                "reference_text": self.reference_text}
+
+
+@torch.no_grad()
+def predict_batch(model: Any, batch: Any, vocabularies: Any, *, beam_size: int = 1, translation_beam_size: int = 1,
+                  max_text_length: int = 40, amp: str = "none") -> list[Prediction]:
+    """Glosses per head and ensemble, and the translation, of every clip of ``batch``."""
+    from mska_core.training.decoding import decode_heads
+
+    model.eval()
+    device = batch.clips.keypoints.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+        encoded = model.encoder(batch.clips)
+    decoded = decode_heads(encoded.logits, encoded.lengths, beam_size=beam_size, blank=vocabularies.blank)
+    translations: list[str | None] = [None] * batch.size
+    if model.decoder is not None:
+        memory = encoded.gloss_features[model.decoder_head].float()
+        with torch.autocast(device.type, enabled=False):
+            ids = model.decoder.generate(
+                memory, encoded.lengths, bos=vocabularies.bos, eos=vocabularies.eos,
+                max_length=max_text_length, beam_size=translation_beam_size,
+            )
+        translations = [" ".join(vocabularies.text.decode(row)) for row in ids]
+    out = []
+    for i in range(batch.size):
+        glosses = {head: " ".join(vocabularies.gloss.decode(rows[i])) for head, rows in decoded.items()}
+        out.append(Prediction(name=batch.names[i], glosses=glosses, translation=translations[i],
+                              reference_gloss=batch.glosses[i], reference_text=batch.texts[i]))
+    return out
+
+
+def score(predictions: Sequence[Prediction]) -> dict[str, Any]:
+    """Metrics of predictions against their references.
+
+    Keys: ``wer`` (the ensemble's, or the only head's), ``wer/<head>`` and ``wer/ensemble``, and with
+    translations ``bleu1``..``bleu4``, ``rouge_l`` and ``bleu_signature``; ``clips``.
+    """
+    from mska_core.training.metrics import translation_scores, word_error_rate
+
+    metrics: dict[str, Any] = {"clips": len(predictions)}
+    if not predictions:
+        return metrics
+    references = [gloss_tokens(p.reference_gloss) for p in predictions]
+    for head in predictions[0].glosses:
+        counts = word_error_rate(references, [p.glosses[head].split() for p in predictions])
+        metrics[f"wer/{head}"] = counts.wer
+    metrics["wer"] = metrics.get("wer/ensemble", metrics[f"wer/{next(iter(predictions[0].glosses))}"])
+    if predictions[0].translation is not None:
+        refs = [" ".join(text_tokens(p.reference_text)) for p in predictions]
+        metrics.update(translation_scores(refs, [p.translation or "" for p in predictions]))
+    return metrics
+
+
+def evaluate(model: Any, dataset: Any, vocabularies: Any, *, info: Any, device: Any, batch_size: int,
+             beam_size: int, translation_beam_size: int, max_text_length: int, amp: str = "none",
+             collate_fn: Any = None) -> tuple[dict[str, Any], list[Prediction]]:
+    """Metrics and predictions of ``dataset`` (each rank decodes its shard; results gathered)."""
+    from mska_core.data.collate import Collator
+    from mska_core.training.distributed import gather, shard
+
+    collate_fn = collate_fn or Collator(vocabularies)
+    indices = list(shard(len(dataset), info))
+    predictions: list[Prediction] = []
+    for start in range(0, len(indices), batch_size):
+        batch = collate_fn([dataset[i] for i in indices[start : start + batch_size]]).to(device)
+        predictions += predict_batch(model, batch, vocabularies, beam_size=beam_size,
+                                     translation_beam_size=translation_beam_size,
+                                     max_text_length=max_text_length, amp=amp)
+    predictions = gather(predictions, info)
+    return score(predictions), predictions

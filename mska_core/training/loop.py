@@ -1,0 +1,486 @@
+"""The fine-tuning loop behind ``mska train``.
+
+One run lives in ``[run] output_dir / [run] name``:
+
+- ``config.toml``: the resolved configuration;
+- ``metrics.jsonl``: one JSON record per logged step (``"kind": "train"``: every loss component by
+  name, the total, the learning rate, clips/s) and per evaluation (``"kind": "eval"``);
+- ``last.pt``: kind ``training-state`` (model, optimizer, RNG, position in the data, best dev score),
+  written atomically every ``train.checkpoint_every`` steps and after every epoch;
+- ``best.pt``: kind ``model``, the weights with the best dev score (WER of the ensemble, or BLEU-4
+  when no CTC loss is trained), with the resolved config, vocabularies and dev metrics inside.
+
+Exact resume: the order of an epoch comes from a generator seeded by (seed, epoch), every clip's
+augmentation from one seeded by (seed, epoch, clip), and the global torch RNG (dropout) is saved in
+``last.pt``. ``--resume`` therefore continues with the losses an uninterrupted run would have had.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from mska_core.errors import CheckpointError, ConfigError
+
+LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.toml"
+
+
+@attrs.frozen
+class TrainResult:
+    """What a finished (or stopped) run left behind."""
+
+    run_dir: Path
+    last: Path
+    best: Path | None
+    best_metrics: dict[str, Any]
+    global_step: int
+    epoch: int
+    seconds: float
+
+
+def run_dir_of(config: Any) -> Path:
+    return Path(config.run.output_dir) / config.run.name
+
+
+def build_losses(config: Any, registry: Any) -> dict[str, tuple[nn.Module, float]]:
+    """The ``[losses]`` table through the registry: ``{name: (module, weight)}``, zero weights left out."""
+    losses: dict[str, tuple[nn.Module, float]] = {}
+    for name, loss_cfg in config.losses.items():
+        if loss_cfg.weight == 0:
+            continue
+        spec = registry.losses.get(name)
+        try:
+            module = spec.build(**loss_cfg.options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"losses.{name}: {exc} (loss supplied by {spec.provider})") from None
+        losses[name] = (module, float(loss_cfg.weight))
+    if not losses:
+        raise ConfigError("losses: every loss has weight 0; give at least one loss, e.g. [losses.ctc]")
+    return losses
+
+
+def learning_rate(step: int, total_steps: int, optim_cfg: Any) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` (or constant)."""
+    if optim_cfg.warmup_steps and step < optim_cfg.warmup_steps:
+        return optim_cfg.lr * (step + 1) / optim_cfg.warmup_steps
+    if optim_cfg.schedule == "constant":
+        return optim_cfg.lr
+    span = max(1, total_steps - optim_cfg.warmup_steps)
+    progress = min(1.0, (step - optim_cfg.warmup_steps) / span)
+    return optim_cfg.min_lr + 0.5 * (optim_cfg.lr - optim_cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optim_cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=optim_cfg.lr, betas=optim_cfg.betas, weight_decay=optim_cfg.weight_decay)
+    if optim_cfg.name == "adam":
+        return torch.optim.Adam(params, lr=optim_cfg.lr, betas=optim_cfg.betas, weight_decay=optim_cfg.weight_decay)
+    return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.betas[0], weight_decay=optim_cfg.weight_decay)
+
+
+def crop_streams(config: Any) -> list[str]:
+    """Streams that read crops: those with a backbone, when ``[data] crops`` is on."""
+    if not config.data.crops:
+        return []
+    return [name for name, stream in config.model.streams.items() if stream.backbone]
+
+
+def crop_size(config: Any, streams: list[str]) -> int:
+    sizes = {config.model.streams[s].img_size for s in streams if config.model.streams[s].img_size}
+    return sizes.pop() if len(sizes) == 1 else config.data.synthetic.crop_size
+
+
+def load_initial_weights(encoder: nn.Module, model_cfg: Any) -> Any:
+    """``[model.init]`` (weight group -> file) and ``[model.streams.<s>] init`` through
+    :func:`~mska_core.checkpoints.load_mska_encoder_state`; ``None`` when nothing is to be loaded."""
+    init = dict(model_cfg.init)
+    streams = {name: s.init for name, s in model_cfg.streams.items() if s.init}
+    if not init and not streams:
+        return None
+    from mska_core.checkpoints import load_mska_encoder_state
+
+    face = init.pop("face", None)
+    hand = init.pop("hand", None)
+    for key, path in init.items():  # any other weight group or stream named in [model.init]
+        streams.setdefault(key, path)
+    return load_mska_encoder_state(encoder, face=face, hand=hand, streams=streams or None, strict=True)
+
+
+def freeze_streams(encoder: nn.Module, model_cfg: Any) -> list[str]:
+    frozen = []
+    for name, stream in model_cfg.streams.items():
+        if stream.freeze and name in encoder.branches:
+            encoder.branches[name].requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (an unreadable last line is dropped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+class FineTuning:
+    """One fine-tuning run of a :class:`~mska_core.config.Config`.
+
+    ``out`` receives human-readable lines (rank 0 only); ``progress`` turns the rich progress bar on.
+    """
+
+    def __init__(self, config: Any, *, resume: bool = False, registry: Any = None,
+                 out: Callable[[str], None] | None = None, console: Any = None) -> None:
+        from mska_core.registry import get_registry
+        from mska_core.training import distributed
+
+        self.config = config
+        self.resume = resume
+        self.registry = registry or get_registry()
+        self.info, self.device = distributed.setup(config.run.device)
+        self.console = console
+        self._out = out or (lambda line: None)
+        self.run_dir = run_dir_of(config)
+        self.records: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_metrics: dict[str, Any] = {}
+        self.global_step = 0
+        self.position = (0, 0)  # (epoch, next batch within it)
+        self.init_report: Any = None
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        if self.info.is_main:
+            self._out(line)
+
+    def prepare(self) -> None:
+        from mska_core.config.checks import check_against_registry
+        from mska_core.data.collate import Collator
+        from mska_core.data.datasets import ClipDataset, load_corpus
+        from mska_core.data.vocab import Vocabularies
+        from mska_core.training.model import build_model
+
+        config = self.config
+        check_against_registry(config, "config", self.registry)
+        last = self.run_dir / LAST
+        if last.exists() and not self.resume:
+            raise ConfigError(
+                f"{self.run_dir} already holds a run ({LAST}); pass --resume to continue it, or choose "
+                "another run name (--set run.name=...)"
+            )
+        if self.resume and not last.exists():
+            raise ConfigError(f"--resume: no {LAST} in {self.run_dir}; start the run without --resume")
+        torch.manual_seed(config.run.seed)
+        layout = self.registry.layouts.get(config.model.layout)
+        self.corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints)
+        self.state = None
+        if self.resume:
+            from mska_core.checkpoints import safe_torch_load
+
+            self.state = safe_torch_load(last)
+            if self.state.get("kind") != "training-state":
+                raise CheckpointError(f"{last}: kind {self.state.get('kind')!r}, expected 'training-state'")
+            self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
+        else:
+            self.vocabularies = Vocabularies.from_samples(self.corpus.train)
+        self.losses = build_losses(config, self.registry)
+        self.model = build_model(config, self.vocabularies, registry=self.registry,
+                                 losses={k: v[0] for k, v in self.losses.items()}).to(self.device)
+        for module, _ in self.losses.values():
+            module.to(self.device)
+        if self.state is None:
+            self.init_report = load_initial_weights(self.model.encoder, config.model)
+        self.frozen = freeze_streams(self.model.encoder, config.model)
+        streams = crop_streams(config)
+        size = crop_size(config, streams)
+        self.collate = Collator(self.vocabularies)
+        seed = config.run.seed
+        self.train_set = ClipDataset(self.corpus.train, self.vocabularies, config.data.augment, train=True,
+                                     seed=seed, crop_streams=streams, crop_size=size)
+        self.dev_set = ClipDataset(self.corpus.dev, self.vocabularies, config.data.augment, train=False,
+                                   seed=seed, crop_streams=streams, crop_size=size)
+        self.optimizer = make_optimizer(self.model, config.optim)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / config.train.batch_size)
+        self.total_steps = self.steps_per_epoch * config.train.epochs
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.wrapped: nn.Module = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
+        else:
+            self.wrapped = self.model
+        if self.state is not None:
+            self._restore(self.state)
+        if self.info.is_main:
+            from mska_core.config import save_config
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / CONFIG)
+            self._write_metrics()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.global_step = int(state["global_step"])
+        self.position = (int(state["position"]["epoch"]), int(state["position"]["batch"]))
+        best = state.get("best") or {}
+        self.best_value = best.get("value")
+        self.best_metrics = dict(best.get("metrics") or {})
+        # Records written after this checkpoint belong to steps that will run again.
+        self.records = [r for r in read_metrics(self.run_dir / METRICS) if r.get("step", 0) <= self.global_step]
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train to the configured number of epochs (or ``train.max_steps``) and return the result."""
+        started = time.perf_counter()
+        config = self.config
+        if not hasattr(self, "model"):
+            self.prepare()
+        start_epoch, start_batch = self.position
+        if start_epoch or start_batch:
+            self.say(f"resuming at epoch {start_epoch + 1}, step {self.global_step}")
+        progress = self._progress()
+        stopped = False
+        try:
+            for epoch in range(start_epoch, config.train.epochs):
+                stopped = self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, progress)
+                if stopped:
+                    break
+                last_epoch = epoch + 1 == config.train.epochs
+                if (epoch + 1) % config.train.eval_every == 0 or last_epoch:
+                    self._evaluate(epoch)
+                self.position = (epoch + 1, 0)
+                self._save_last(epoch)
+        finally:
+            if progress is not None:
+                progress.stop()
+        from mska_core.training.distributed import barrier
+
+        barrier(self.info)
+        best = self.run_dir / BEST
+        return TrainResult(
+            run_dir=self.run_dir, last=self.run_dir / LAST, best=best if best.exists() else None,
+            best_metrics=self.best_metrics, global_step=self.global_step, epoch=self.position[0],
+            seconds=time.perf_counter() - started,
+        )
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        order = torch.randperm(len(self.train_set),
+                               generator=torch.Generator().manual_seed(self.config.run.seed * 7919 + epoch))
+        size = self.config.train.batch_size
+        batches = [order[i : i + size].tolist() for i in range(0, len(order), size)]
+        if self.info.enabled and len(batches[-1]) < self.info.world_size:
+            batches.pop()  # too few clips left for every rank to get one
+        return batches
+
+    def _local_batches(self, batches: list[list[int]]) -> Any:
+        from mska_core.training.distributed import local_slice
+
+        local = [local_slice(b, self.info) for b in batches]
+        if self.config.train.num_workers == 0:
+            return (self.collate([self.train_set[i] for i in idx]) for idx in local)
+        from torch.utils.data import DataLoader
+
+        return iter(DataLoader(self.train_set, batch_sampler=local, collate_fn=self.collate,
+                               num_workers=self.config.train.num_workers,
+                               generator=torch.Generator().manual_seed(0), persistent_workers=False))
+
+    def _train_epoch(self, epoch: int, start_batch: int, progress: Any) -> bool:
+        """Run one epoch from ``start_batch``; true when ``max_steps`` stopped the run."""
+        config = self.config
+        self.train_set.set_epoch(epoch)
+        batches = self._batches(epoch)
+        task = None
+        if progress is not None:
+            task = progress.add_task(f"epoch {epoch + 1}/{config.train.epochs}", total=len(batches),
+                                     completed=start_batch, info="")
+        sums: dict[str, float] = {}
+        count = 0
+        tick = time.perf_counter()
+        clips_since = 0
+        for b, batch in enumerate(self._local_batches(batches[start_batch:]), start=start_batch):
+            global_size = len(batches[b])
+            parts, lr = self._step(batch, global_size)
+            self.global_step += 1
+            clips_since += global_size
+            count += 1
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            elapsed = time.perf_counter() - tick
+            rate = clips_since / elapsed if elapsed > 0 else 0.0
+            if self.global_step % config.train.log_every == 0 or b + 1 == len(batches):
+                self._log({"kind": "train", "epoch": epoch + 1, "step": self.global_step, "lr": lr,
+                           **parts, "clips_per_s": rate})
+            if task is not None:
+                shown = " ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in parts.items())
+                progress.update(task, advance=1, info=f"{shown} lr {lr:.2e} {rate:.1f} clips/s")
+            last_of_epoch = b + 1 == len(batches)
+            every = config.train.checkpoint_every
+            if every and self.global_step % every == 0 and not last_of_epoch:
+                self.position = (epoch, b + 1)
+                self._save_last(epoch)
+            if config.train.max_steps is not None and self.global_step >= config.train.max_steps:
+                self.position = (epoch, b + 1) if not last_of_epoch else (epoch + 1, 0)
+                self._save_last(epoch)
+                self.say(f"stopped at step {self.global_step} (train.max_steps)")
+                return True
+        if task is not None:
+            progress.remove_task(task)
+        means = {k: v / max(1, count) for k, v in sums.items()}
+        if means:
+            shown = ", ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in means.items() if k != "loss")
+            self.say(f"epoch {epoch + 1}/{config.train.epochs}: loss {means['loss']:.3f} ({shown})")
+        return False
+
+    def _step(self, batch: Any, global_size: int) -> tuple[dict[str, float], float]:
+        """One optimisation step; returns the global mean of each loss part and the learning rate."""
+        from mska_core.training.distributed import all_sum
+
+        config = self.config
+        batch = batch.to(self.device)
+        lr = learning_rate(self.global_step, self.total_steps, config.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.wrapped.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.train.amp == "bf16"):
+            output = self.wrapped(batch)
+        parts = {}
+        total = None
+        for name, (loss, weight) in self.losses.items():
+            value = loss(output, batch)
+            if value.ndim != 0:
+                raise ConfigError(f"losses.{name}: the loss returned shape {tuple(value.shape)}, not a scalar")
+            parts[name] = value
+            total = weight * value if total is None else total + weight * value
+        assert total is not None
+        # Each rank's mean is weighted by its share so that DDP's average is the global batch mean.
+        share = batch.size * self.info.world_size / global_size
+        (total * share).backward()
+        if config.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        values = [float(total.detach()) * batch.size] + [float(v.detach()) * batch.size for v in parts.values()]
+        values = all_sum(values, self.info, self.device)
+        logged = {"loss": values[0] / global_size}
+        logged.update({f"loss/{name}": v / global_size for name, v in zip(parts, values[1:])})
+        return logged, lr
+
+    # -- evaluation and checkpoints --------------------------------------------------------------------
+
+    def _evaluate(self, epoch: int) -> None:
+        from mska_core.training.evaluation import evaluate
+
+        config = self.config
+        metrics, _ = evaluate(
+            self.model, self.dev_set, self.vocabularies, info=self.info, device=self.device,
+            batch_size=config.train.batch_size, beam_size=config.train.beam_size,
+            translation_beam_size=config.train.translation_beam_size,
+            max_text_length=config.train.max_text_length, amp=config.train.amp, collate_fn=self.collate,
+        )
+        self._log({"kind": "eval", "split": "dev", "epoch": epoch + 1, "step": self.global_step, **metrics})
+        key, lower = self.selection()
+        value = metrics.get(key)
+        improved = value is not None and (
+            self.best_value is None or (value < self.best_value if lower else value > self.best_value)
+        )
+        shown = f"dev WER {metrics['wer']:.2f}" if "wer" in metrics else "dev"
+        if "bleu4" in metrics:
+            shown += f", BLEU-4 {metrics['bleu4']:.2f}"
+        self.say(f"  {shown}{'  (best so far)' if improved else ''}")
+        if improved:
+            self.best_value = float(value)
+            self.best_metrics = {k: v for k, v in metrics.items()}
+            self._save_best(epoch, metrics)
+
+    def selection(self) -> tuple[str, bool]:
+        """The dev metric that chooses the best checkpoint, and whether lower is better."""
+        if "ctc" in self.losses or self.model.decoder is None:
+            return "wer", True
+        return "bleu4", False
+
+    def _common(self) -> dict[str, Any]:
+        return {"vocabularies": self.vocabularies.to_dict(), "config": self.config}
+
+    def _save_best(self, epoch: int, metrics: dict[str, Any]) -> None:
+        if not self.info.is_main:
+            return
+        from mska_core.checkpoints import make_payload, save_checkpoint
+
+        key, lower = self.selection()
+        payload = make_payload(
+            "model", self.model.state_dict(), epoch=epoch + 1, global_step=self.global_step,
+            metrics={"dev": metrics}, selection={"metric": key, "lower_is_better": lower},
+            decoder_head=self.model.decoder_head, **self._common(),
+        )
+        save_checkpoint(payload, self.run_dir / BEST)
+
+    def _save_last(self, epoch: int) -> None:
+        if not self.info.is_main:
+            return
+        from mska_core.checkpoints import make_payload, save_checkpoint
+
+        key, lower = self.selection()
+        payload = make_payload(
+            "training-state", self.model.state_dict(), epoch=epoch + 1, global_step=self.global_step,
+            optimizer=self.optimizer.state_dict(), rng=rng_state(),
+            position={"epoch": self.position[0], "batch": self.position[1]},
+            best={"metric": key, "value": self.best_value, "metrics": self.best_metrics},
+            metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, **self._common(),
+        )
+        save_checkpoint(payload, self.run_dir / LAST)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        if not self.info.is_main:
+            return
+        from mska_core.io import atomic_write_bytes
+
+        text = "".join(json.dumps(r, sort_keys=False) + "\n" for r in self.records)
+        atomic_write_bytes(self.run_dir / METRICS, text.encode())
+
+    def _progress(self) -> Any:
+        if not (self.info.is_main and self.config.train.progress and self.console is not None):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=self.console, transient=True,
+        )
+        progress.start()
+        return progress

@@ -1,0 +1,57 @@
+"""Loading a fine-tuned model back from ``best.pt`` / ``last.pt`` (for evaluate and predict)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mska_core.errors import CheckpointError
+
+
+@attrs.frozen
+class TrainedModel:
+    """A fine-tuned model with everything needed to run it on new clips."""
+
+    model: Any  # SignModel, in eval mode
+    config: Any  # the resolved Config the run was trained with
+    vocabularies: Any
+    payload: dict[str, Any]
+    path: Path
+
+
+def load_trained(path: str | Path, *, registry: Any = None, device: Any = "cpu") -> TrainedModel:
+    """Rebuild the model stored in a ``mska train`` checkpoint (kind ``model`` or ``training-state``)."""
+    from mska_core.checkpoints import safe_torch_load
+    from mska_core.config import config_from_dict
+    from mska_core.data.vocab import Vocabularies
+    from mska_core.registry import get_registry
+    from mska_core.training.model import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found")
+    payload = safe_torch_load(path)
+    if not isinstance(payload, dict) or payload.get("kind") not in ("model", "training-state") \
+            or "vocabularies" not in payload:
+        kind = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path}: not a fine-tuned model (kind {kind!r}); give the best.pt or last.pt of a 'mska train' run"
+        )
+    registry = registry or get_registry()
+    config = config_from_dict(payload["config"], source=f"{path} (stored config)")
+    vocabularies = Vocabularies.from_dict(payload["vocabularies"])
+    translation = None
+    if "translation" in config.losses and config.losses["translation"].weight > 0:
+        translation = registry.losses.get("translation").build(**config.losses["translation"].options)
+    model = build_model(config, vocabularies, registry=registry,
+                        losses={"translation": translation} if translation is not None else {})
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: the stored weights do not fit the stored config (missing {list(missing)[:3]}, "
+            f"unexpected {list(unexpected)[:3]}); was the checkpoint written by another mska-core version?"
+        )
+    return TrainedModel(model=model.to(device).eval(), config=config, vocabularies=vocabularies,
+                        payload=payload, path=path)
