@@ -210,7 +210,7 @@ def _hf_cached_weights(model: Any, spec: str) -> Path:
             try_to_load_from_cache = None
         if try_to_load_from_cache is not None:
             for file_name in ("model.safetensors", "pytorch_model.bin"):
-                found = try_to_load_from_cache(repo_id, file_name)
+                found = try_to_load_from_cache(repo_id, file_name, cache_dir=os.environ.get("HF_HUB_CACHE"))
                 if isinstance(found, str) and Path(found).is_file():
                     return Path(found)
     raise BackboneError(
