@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{', '.join(tuning.model.encoder.heads)}; {params / 1e6:.2f} M parameters; losses "
                   f"{', '.join(f'{k} x{w:g}' for k, (_, w) in tuning.losses.items())}")
         if tuning.init_report is not None:
-            out.print(tuning.init_report if hasattr(tuning.init_report, "__rich__") else str(tuning.init_report))
+            report = tuning.init_report
+            out.print(report.table("initial weights") if hasattr(report, "table") else str(report))
         if tuning.info.enabled:
             out.print(f"distributed: {tuning.info.world_size} processes ({tuning.info.backend})")
     try:

@@ -34,7 +34,13 @@ def _load_storage_bytes(data: bytes) -> Any:
     """A tensor storage pickled inside a plain pickle: read with ``weights_only=True``."""
     import torch
 
-    return torch.load(io.BytesIO(data), weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeCheckpointError(
+            f"a tensor storage in the pickle holds more than tensor data ({first}); refusing to load it"
+        ) from None
 
 
 def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any, requires_grad: bool = False,

@@ -87,7 +87,7 @@ def make_corpus(cfg: Any) -> Corpus:
             keypoints = _clip(glosses, signs, signers[signer], cfg.frames_per_gloss, gen)
             samples.append(
                 Sample(
-                    name=f"synthetic/{split}/{i:05d}",
+                    name=f"{split}-{i:05d}",
                     keypoints=keypoints,
                     gloss=" ".join(words[g][0] for g in glosses),
                     text=" ".join(words[g][1] for g in glosses),
