@@ -83,6 +83,8 @@ def render_crop(points: Any, size: int, kind: str, *, style: CropStyle | None = 
     array = np.asarray(points.detach().cpu() if hasattr(points, "detach") else points, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] < 2:
         raise ValueError(f"render_crop: points must be [P, 2] or [P, 3], got shape {tuple(array.shape)}")
+    if kind == "hand" and len(array) > 21:  # arm and head points come first in the MSKA hand streams
+        array = array[-21:]
     image = _render(array, size, kind, style or CropStyle(), y_up, margin)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
@@ -261,7 +263,6 @@ def _draw_hand(draw: Any, pixels: np.ndarray, valid: np.ndarray, scale: float, s
             if valid[i]:
                 _dot(draw, pixels[i], finger * 0.3, style.ink)
         return
-    pixels, valid = pixels[-21:], valid[-21:]
     _polygon(draw, pixels, _HAND_PALM, valid, fill=style.skin, outline=style.skin)
     _line(draw, pixels, (*_HAND_PALM, 0), valid, fill=style.skin, width=finger)
     for chain in _HAND_FINGERS:

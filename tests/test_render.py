@@ -1,0 +1,82 @@
+"""Rendering face and hand crops from 2-D points, and the synthetic crop generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mska_core.data.render import (
+    CropStyle,
+    crop_kind,
+    render_crop,
+    synthetic_crop,
+    synthetic_crops,
+    synthetic_points,
+    write_synthetic_crops,
+)
+
+
+@pytest.mark.parametrize("kind, count", [("face", 68), ("hand", 21), ("face", 5), ("hand", 4)])
+def test_render_crop_gives_uint8_image_of_requested_size(kind: str, count: int) -> None:
+    points = torch.rand(count, 3) + torch.tensor([0.0, 0.0, 0.5])
+    crop = render_crop(points, 40, kind)
+    assert crop.shape == (3, 40, 40) and crop.dtype == torch.uint8
+    assert crop.float().std() > 0  # something was drawn on the background
+
+
+def test_render_crop_draws_the_points_so_a_different_pose_gives_a_different_crop() -> None:
+    rng = np.random.default_rng(0)
+    a, b = synthetic_points("face", rng), synthetic_points("face", rng)
+    assert not torch.equal(render_crop(a, 48, "face"), render_crop(b, 48, "face"))
+
+
+def test_points_with_zero_confidence_leave_only_the_background() -> None:
+    points = torch.zeros(21, 3)
+    crop = render_crop(points, 32, "hand", style=CropStyle(background=(10, 20, 30), background_end=(10, 20, 30)))
+    assert torch.equal(crop, torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1).expand(3, 32, 32))
+
+
+def test_hand_streams_with_arm_points_use_the_last_21_points() -> None:
+    hand = torch.as_tensor(synthetic_points("hand", np.random.default_rng(1)))
+    arm = torch.cat([torch.full((6, 2), 50.0), torch.ones(6, 1)], dim=1)  # far away, must be ignored
+    assert torch.equal(render_crop(torch.cat([arm, hand]), 32, "hand"), render_crop(hand, 32, "hand"))
+
+
+def test_y_up_points_render_as_the_vertical_mirror() -> None:
+    points = torch.as_tensor(synthetic_points("face", np.random.default_rng(2)))
+    flipped = points.clone()
+    flipped[:, 1] = -flipped[:, 1]
+    style = CropStyle(background=(0, 0, 0), background_end=(0, 0, 0))
+    assert torch.equal(render_crop(flipped, 32, "face", y_up=True, style=style),
+                       render_crop(points, 32, "face", style=style))
+
+
+def test_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="kind must be one of"):
+        render_crop(torch.zeros(3, 3), 16, "body")
+
+
+def test_synthetic_crops_are_deterministic_per_seed_and_index() -> None:
+    first = synthetic_crops("face", 3, 32, seed=7)
+    assert first.shape == (3, 3, 32, 32)
+    assert torch.equal(first, synthetic_crops("face", 3, 32, seed=7))
+    assert torch.equal(first[2], synthetic_crop("face", 2, 32, seed=7))  # independent of count
+    assert not torch.equal(first, synthetic_crops("face", 3, 32, seed=8))
+    assert not torch.equal(first[0], first[1])
+
+
+def test_hand_weight_group_renders_hands_and_other_streams_faces() -> None:
+    assert crop_kind("hand") == crop_kind("hand_left") == crop_kind("hand_right") == "hand"
+    assert crop_kind("face") == crop_kind("mouth") == "face"
+    assert not torch.equal(synthetic_crop("hand_left", 0, 32, 0), synthetic_crop("hand_right", 0, 32, 0))
+
+
+def test_write_synthetic_crops_writes_png_files(tmp_path) -> None:
+    from PIL import Image
+
+    paths = write_synthetic_crops(tmp_path / "face", "face", 2, 24, seed=0)
+    assert [p.suffix for p in paths] == [".png", ".png"]
+    with Image.open(paths[1]) as image:
+        array = np.asarray(image)
+    assert np.array_equal(array, synthetic_crop("face", 1, 24, 0).permute(1, 2, 0).numpy())
