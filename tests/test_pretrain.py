@@ -305,3 +305,12 @@ def test_a_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(mska, tmp_
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch {epoch}" in resumed.stderr
     assert step_records(killed / "metrics.jsonl") == step_records(tmp_path / "whole" / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("name, stream", [("dino-face", "face"), ("dino-hand", "hand")])
+def test_example_pretraining_configs_are_valid_and_name_their_stream(name: str, stream: str) -> None:
+    from conftest import ROOT
+
+    config = load_config(ROOT / "examples" / "configs" / f"{name}.toml")
+    assert config.pretrain.stream == stream and config.pretrain.export_checkpoint
+    assert config.pretrain.output_path.endswith(f"encoder_{stream}.pt")

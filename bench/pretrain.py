@@ -1,0 +1,158 @@
+"""Throughput of a DINO pretraining step against a plain backbone step and against the data pipeline.
+
+For each architecture (the tiny test ViT and DINOv2 ViT-S/14, both at 112 px with 2 global and 4
+local crops of 56 px) and each device (CPU, and CUDA when available), side by side in one process:
+
+- **DINO step**: what ``mska pretrain`` does per batch: teacher forward on the global views, student
+  forward on all views, DINO + KoLeo loss, backward, clipping, AdamW, EMA update of the teacher;
+- **backbone step** (baseline): forward and backward of the student backbone alone on the same views;
+- **multi-crop data**: building the batch's views on the CPU (``MultiCropDataset`` over decoded
+  images, no model), from rendered images in memory and from PNG files on disk.
+
+It reports images per second and the ratio of data time to DINO-step time (below 1 means one
+data-loading worker keeps up with the model).
+
+    python bench/pretrain.py [--batch-size 32] [--steps 3] [--json bench/results/pretrain.json]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/ holds a script named like the standard library's ``inspect``: keep the folder off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+from mska_core.data.crops import CropFolder, MultiCrop, MultiCropDataset, SyntheticCrops, collate_views
+from mska_core.data.render import write_synthetic_crops
+from mska_core.registry import get_registry
+from mska_core.training.dino import DINOHead, MultiCropModel, ema_update
+
+ARCHS = ("vit_tiny_test", "dinov2_vits14")
+IMG_SIZE, LOCAL_SIZE, LOCAL_CROPS = 112, 56, 4
+
+
+def _time(fn, steps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_model(arch: str, device: torch.device, batch: int, steps: int) -> dict:
+    from mska_core.backbones import build_arch
+
+    registry = get_registry()
+    torch.manual_seed(0)
+    backbone = build_arch(arch, img_size=IMG_SIZE)
+    student = MultiCropModel(backbone, DINOHead(backbone.feature_dim, 1024)).to(device)
+    teacher = MultiCropModel(build_arch(arch, img_size=IMG_SIZE), DINOHead(backbone.feature_dim, 1024)).to(device)
+    teacher.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
+    dino = registry.losses.get("dino").build(out_dim=1024).to(device)
+    koleo = registry.losses.get("koleo").build()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    views = [torch.randn(batch, 3, IMG_SIZE, IMG_SIZE, device=device) for _ in range(2)]
+    views += [torch.randn(batch, 3, LOCAL_SIZE, LOCAL_SIZE, device=device) for _ in range(LOCAL_CROPS)]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def dino_step() -> None:
+        with torch.no_grad():
+            teacher_logits, _ = teacher(views[:2])
+        logits, features = student(views)
+        loss = dino(logits, teacher_logits, 0.0) + 0.1 * sum(koleo(c) for c in features[: 2 * batch].chunk(2))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 3.0)
+        optimizer.step()
+        ema_update(teacher, student, 0.996)
+        sync()
+
+    def backbone_step() -> None:
+        student.backbone.zero_grad(set_to_none=True)
+        features = torch.cat([student.backbone(torch.cat(views[:2])), student.backbone(torch.cat(views[2:]))])
+        features.square().mean().backward()
+        sync()
+
+    dino_s = _time(dino_step, steps)
+    backbone_s = _time(backbone_step, steps)
+    return {"arch": arch, "device": str(device), "batch": batch, "dino_step_s": dino_s,
+            "dino_images_per_s": batch / dino_s, "backbone_step_s": backbone_s,
+            "backbone_images_per_s": batch / backbone_s, "dino_overhead": dino_s / backbone_s}
+
+
+def bench_data(batch: int, steps: int) -> dict:
+    augment = MultiCrop(global_size=IMG_SIZE, local_size=LOCAL_SIZE, local_crops=LOCAL_CROPS)
+    memory = SyntheticCrops("face", batch, IMG_SIZE, seed=0)
+    for i in range(batch):
+        memory.load(i)  # render once, as the synthetic source does
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        write_synthetic_crops(folder, "face", batch, IMG_SIZE, seed=0)
+        for name, source in (("memory", memory), ("png", CropFolder([folder]))):
+            dataset = MultiCropDataset(source, augment, seed=0)
+            seconds = _time(lambda: collate_views([dataset[i] for i in range(batch)]), steps)
+            results[name] = {"batch_s": seconds, "images_per_s": batch / seconds}
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median)")
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS))
+    parser.add_argument("--json", default="bench/results/pretrain.json")
+    args = parser.parse_args()
+
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    data = bench_data(args.batch_size, args.steps)
+    models = [bench_model(arch, device, args.batch_size, args.steps) for device in devices for arch in args.archs]
+    for row in models:
+        row["data_to_step_ratio"] = data["memory"]["batch_s"] / row["dino_step_s"]
+        row["png_data_to_step_ratio"] = data["png"]["batch_s"] / row["dino_step_s"]
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"DINO pretraining, batch {args.batch_size}, {IMG_SIZE} px + {LOCAL_CROPS} x {LOCAL_SIZE} px")
+    for column in ("arch", "device", "DINO step img/s", "backbone step img/s", "DINO / backbone time",
+                   "data / step (memory)", "data / step (png)"):
+        table.add_column(column, justify="right")
+    for row in models:
+        table.add_row(row["arch"], row["device"], f"{row['dino_images_per_s']:.1f}",
+                      f"{row['backbone_images_per_s']:.1f}", f"{row['dino_overhead']:.2f}",
+                      f"{row['data_to_step_ratio']:.2f}", f"{row['png_data_to_step_ratio']:.2f}")
+    console = Console(stderr=True)
+    console.print(table)
+    console.print(f"multi-crop data on CPU: {data['memory']['images_per_s']:.1f} img/s from memory, "
+                  f"{data['png']['images_per_s']:.1f} img/s from PNG files (one process)")
+    result = {
+        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "batch_size": args.batch_size, "img_size": IMG_SIZE, "local_size": LOCAL_SIZE, "local_crops": LOCAL_CROPS,
+        "steps": args.steps, "data": data, "models": models,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    from mska_core.io import atomic_write_bytes
+
+    atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
