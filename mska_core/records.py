@@ -128,8 +128,9 @@ class BackboneArch:
 
     - ``build(**arch_config) -> nn.Module`` builds the randomly initialised model; ``arch_config``
       holds at least ``img_size``.
-    - ``convert_state_dict(state_dict) -> state_dict`` turns any weight layout this arch accepts
-      (official releases, DINO checkpoints, prefixed keys) into the layout ``build`` produces.
+    - ``convert_state_dict(state_dict, *, img_size=None) -> state_dict`` turns any weight layout
+      this arch accepts (official releases, DINO checkpoints, prefixed keys) into the layout
+      ``build`` produces, resampling position embeddings to ``img_size`` (``None``: keep them).
     - ``feature_dim``: the width of the features the built model returns.
     """
 
