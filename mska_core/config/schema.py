@@ -121,7 +121,8 @@ class ModelConfig:
     temporal_kernels: tuple[int, ...] = attrs.field(default=PAPER_TEMPORAL_KERNELS, converter=tuple)
     strides: tuple[int, ...] = attrs.field(default=PAPER_STRIDES, converter=tuple)
     num_heads: int = attrs.field(default=6, validator=_positive)
-    dropout: float = attrs.field(default=0.0, validator=_non_negative)
+    attention_dropout: float = attrs.field(default=0.1, validator=_non_negative)  # on the joint attention
+    dropout: float = attrs.field(default=0.0, validator=_non_negative)  # on stream features before fusion
     vocab_size: int | None = attrs.field(default=None, validator=_positive)  # None: from the data
     head_hidden: int = attrs.field(default=512, validator=_positive)
     head_ff: int = attrs.field(default=2048, validator=_positive)
@@ -187,6 +188,7 @@ class TrainConfig:
     log_every: int = attrs.field(default=10, validator=_positive)  # steps
     max_steps: int | None = attrs.field(default=None, validator=_positive)
     checkpoint_every: int = attrs.field(default=0, validator=_non_negative)  # steps; 0: each epoch end
+    micro_batches: int = attrs.field(default=1, validator=_positive)  # gradient accumulation per step
     translation_beam_size: int = attrs.field(default=3, validator=_positive)
     max_text_length: int = attrs.field(default=40, validator=_positive)  # decoded tokens
     progress: bool = True  # the rich progress bar (rank 0, on a terminal)

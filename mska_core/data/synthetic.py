@@ -48,7 +48,7 @@ LOCATIONS = ((0.0, -0.10), (0.05, 0.42), (0.42, -0.02), (0.22, -0.42), (0.30, 0.
 MOVEMENTS = ("circle", "circle_back", "vertical", "horizontal", "stroke", "twist")
 SHAPES = ("fist", "flat", "point", "vee")
 MAX_VOCAB = len(LOCATIONS) * len(MOVEMENTS) * len(SHAPES)
-REST_FRAMES = 4
+REST_FRAMES = 2
 NUM_SIGNERS = 8
 
 _HEAD = (0.0, 0.55)

@@ -305,16 +305,23 @@ class FineTuning:
         return batches
 
     def _local_batches(self, batches: list[list[int]]) -> Any:
+        """Per step, this rank's part of the global batch as ``train.micro_batches`` collated chunks."""
         from mska_core.training.distributed import local_slice
 
-        local = [local_slice(b, self.info) for b in batches]
+        parts = self.config.train.micro_batches
+        steps = []
+        for global_batch in batches:
+            local = local_slice(global_batch, self.info)
+            chunks = [local[i * len(local) // parts:(i + 1) * len(local) // parts] for i in range(parts)]
+            steps.append([c for c in chunks if c])
         if self.config.train.num_workers == 0:
-            return (self.collate([self.train_set[i] for i in idx]) for idx in local)
+            return ([self.collate([self.train_set[i] for i in chunk]) for chunk in step] for step in steps)
         from torch.utils.data import DataLoader
 
-        return iter(DataLoader(self.train_set, batch_sampler=local, collate_fn=self.collate,
-                               num_workers=self.config.train.num_workers,
-                               generator=torch.Generator().manual_seed(0), persistent_workers=False))
+        loader = iter(DataLoader(self.train_set, batch_sampler=[c for step in steps for c in step],
+                                 collate_fn=self.collate, num_workers=self.config.train.num_workers,
+                                 generator=torch.Generator().manual_seed(0)))
+        return ([next(loader) for _ in step] for step in steps)
 
     def _train_epoch(self, epoch: int, start_batch: int, progress: Any) -> bool:
         """Run one epoch from ``start_batch``; true when ``max_steps`` stopped the run."""
@@ -329,9 +336,9 @@ class FineTuning:
         count = 0
         tick = time.perf_counter()
         clips_since = 0
-        for b, batch in enumerate(self._local_batches(batches[start_batch:]), start=start_batch):
+        for b, chunks in enumerate(self._local_batches(batches[start_batch:]), start=start_batch):
             global_size = len(batches[b])
-            parts, lr = self._step(batch, global_size)
+            parts, lr = self._step(chunks, global_size)
             self.global_step += 1
             clips_since += global_size
             count += 1
@@ -363,39 +370,45 @@ class FineTuning:
             self.say(f"epoch {epoch + 1}/{config.train.epochs}: loss {means['loss']:.3f} ({shown})")
         return False
 
-    def _step(self, batch: Any, global_size: int) -> tuple[dict[str, float], float]:
-        """One optimisation step; returns the global mean of each loss part and the learning rate."""
+    def _step(self, chunks: list[Any], global_size: int) -> tuple[dict[str, float], float]:
+        """One optimisation step over this rank's chunks of the global batch; returns the global mean
+        of each loss part and the learning rate."""
+        import contextlib
+
         from mska_core.training.distributed import all_sum
 
         config = self.config
-        batch = batch.to(self.device)
         lr = learning_rate(self.global_step, self.total_steps, config.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.wrapped.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.train.amp == "bf16"):
-            output = self.wrapped(batch)
-        parts = {}
-        total = None
-        for name, (loss, weight) in self.losses.items():
-            value = loss(output, batch)
-            if value.ndim != 0:
-                raise ConfigError(f"losses.{name}: the loss returned shape {tuple(value.shape)}, not a scalar")
-            parts[name] = value
-            total = weight * value if total is None else total + weight * value
-        assert total is not None
-        # Each rank's mean is weighted by its share so that DDP's average is the global batch mean.
-        share = batch.size * self.info.world_size / global_size
-        (total * share).backward()
+        sums: dict[str, float] = {}
+        for c, batch in enumerate(chunks):
+            batch = batch.to(self.device)
+            syncing = c + 1 == len(chunks) or not self.info.enabled
+            with contextlib.nullcontext() if syncing else self.wrapped.no_sync():
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.train.amp == "bf16"):
+                    output = self.wrapped(batch)
+                total = None
+                parts = {}
+                for name, (loss, weight) in self.losses.items():
+                    value = loss(output, batch)
+                    if value.ndim != 0:
+                        raise ConfigError(f"losses.{name}: the loss returned shape {tuple(value.shape)}, not a scalar")
+                    parts[f"loss/{name}"] = value
+                    total = weight * value if total is None else total + weight * value
+                assert total is not None
+                # Each chunk's mean is weighted by its share of the global batch, so that the gradient
+                # (averaged over ranks by DDP) is the gradient of the global batch's mean loss.
+                (total * (batch.size * self.info.world_size / global_size)).backward()
+            for key, value in {"loss": total, **parts}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) * batch.size
         if config.optim.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        values = [float(total.detach()) * batch.size] + [float(v.detach()) * batch.size for v in parts.values()]
-        values = all_sum(values, self.info, self.device)
-        logged = {"loss": values[0] / global_size}
-        logged.update({f"loss/{name}": v / global_size for name, v in zip(parts, values[1:])})
-        return logged, lr
+        totals = all_sum(list(sums.values()), self.info, self.device)
+        return {key: value / global_size for key, value in zip(sums, totals)}, lr
 
     # -- evaluation and checkpoints --------------------------------------------------------------------
 
