@@ -23,6 +23,11 @@ COMMANDS: tuple[str, ...] = (
     "mska_core.cli.pretrain_cmd",
     "mska_core.cli.config_cmd",
     "mska_core.cli.inspect_cmd",
+    "mska_core.cli.train_cmd",
+    "mska_core.cli.evaluate_cmd",
+    "mska_core.cli.predict_cmd",
+    "mska_core.cli.plot_cmd",
+    "mska_core.cli.demo_cmd",
 )
 
 

@@ -25,9 +25,10 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
+def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any = (), beam_size: int | None = None,
+                        batch_size: int | None = None) -> tuple[dict[str, Any], list[Any], Any]:
+    """Score ``split`` with a fine-tuned checkpoint: ``(result, predictions, corpus)``; the result holds
+    the metrics, the checkpoint, the split and the CTC beam width."""
     from mska_core.config import apply_override, config_from_dict, unstructure
     from mska_core.data.datasets import ClipDataset, load_corpus
     from mska_core.registry import get_registry
@@ -37,26 +38,34 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.training.trained import load_trained
 
     registry = get_registry()
-    trained = load_trained(args.checkpoint, registry=registry)
+    trained = load_trained(checkpoint, registry=registry)
     config = trained.config
-    if args.overrides:
+    if overrides:
         data = unstructure(config)
-        for override in args.overrides:
+        for override in overrides:
             apply_override(data, override)
         config = config_from_dict(data, source="--set")
     layout = registry.layouts.get(config.model.layout)
     corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints)
     streams = crop_streams(config)
-    dataset = ClipDataset(corpus.split(args.split), trained.vocabularies, config.data.augment, train=False,
+    dataset = ClipDataset(corpus.split(split), trained.vocabularies, config.data.augment, train=False,
                           seed=config.run.seed, crop_streams=streams, crop_size=crop_size(config, streams))
-    beam = args.beam_size or config.train.test_beam_size
+    beam = beam_size or config.train.test_beam_size
     metrics, predictions = evaluate(
         trained.model, dataset, trained.vocabularies, info=DistInfo(), device="cpu",
-        batch_size=args.batch_size or config.train.batch_size, beam_size=beam,
+        batch_size=batch_size or config.train.batch_size, beam_size=beam,
         translation_beam_size=config.train.translation_beam_size, max_text_length=config.train.max_text_length,
     )
-    result = {"checkpoint": str(trained.path), "split": args.split, "ctc_beam_size": beam,
+    result = {"checkpoint": str(trained.path), "split": split, "ctc_beam_size": beam,
               "epoch": trained.payload.get("epoch"), **metrics}
+    return result, predictions, corpus
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    result, predictions, _ = evaluate_checkpoint(args.checkpoint, args.split, overrides=args.overrides,
+                                                 beam_size=args.beam_size, batch_size=args.batch_size)
     if args.predictions:
         from mska_core.io import atomic_write_bytes
 

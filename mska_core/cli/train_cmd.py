@@ -68,6 +68,7 @@ def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[s
     from mska_core.config.schema import Config
 
     data: dict[str, Any] = read_toml(args.file) if args.file else {}
+    implicit_streams = not data.get("model", {}).get("streams")
     for override in args.overrides:
         apply_override(data, override)
     notes: list[str] = []
@@ -75,13 +76,15 @@ def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[s
     layout = model.get("layout", "coco_wholebody")
     given = {attr: getattr(args, attr) for attr, _ in SHORTHANDS if getattr(args, attr, None)}
     touches_streams = any(attr.endswith("backbone") for attr in given)
-    if (args.use_mska or touches_streams) and not model.get("streams"):
+    if (args.use_mska or touches_streams) and implicit_streams:
         # Naming one stream selects only the named ones: name every stream the config used implicitly.
         if args.use_mska:
             names = list(PAPER_STREAMS)
         else:
             names = [s.name for s in registry.streams_for_layout(layout)]
-        model["streams"] = {name: {} for name in names}
+        streams = model.setdefault("streams", {})
+        for name in names:
+            streams.setdefault(name, {})
         if args.use_mska and not model.get("heads"):
             model["heads"] = {name: {"streams": list(streams)} for name, streams in PAPER_HEADS.items()}
         notes.append(f"streams: {', '.join(names)}")

@@ -64,6 +64,18 @@ def pad_clips(sequences: Sequence[Any]) -> tuple[Any, Any]:
     return torch.stack(padded), lengths
 
 
+def normalize_crops(crops: Any) -> Any:
+    """uint8 crops ``[..., 3, H, W]`` to floats normalised with the ImageNet mean and deviation, as
+    the crop encoders were pretrained."""
+    import torch
+
+    from mska_core.data.crops import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (crops.float() / 255.0 - mean) / std
+
+
 def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1, eos: int = 2) -> TrainBatch:
     """Batch :class:`~mska_core.data.datasets.ClipItem` records."""
     import torch
@@ -73,7 +85,8 @@ def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1,
     keypoints, lengths = pad_clips([item.keypoints for item in items])
     crops = None
     if items[0].crops:
-        crops = {stream: pad_clips([item.crops[stream] for item in items])[0] for stream in items[0].crops}
+        crops = {stream: normalize_crops(pad_clips([item.crops[stream] for item in items])[0])
+                 for stream in items[0].crops}
     gloss_lengths = torch.tensor([len(item.gloss_ids) for item in items], dtype=torch.long)
     gloss_targets = torch.full((len(items), max(1, int(gloss_lengths.max()))), blank, dtype=torch.long)
     for row, item in enumerate(items):

@@ -96,6 +96,18 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.crop_streams = tuple(crop_streams)
         self.crop_size = crop_size
+        self._crops: dict[int, dict[str, Any]] = {}
+
+    def clip_crops(self, index: int) -> dict[str, Any]:
+        """Rendered crops of every frame of clip ``index`` (from its unrotated points), kept after the
+        first use: an epoch then only picks frames from them."""
+        cached = self._crops.get(index)
+        if cached is None:
+            from mska_core.data.synthetic import clip_crops
+
+            cached = clip_crops(self.samples[index].keypoints, self.crop_streams, self.crop_size)
+            self._crops[index] = cached
+        return cached
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -116,10 +128,7 @@ class ClipDataset(Dataset):
         keypoints, frames = augment(sample.keypoints, self.augment_cfg, generator, train=self.train)
         crops = None
         if self.crop_streams:
-            from mska_core.data.synthetic import clip_crops
-
-            # Crops are rendered from the unrotated points of the selected frames.
-            crops = clip_crops(sample.keypoints[frames], self.crop_streams, self.crop_size)
+            crops = {stream: images[frames] for stream, images in self.clip_crops(index).items()}
         return ClipItem(
             index=index,
             name=sample.name,
