@@ -303,7 +303,8 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     # No dropout, so that both runs draw nothing at random; each process's batch norm sees its half of
     # the batch, which the single process reproduces with two micro-batches.
-    common = ["--set", "model.head_dropout=0.0", "--set", "losses.translation.dropout=0.0",
+    common = ["--set", "model.head_dropout=0.0", "--set", "model.attention_dropout=0.0",
+              "--set", "losses.translation.dropout=0.0",
               "--set", "train.max_steps=3", "--set", "train.epochs=2"]
     single = write_config(tmp_path / "one")
     (tmp_path / "two").mkdir()
@@ -313,7 +314,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
                          timeout=300)
     assert ran.returncode == 0, ran.stderr
     ran = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=0", "-m", "mska_core", "train", "--config", str(double), *common],
+                          "--standalone", "-m", "mska_core", "train", "--config", str(double), *common],
                          env=mska_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr[-3000:]
     one, two = train_records(tmp_path / "one" / "runs" / "tiny"), train_records(tmp_path / "two" / "runs" / "tiny")
