@@ -137,3 +137,11 @@ def test_config_show_prints_toml_for_people(mska):
     result = mska("config", "show")
     assert result.returncode == 0
     assert "[model]" in result.stderr
+
+
+def test_config_reference_in_the_docs_matches_the_schema():
+    from mska_core.config.reference import missing_descriptions, render
+
+    assert missing_descriptions() == []
+    docs = (ROOT / "docs" / "config.md").read_text()
+    assert render() in docs, "regenerate with: python -m mska_core.config.reference --update docs/config.md"
