@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "mska_core.cli.plugins_cmd",
     "mska_core.cli.pretrain_cmd",
     "mska_core.cli.config_cmd",
+    "mska_core.cli.summary_cmd",
     "mska_core.cli.inspect_cmd",
     "mska_core.cli.train_cmd",
     "mska_core.cli.evaluate_cmd",

@@ -302,9 +302,10 @@ def temporal(block: AttentionBlock, y: Tensor) -> Tensor:
         z = F.conv2d(frames, conv.weight.transpose(2, 3), conv.bias, stride=(1, block.stride), padding=(0, pad))
         z = batch_norm(z.permute(0, 2, 3, 1), block.temporal.norm)
         if block.skip_temporal is not None:
-            skip = block.skip_temporal.conv
-            s = F.conv2d(frames, skip.weight, skip.bias, stride=(1, block.stride))
-            z = z + batch_norm(s.permute(0, 2, 3, 1), block.skip_temporal.norm)
+            # A strided 1×1 convolution reads every stride-th frame (as a product: the channels-last
+            # strided 1×1 convolution's backward is not reliable on every CPU build).
+            picked = y[:, :, :: block.stride].reshape(-1, y.shape[-1])
+            z = z + pointwise([block.skip_temporal], picked, True)[0].view_as(z)
         else:
             z = z + y
     else:
