@@ -17,10 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
-import torch
+# Run as a script, this folder comes first on sys.path, and bench/inspect.py would shadow the
+# standard library's inspect (which torch imports).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "examples" / "configs" / "mska-slr-paper.toml"
