@@ -145,7 +145,7 @@ def test_best_checkpoint_is_chosen_on_dev_and_holds_what_evaluation_needs(tmp_pa
     assert [r["split"] for r in evals if r["kind"] == "eval"] == ["dev"]
 
 
-def test_a_loss_from_a_plugin_is_used_when_the_config_names_it(tmp_path):
+def test_mska_losses_from_a_plugin_are_used_when_the_config_names_them(tmp_path):
     from mska_core import LossSpec, hookimpl
     from mska_core.registry import make_registry
 
