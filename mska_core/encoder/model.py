@@ -513,10 +513,9 @@ class VisualHead(nn.Module):
         h = self.masked_norm(self.project(x), mask)
         h = F.relu(h) + sinusoid(h.shape[1], self.hidden).to(device=h.device, dtype=h.dtype)
         h = self.dropout(h)
-        f = self.ff_norm(h).transpose(1, 2)
-        f = self.dropout(F.relu(self.ff_expand(f)))
-        f = self.dropout(self.ff_contract(f))
-        h = self.out_norm(h + f.transpose(1, 2))
+        f = self.dropout(F.relu(conv_over_time(self.ff_norm(h), self.ff_expand)))
+        f = self.dropout(conv_over_time(f, self.ff_contract))
+        h = self.out_norm(h + f)
         return h, self.classifier(h)
 
     def masked_norm(self, h: Tensor, mask: Tensor) -> Tensor:
@@ -527,6 +526,18 @@ class VisualHead(nn.Module):
                                 norm.weight, norm.bias, False, 0.0, norm.eps).view_as(h)
         selected = norm(h[mask])
         return h.masked_scatter(mask.unsqueeze(-1), selected)
+
+
+def conv_over_time(x: Tensor, conv: nn.Conv1d) -> Tensor:
+    """``conv`` (``padding="same"``, zeros) over ``x`` ``[B, T, C]`` as one product of the
+    ``[B·T, C·k]`` windows: ``[B, T, out]``, without leaving the channels-last layout."""
+    kernel = conv.kernel_size[0]
+    left = (kernel - 1) // 2
+    padded = F.pad(x, (0, 0, left, kernel - 1 - left))
+    windows = padded.unfold(1, kernel, 1)  # [B, T, C, k]
+    return F.linear(windows.reshape(x.shape[0] * x.shape[1], -1), conv.weight.flatten(1), conv.bias).view(
+        x.shape[0], x.shape[1], -1
+    )
 
 
 # -- the encoder -----------------------------------------------------------------------------------
