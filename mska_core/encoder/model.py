@@ -1,7 +1,7 @@
 """The multi-stream encoder: keypoint attention branches, crop branches, fusion and VisualHeads.
 
-The file reads top-down: the batch and output records; the keypoint attention block and the code
-that runs a group of them; the keypoint branch; the crop branch; the VisualHead; the encoder; and the
+The file reads top-down: the batch and output records; the keypoint attention block and the
+functions that run it; the keypoint branch; the crop branch; the VisualHead; the encoder; and the
 helpers that assemble an encoder from a :class:`~mska_core.config.ModelConfig` and the registry.
 
 Paper mode reproduces the spatial–temporal attention block of MSKA (arXiv 2405.05672) weight for
@@ -17,13 +17,12 @@ frames and ``V`` joints::
 
 The skips are identities, or 1×1 maps with batch norm when the block changes width or stride.
 
-Activations of the keypoint branches are kept time-major and channels-last, ``[G, N, T, V, C]``,
-where ``G`` counts streams of one shape run together (``hand_left`` and ``hand_right``): per-joint
-maps are then batched matrix products over ``[G, N·T·V, C]``, the attention is a product of the
-``[V·S, V]`` attention matrix with each frame's ``[V, C]`` joints whose output is already laid out
-``[.., V, S·C]`` for the following map, and the temporal convolution is a channels-last convolution.
-In eval mode every batch norm is folded into the map before it and the temporal skip into the
-convolution's centre tap; the result equals the unfused computation up to float rounding.
+Activations of the keypoint branches are kept joint-major and channels-last, ``[N, V, T, C]``:
+the per-head maps are batched products over the heads sharing one input, the attention is one
+product per clip over ``(head, joint)`` whose output is already in that layout, and the temporal
+convolution is a channels-last convolution. In eval mode every batch norm is folded into the map
+before it and the temporal skip into the convolution's centre tap; the result equals the unfused
+computation up to float rounding.
 """
 
 from __future__ import annotations
