@@ -129,3 +129,14 @@ def test_random_resized_crop_covers_the_requested_area_range() -> None:
     expected = F.interpolate(image[None], size=(6, 6), mode="bilinear", align_corners=False, antialias=True)[0]
     torch.testing.assert_close(out, expected)
     assert math.isclose(float(out.mean()), float(image.mean()), abs_tol=0.02)
+
+
+def test_augmentation_runs_on_one_thread_and_restores_the_thread_count() -> None:
+    dataset = MultiCropDataset(SyntheticCrops("hand", 2, 24, seed=0), MultiCrop(24, 12, 1), seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        views, _ = dataset[0]
+        assert torch.get_num_threads() == 2 and len(views) == 3
+    finally:
+        torch.set_num_threads(threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,14 +16,15 @@ import torch
 
 from mska_core.config import load_config
 from mska_core.registry import get_registry
-from mska_core.training.dino import DINOHead, Schedules, rng_state, set_rng_state, pretrain
+from mska_core.losses.dino import entropy
+from mska_core.training.dino import DINOHead, Probe, Schedules, knn_accuracy, pretrain, rng_state, set_rng_state
 
 #: Small enough to take a second or two per run on two shared CPU cores.
 TINY = {
     "pretrain.img_size": 28, "pretrain.batch_size": 4, "pretrain.synthetic_images": 8,
     "pretrain.local_crops": 1, "pretrain.out_dim": 64, "pretrain.head_hidden_dim": 32,
     "pretrain.head_bottleneck_dim": 16, "pretrain.progress": False, "pretrain.warmup_epochs": 0.5,
-    "run.device": "cpu",
+    "pretrain.probe_images": 16, "run.device": "cpu",
 }
 
 
@@ -88,6 +90,35 @@ def test_schedules_warm_up_then_follow_cosines() -> None:
     assert s.momentum_at(0) == pytest.approx(0.9) and s.momentum_at(10) == pytest.approx(1.0)
 
 
+def test_teacher_entropy_is_log_k_for_uniform_targets_and_zero_for_one_hot_ones() -> None:
+    assert float(entropy(torch.full((3, 8), 1 / 8))) == pytest.approx(math.log(8))
+    assert float(entropy(torch.eye(4))) == pytest.approx(0.0, abs=1e-6)
+    loss = get_registry().losses.get("dino").build(out_dim=8, teacher_temp=0.5)
+    same = torch.randn(1, 8).expand(4, 8)
+    loss.center.copy_(same[:1])  # a centre that has caught up with image-independent outputs
+    assert float(entropy(loss.teacher_probabilities(same))) == pytest.approx(math.log(8))
+
+
+def test_knn_accuracy_is_one_for_separated_classes_and_near_chance_for_noise() -> None:
+    labels = torch.arange(60) % 3
+    separated = torch.nn.functional.one_hot(labels, 3).float() + 0.01 * torch.randn(60, 3)
+    assert knn_accuracy(separated, labels, k=5) == 1.0
+    noise = torch.randn(60, 16, generator=torch.Generator().manual_seed(0))
+    assert knn_accuracy(noise, labels, k=5) < 0.6
+
+
+def test_probe_crops_are_held_out_labelled_and_normalised() -> None:
+    from mska_core.backbones import build_arch
+    from mska_core.data.render import synthetic_label
+
+    probe = Probe("hand", 12, 28, seed=4, start=100)
+    assert probe.images.shape == (12, 3, 28, 28) and probe.images.dtype == torch.float32
+    assert probe.labels.tolist() == [synthetic_label("hand", i, 4) for i in range(100, 112)]
+    backbone = build_arch("vit_tiny_test", img_size=28).train()
+    assert probe.features(backbone).shape == (12, 48) and backbone.training  # mode restored
+    assert 0.0 <= probe(backbone) <= 1.0
+
+
 def test_rng_state_is_plain_data_that_survives_a_weights_only_load(tmp_path) -> None:
     state = rng_state()
     torch.save(state, tmp_path / "rng.pt")
@@ -99,19 +130,22 @@ def test_rng_state_is_plain_data_that_survives_a_weights_only_load(tmp_path) -> 
 # --- the loop ----------------------------------------------------------------------------------
 
 
-def test_dino_loss_falls_while_pretraining_a_tiny_vit_on_synthetic_crops(tmp_path) -> None:
-    config = tiny_config(
-        tmp_path, **{"pretrain.img_size": 56, "pretrain.batch_size": 8, "pretrain.synthetic_images": 72,
-                     "pretrain.local_crops": 2, "pretrain.out_dim": 256, "pretrain.lr": 1e-3,
-                     "pretrain.warmup_epochs": 0, "pretrain.warmup_teacher_temp_epochs": 0,
-                     "pretrain.teacher_temp": 0.04, "pretrain.momentum_teacher": 0.99,
-                     "pretrain.freeze_last_layer_epochs": 0, "pretrain.koleo_weight": 0, "pretrain.epochs": 1,
-                     "pretrain.head_hidden_dim": 512, "pretrain.head_bottleneck_dim": 128},
-    )
-    result = pretrain(config)
-    losses = [r["dino"] for r in step_records(result.metrics)]
-    assert len(losses) == 9
-    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+#: A short run at the default recipe (head, temperatures, momentum, layer-scale init), on small crops.
+NO_COLLAPSE = {"pretrain.img_size": 56, "pretrain.batch_size": 16, "pretrain.synthetic_images": 48,
+               "pretrain.local_crops": 2, "pretrain.epochs": 3, "pretrain.warmup_epochs": 1,
+               "pretrain.head_hidden_dim": 512, "pretrain.head_bottleneck_dim": 128, "pretrain.out_dim": 1024,
+               "pretrain.probe_every": 0}
+
+
+def test_the_teacher_does_not_collapse_while_pretraining_a_tiny_vit_on_synthetic_crops(tmp_path) -> None:
+    result = pretrain(tiny_config(tmp_path, **NO_COLLAPSE))
+    steps = step_records(result.metrics)
+    assert len(steps) == 9
+    late = steps[-3:]
+    # a collapsed teacher gives the same (uniform after centring) targets to every image: entropy log(K)
+    assert max(r["teacher_entropy"] for r in late) < 0.9 * math.log(1024)
+    # and a backbone that gives every image the same feature has a per-dimension std near 0
+    assert min(r["feature_std"] for r in late) > 0.1
 
 
 def test_records_checkpoint_and_min_loss_each_epoch(tmp_path) -> None:
@@ -119,7 +153,10 @@ def test_records_checkpoint_and_min_loss_each_epoch(tmp_path) -> None:
     records = [json.loads(line) for line in result.metrics.read_text().splitlines()]
     summaries = [r for r in records if r.get("summary")]
     assert [r["epoch"] for r in summaries] == [1, 2]
-    assert {"loss", "dino", "koleo", "lr", "weight_decay", "momentum", "teacher_temp"} <= set(records[0])
+    assert {"loss", "dino", "koleo", "lr", "weight_decay", "momentum", "teacher_temp", "teacher_entropy",
+            "feature_std"} <= set(records[0])
+    assert all({"teacher_entropy", "feature_std", "probe"} <= set(r) for r in summaries)
+    assert "probe_init" in summaries[0] and "probe_init" not in summaries[1]
     assert result.min_loss == min(r["loss"] for r in summaries)
     state = torch.load(result.checkpoint, weights_only=True)
     assert state["kind"] == "training-state" and state["epoch"] == 2 and state["global_step"] == 4
@@ -248,7 +285,8 @@ def test_exports_initialise_the_face_and_both_hand_streams_of_an_encoder(exports
 
 
 GUIDE_SMALL = ["--set", "pretrain.max_steps=2", "--batch-size", "4", "--img-size", "28",
-               "--set", "pretrain.synthetic_images=8", "--set", "pretrain.local_crops=1"]
+               "--set", "pretrain.synthetic_images=8", "--set", "pretrain.local_crops=1",
+               "--set", "pretrain.out_dim=64", "--set", "pretrain.probe_every=0"]
 
 
 @pytest.mark.slow
@@ -285,7 +323,8 @@ def test_a_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(mska, tmp_
 
     args = ["pretrain", "--epochs", "3", "--batch-size", "4", "--img-size", "28",
             "--set", "pretrain.synthetic_images=8", "--set", "pretrain.local_crops=1",
-            "--set", "pretrain.out_dim=64", "--set", "pretrain.warmup_epochs=0.5"]
+            "--set", "pretrain.out_dim=64", "--set", "pretrain.warmup_epochs=0.5",
+            "--set", "pretrain.probe_images=8"]
     whole = mska(*args, "--output-dir", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     killed = tmp_path / "killed"

@@ -7,11 +7,15 @@ import pytest
 import torch
 
 from mska_core.data.render import (
+    FACE_EXPRESSIONS,
+    HAND_SHAPES,
     CropStyle,
     crop_kind,
+    label_names,
     render_crop,
     synthetic_crop,
     synthetic_crops,
+    synthetic_label,
     synthetic_points,
     write_synthetic_crops,
 )
@@ -80,3 +84,25 @@ def test_write_synthetic_crops_writes_png_files(tmp_path) -> None:
     with Image.open(paths[1]) as image:
         array = np.asarray(image)
     assert np.array_equal(array, synthetic_crop("face", 1, 24, 0).permute(1, 2, 0).numpy())
+
+
+def test_every_synthetic_crop_has_the_label_of_the_expression_or_hand_shape_that_drew_it() -> None:
+    assert label_names("face") == tuple(FACE_EXPRESSIONS) and label_names("hand") == tuple(HAND_SHAPES)
+    labels = [synthetic_label("hand_left", i, 3) for i in range(64)]
+    assert set(labels) == set(range(len(HAND_SHAPES)))  # every shape occurs
+    assert labels == [synthetic_label("hand_right", i, 3) for i in range(64)]  # a left hand mirrors a right one
+    assert {synthetic_label("face", i, 3) for i in range(64)} == set(range(len(FACE_EXPRESSIONS)))
+
+
+def test_a_label_fixes_the_pose_class_and_a_wrong_label_is_refused() -> None:
+    fists = [synthetic_points("hand", np.random.default_rng(i), label=label_names("hand").index("fist"))
+             for i in range(8)]
+    flats = [synthetic_points("hand", np.random.default_rng(i), label=label_names("hand").index("flat"))
+             for i in range(8)]
+
+    def spread(points):  # fingertips far from the wrist: an open hand
+        return float(np.mean([np.linalg.norm(p[[8, 12, 16, 20], :2] - p[0, :2], axis=1).mean() for p in points]))
+
+    assert spread(flats) > 1.3 * spread(fists)
+    with pytest.raises(ValueError, match="label must be in 0..5"):
+        synthetic_points("face", np.random.default_rng(0), label=6)

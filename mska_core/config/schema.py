@@ -208,6 +208,7 @@ class PretrainConfig:
     output_dir: str = "work_dirs/dino"
     epochs: int = attrs.field(default=10, validator=_positive)
     arch: str = "vit_tiny_test"
+    layer_scale_init: float | None = 1.0  # layer-scale init_values of a backbone built from arch; None: the arch's
     backbone: str | None = None  # a spec to continue from, e.g. "file::encoder_face.pt"
     img_size: int = attrs.field(default=112, validator=_positive)  # global crops
     batch_size: int = attrs.field(default=32, validator=_positive)
@@ -231,9 +232,9 @@ class PretrainConfig:
     head_layers: int = attrs.field(default=3, validator=_positive)
     norm_last_layer: bool = True  # fix the prototypes' weight-norm gain at 1
     student_temp: float = attrs.field(default=0.1, validator=_positive)
-    teacher_temp: float = attrs.field(default=0.07, validator=_positive)
-    warmup_teacher_temp: float = attrs.field(default=0.04, validator=_positive)
-    warmup_teacher_temp_epochs: float = attrs.field(default=10.0, validator=_non_negative)
+    teacher_temp: float = attrs.field(default=0.02, validator=_positive)
+    warmup_teacher_temp: float = attrs.field(default=0.02, validator=_positive)
+    warmup_teacher_temp_epochs: float = attrs.field(default=0.0, validator=_non_negative)
     center_momentum: float = attrs.field(default=0.9, validator=_non_negative)
     koleo_weight: float = attrs.field(default=0.1, validator=_non_negative)  # 0 disables KoLeo
     # optimisation (AdamW; lr, weight decay and teacher momentum follow cosine schedules per step)
@@ -242,9 +243,12 @@ class PretrainConfig:
     warmup_epochs: float = attrs.field(default=2.0, validator=_non_negative)
     weight_decay: float = attrs.field(default=0.04, validator=_non_negative)
     weight_decay_end: float = attrs.field(default=0.4, validator=_non_negative)
-    momentum_teacher: float = attrs.field(default=0.996, validator=_non_negative)  # rises to 1
+    momentum_teacher: float = attrs.field(default=0.99, validator=_non_negative)  # rises to 1
     grad_clip: float = attrs.field(default=3.0, validator=_non_negative)  # 0 disables
     freeze_last_layer_epochs: float = attrs.field(default=1.0, validator=_non_negative)
+    # measurements: k-NN accuracy of the teacher's backbone on held-out labelled synthetic crops
+    probe_every: int = attrs.field(default=1, validator=_non_negative)  # epochs; 0 disables the probe
+    probe_images: int = attrs.field(default=256, validator=_positive)
 
 
 @attrs.frozen

@@ -17,6 +17,11 @@ unless ``y_up=True``; any scale, since the crop is framed on the points' boundin
 Points with confidence 0 are ignored; with none left the crop is background only. Everything is
 deterministic: a crop depends only on its points and :class:`CropStyle`, and the synthetic generator's
 crop ``i`` depends only on ``(seed, i)``.
+
+Each synthetic crop is drawn from a class: one of :data:`HAND_SHAPES` (finger curls of a small
+hand-shape alphabet) or one of :data:`FACE_EXPRESSIONS` (eye and mouth opening, brows), with the pose,
+proportions, colours and background varying around it. :func:`synthetic_label` gives that class without
+drawing, so held-out synthetic crops can measure how well an encoder separates what generated them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,31 @@ _SUPERSAMPLE = 2
 
 _HAND_FINGERS = ((0, 1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
 _HAND_PALM = (0, 1, 5, 9, 13, 17)
+
+#: The synthetic hand shapes: curl of the thumb, index, middle, ring and little finger (0 straight,
+#: 1 curled into the palm). The label of a synthetic hand crop is the index of its shape here.
+HAND_SHAPES: dict[str, tuple[float, float, float, float, float]] = {
+    "flat": (0.1, 0.0, 0.0, 0.0, 0.0),
+    "fist": (0.8, 1.0, 1.0, 1.0, 1.0),
+    "index": (0.8, 0.0, 1.0, 1.0, 1.0),
+    "v": (0.8, 0.0, 0.0, 1.0, 1.0),
+    "w": (0.8, 0.0, 0.0, 0.0, 1.0),
+    "thumb": (0.0, 1.0, 1.0, 1.0, 1.0),
+    "l": (0.0, 0.0, 1.0, 1.0, 1.0),
+    "y": (0.0, 1.0, 1.0, 1.0, 0.0),
+}
+
+#: The synthetic face expressions: (eye opening, mouth opening, mouth width, brow raise), each in the
+#: units of the face model (eye and mouth opening 0..1). The label of a synthetic face crop is the
+#: index of its expression here.
+FACE_EXPRESSIONS: dict[str, tuple[float, float, float, float]] = {
+    "neutral": (0.7, 0.0, 0.35, 0.0),
+    "eyes_closed": (0.0, 0.0, 0.35, 0.0),
+    "open_mouth": (0.6, 0.8, 0.38, 0.0),
+    "surprise": (1.0, 1.0, 0.22, 0.1),
+    "wide_mouth": (0.3, 0.2, 0.48, -0.05),
+    "raised_brows": (1.0, 0.0, 0.3, 0.12),
+}
 
 RGB = tuple[int, int, int]
 
@@ -69,6 +99,25 @@ def random_style(rng: np.random.Generator) -> CropStyle:
                      clutter=clutter)
 
 
+def signer_style(rng: np.random.Generator, base: CropStyle | None = None) -> CropStyle:
+    """A :class:`CropStyle` near ``base`` (default: :class:`CropStyle`'s colours), as crops of one signer
+    in one studio look: skin tone and lighting vary a little, the background a little more, and at
+    most one faint blob stands for something else in the frame."""
+    base = base or CropStyle()
+    light = rng.uniform(0.85, 1.15)
+    skin = tuple(int(np.clip(c * light + rng.integers(-12, 13), 0, 255)) for c in base.skin)
+    ink = tuple(int(c * rng.uniform(0.2, 0.4)) for c in skin)
+    background = tuple(int(np.clip(c * light + rng.integers(-25, 26), 0, 255)) for c in base.background)
+    background_end = tuple(int(np.clip(c * light + rng.integers(-25, 26), 0, 255)) for c in base.background_end)
+    clutter = tuple(
+        (float(rng.uniform()), float(rng.uniform()), float(rng.uniform(0.05, 0.15)),
+         tuple(int(np.clip(c + rng.integers(-40, 41), 0, 255)) for c in background))
+        for _ in range(int(rng.integers(0, 2)))
+    )
+    return CropStyle(skin=skin, ink=ink, background=background, background_end=background_end,  # type: ignore[arg-type]
+                     clutter=clutter)
+
+
 def render_crop(points: Any, size: int, kind: str, *, style: CropStyle | None = None,
                 y_up: bool = False, margin: float = 0.15) -> torch.Tensor:
     """Draw a ``kind`` crop (``"face"`` or ``"hand"``) around ``points`` ``[P, 3]``.
@@ -96,24 +145,55 @@ def crop_kind(stream: str, weight_group: str | None = None) -> str:
     return "hand" if any("hand" in name for name in names) else "face"
 
 
-def synthetic_points(kind: str, rng: np.random.Generator, *, mirror: bool = False) -> np.ndarray:
-    """Random points ``[P, 3]`` for one ``kind`` crop: a 68-point face or a 21-point hand."""
+def label_names(kind: str) -> tuple[str, ...]:
+    """The classes of synthetic ``kind`` crops, in label order: :data:`FACE_EXPRESSIONS` or
+    :data:`HAND_SHAPES`."""
+    if kind not in KINDS:
+        raise ValueError(f"label_names: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return tuple(FACE_EXPRESSIONS if kind == "face" else HAND_SHAPES)
+
+
+def synthetic_points(kind: str, rng: np.random.Generator, *, mirror: bool = False,
+                     label: int | None = None) -> np.ndarray:
+    """Random points ``[P, 3]`` for one ``kind`` crop: a 68-point face or a 21-point hand.
+
+    ``label`` picks the expression or hand shape (see :func:`label_names`); ``None`` draws one from
+    ``rng``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"synthetic_points: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    names = label_names(kind)
+    if label is None:
+        label = int(rng.integers(len(names)))
+    elif not 0 <= label < len(names):
+        raise ValueError(f"synthetic_points: label must be in 0..{len(names) - 1} for {kind}, got {label}")
     if kind == "face":
-        return _face_points(rng)
-    if kind == "hand":
-        return _hand_points(rng, mirror=mirror)
-    raise ValueError(f"synthetic_points: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        return _face_points(rng, FACE_EXPRESSIONS[names[label]])
+    return _hand_points(rng, HAND_SHAPES[names[label]], mirror=mirror)
+
+
+def _synthetic_rng(stream: str, index: int, seed: int) -> tuple[str, np.random.Generator, int]:
+    """The kind, the generator and the class of synthetic crop ``index``; the class is the first draw."""
+    kind = crop_kind(stream)
+    rng = np.random.default_rng([int(seed), int(index), KINDS.index(kind)])
+    return kind, rng, int(rng.integers(len(label_names(kind))))
+
+
+def synthetic_label(stream: str, index: int, seed: int) -> int:
+    """The class of crop ``index`` of the synthetic generator for ``stream`` (an index into
+    :func:`label_names` of its kind), without drawing the crop."""
+    return _synthetic_rng(stream, index, seed)[2]
 
 
 def synthetic_crop(stream: str, index: int, size: int, seed: int) -> torch.Tensor:
     """Crop ``index`` of the synthetic generator for ``stream``: a uint8 tensor ``[3, size, size]``.
 
     Depends only on ``(stream's kind, seed, index)``; a left hand is the mirror pose of a right one.
+    Its class is :func:`synthetic_label` with the same arguments.
     """
-    kind = crop_kind(stream)
-    rng = np.random.default_rng([int(seed), int(index), KINDS.index(kind)])
-    points = synthetic_points(kind, rng, mirror=stream.endswith("left"))
-    return render_crop(points, size, kind, style=random_style(rng), margin=float(rng.uniform(0.08, 0.3)))
+    kind, rng, label = _synthetic_rng(stream, index, seed)
+    points = synthetic_points(kind, rng, mirror=stream.endswith("left"), label=label)
+    return render_crop(points, size, kind, style=signer_style(rng), margin=float(rng.uniform(0.08, 0.3)))
 
 
 def synthetic_crops(stream: str, count: int, size: int, seed: int) -> torch.Tensor:
@@ -294,14 +374,16 @@ def _ellipse_arc(cx: float, cy: float, rx: float, ry: float, start: float, stop:
     return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
 
 
-def _face_points(rng: np.random.Generator) -> np.ndarray:
-    """68 iBUG-order points of a face with random shape, gaze, expression and head pose."""
+def _face_points(rng: np.random.Generator, expression: tuple[float, float, float, float]) -> np.ndarray:
+    """68 iBUG-order points of a face with random shape and head pose around an ``expression``
+    (eye opening, mouth opening, mouth width, brow raise; see :data:`FACE_EXPRESSIONS`)."""
+    eye, mouth, mouth_w, brow = expression
     width = rng.uniform(0.75, 0.95)
     yaw = rng.uniform(-0.25, 0.25)  # shifts the inner features sideways
-    eye_open = rng.uniform(0.0, 1.0)
-    mouth_open = rng.uniform(0.0, 1.0) ** 2
-    mouth_width = rng.uniform(0.25, 0.45)
-    brow_raise = rng.uniform(-0.05, 0.1)
+    eye_open = float(np.clip(eye + rng.normal(0.0, 0.08), 0.0, 1.0))
+    mouth_open = float(np.clip(mouth + rng.normal(0.0, 0.08), 0.0, 1.0))
+    mouth_width = float(np.clip(mouth_w + rng.normal(0.0, 0.03), 0.15, 0.55))
+    brow_raise = brow + float(rng.normal(0.0, 0.02))
     jaw = _ellipse_arc(0.0, 0.0, width, 1.0, math.pi * 1.05, math.pi * -0.05, 17)
     jaw[:, 1] = np.abs(jaw[:, 1]) * 0.95 + 0.05  # the lower half, y down
     jaw = jaw[::-1]
@@ -329,14 +411,15 @@ def _face_points(rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([xy, np.ones((68, 1))], axis=1)
 
 
-def _hand_points(rng: np.random.Generator, *, mirror: bool = False) -> np.ndarray:
-    """21 points of a right hand (mirrored for the left) with random finger curls and rotation."""
+def _hand_points(rng: np.random.Generator, shape: tuple[float, ...], *, mirror: bool = False) -> np.ndarray:
+    """21 points of a right hand (mirrored for the left) in a hand ``shape`` (finger curls, see
+    :data:`HAND_SHAPES`) with random proportions, curl noise and rotation."""
     wrist = np.array([0.0, 0.9])
     knuckles = np.array([[-0.3, 0.55], [-0.3, 0.05], [-0.1, -0.02], [0.1, 0.0], [0.28, 0.08]])
     base_angle = np.array([-2.4, -1.75, -1.6, -1.45, -1.3]) + rng.normal(0.0, 0.08, size=5)
     lengths = np.array([[0.25, 0.2, 0.17], [0.3, 0.2, 0.16], [0.33, 0.22, 0.17], [0.3, 0.2, 0.16],
                         [0.24, 0.16, 0.13]]) * rng.uniform(0.9, 1.1)
-    curl = rng.uniform(0.0, 1.0, size=5) ** 1.5
+    curl = np.clip(np.asarray(shape) + rng.normal(0.0, 0.1, size=5), 0.0, 1.0)
     points = [wrist]
     for finger in range(5):
         position, angle = knuckles[finger].copy(), base_angle[finger]

@@ -11,6 +11,10 @@ crops), the loss is ``-sum(p_teacher * log p_student)`` with
   after each loss evaluation (averaged across processes when torch.distributed is initialised).
 
 The centre is a buffer, so it is in ``state_dict()`` and a resumed run continues with it.
+
+:func:`entropy` of the teacher's targets tells a learning run from a collapsed one: it sits at
+``log(out_dim)`` when the teacher's output is uniform after centring, and near 0 when one prototype
+takes every image.
 """
 
 from __future__ import annotations
@@ -61,8 +65,7 @@ class DINOLoss(nn.Module):
         student_logp = F.log_softmax(student_output.float() / self.student_temp, dim=-1).chunk(
             student_output.shape[0] // batch)
         teacher = teacher_output.detach().float()
-        teacher_p = F.softmax((teacher - self.center) / self.teacher_temperature(epoch), dim=-1)
-        teacher_p = teacher_p.chunk(self.n_global)
+        teacher_p = self.teacher_probabilities(teacher, epoch).chunk(self.n_global)
         total = student_output.new_zeros((), dtype=torch.float32)
         pairs = 0
         for t, p in enumerate(teacher_p):
@@ -75,6 +78,13 @@ class DINOLoss(nn.Module):
         return total / max(pairs, 1)
 
     @torch.no_grad()
+    def teacher_probabilities(self, teacher_output: torch.Tensor, epoch: float = 0.0) -> torch.Tensor:
+        """The teacher's targets ``softmax((teacher - centre) / teacher_temp(epoch))``, ``[N, out_dim]``,
+        with the current centre (``forward`` updates the centre after using them)."""
+        centred = teacher_output.detach().float() - self.center
+        return F.softmax(centred / self.teacher_temperature(epoch), dim=-1)
+
+    @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
         """Move the centre towards the mean teacher output of this batch (all processes together)."""
         batch_center = teacher_output.sum(dim=0, keepdim=True)
@@ -84,3 +94,9 @@ class DINOLoss(nn.Module):
             torch.distributed.all_reduce(count)
         batch_center = batch_center / count
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+
+
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """The mean Shannon entropy (nats) of the rows of ``probabilities`` ``[N, K]``; at most ``log(K)``."""
+    p = probabilities.float()
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(dim=-1).mean()

@@ -13,6 +13,11 @@ multi-crop views, the schedules, and :func:`pretrain`, the loop with its records
   first ``freeze_last_layer_epochs``. All schedules are functions of the global step.
 - The losses come from the registry: ``dino`` (its centre is a buffer) and ``koleo`` on the student's
   features of the global views, weighted by ``koleo_weight``.
+- Measurements that tell a learning run from a collapsed one: each step records the teacher's target
+  entropy (``log(out_dim)`` when collapsed to uniform) and the per-dimension std of the student's
+  features; every ``probe_every`` epochs, :class:`Probe` measures the k-NN accuracy of the teacher's
+  backbone on held-out synthetic crops labelled with the expression or hand shape that drew them,
+  against the initial backbone's figure as the baseline.
 - Records in ``output_dir``: ``config.toml``, ``metrics.jsonl`` (one line per step and one summary per
   epoch), ``checkpoint.pt`` (the whole training state, each epoch, atomic) and ``skipped.txt`` when
   crop files could not be read. ``--resume`` restores every piece of state, including the random
@@ -116,6 +121,70 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     student_params = [p.detach() for p in student.parameters()]
     torch._foreach_mul_(teacher_params, momentum)
     torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def feature_std(features: torch.Tensor) -> float:
+    """The per-dimension standard deviation of ``features`` ``[N, D]`` across the batch, averaged over
+    the dimensions: near 0 when every image gets the same feature."""
+    if features.shape[0] < 2:
+        return 0.0
+    return float(features.detach().float().std(dim=0).mean())
+
+
+def knn_accuracy(features: torch.Tensor, labels: torch.Tensor, *, k: int = 10, temperature: float = 0.07) -> float:
+    """Leave-one-out weighted k-NN accuracy of ``features`` ``[N, D]`` with ``labels`` ``[N]``.
+
+    DINO's k-NN protocol: cosine similarity, the ``k`` nearest other samples vote for their label with
+    weight ``exp(similarity / temperature)``.
+    """
+    x = F.normalize(features.detach().float(), dim=-1)
+    similarity = x @ x.T
+    similarity.fill_diagonal_(-float("inf"))  # never one's own neighbour
+    k = min(k, x.shape[0] - 1)
+    top, index = similarity.topk(k, dim=1)
+    n_classes = int(labels.max()) + 1
+    votes = torch.zeros(x.shape[0], n_classes)
+    votes.scatter_add_(1, labels[index], torch.exp(top / temperature))
+    return float((votes.argmax(dim=1) == labels).float().mean())
+
+
+class Probe:
+    """k-NN accuracy of a backbone's features on held-out labelled synthetic crops.
+
+    The crops are ``count`` synthetic crops of the stream's kind drawn with ``seed`` from index
+    ``start`` on (pass the size of the training set, so that none was trained on), labelled with the
+    face expression or hand shape that generated them (:func:`mska_core.data.render.synthetic_label`),
+    at ``size`` px without augmentation and normalised like the views.
+    """
+
+    def __init__(self, stream: str, count: int, size: int, seed: int, start: int = 0) -> None:
+        from mska_core.data.crops import IMAGENET_MEAN, IMAGENET_STD
+        from mska_core.data.render import synthetic_crop, synthetic_label
+
+        indices = range(start, start + count)
+        images = torch.stack([synthetic_crop(stream, i, size, seed) for i in indices]).float() / 255.0
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self.images = (images - mean) / std  # [count, 3, size, size]
+        self.labels = torch.tensor([synthetic_label(stream, i, seed) for i in indices])
+
+    @torch.no_grad()
+    def features(self, backbone: nn.Module, batch_size: int = 64) -> torch.Tensor:
+        """The backbone's features of the probe crops, ``[count, D]``, in eval mode."""
+        was_training = backbone.training
+        backbone.eval()
+        device = next(backbone.parameters()).device
+        try:
+            return torch.cat([backbone(chunk.to(device)).float().cpu() for chunk in self.images.split(batch_size)])
+        finally:
+            backbone.train(was_training)
+
+    def __call__(self, backbone: nn.Module) -> float:
+        """The k-NN accuracy of ``backbone`` on the probe crops."""
+        return knn_accuracy(self.features(backbone), self.labels)
 
 
 # --- schedules -----------------------------------------------------------------------------------
@@ -228,7 +297,10 @@ def build_backbone(cfg: PretrainConfig, registry: Any) -> nn.Module:
 
     if cfg.backbone:
         return load_backbone(cfg.backbone, img_size=cfg.img_size, registry=registry)
-    return build_arch(cfg.arch, img_size=cfg.img_size)
+    options: dict[str, Any] = {"img_size": cfg.img_size}
+    if cfg.layer_scale_init is not None:
+        options["init_values"] = cfg.layer_scale_init
+    return build_arch(cfg.arch, registry=registry, **options)
 
 
 def local_size(cfg: PretrainConfig, backbone: nn.Module) -> int:
@@ -245,6 +317,19 @@ def crop_source(cfg: PretrainConfig, seed: int) -> Any:
     if cfg.train_dirs:
         return CropFolder(cfg.train_dirs)
     return SyntheticCrops(cfg.stream, cfg.synthetic_images, cfg.img_size, seed)
+
+
+def make_probe(cfg: PretrainConfig, stream: str, seed: int) -> Probe | None:
+    """The k-NN probe of a run: ``cfg.probe_images`` held-out synthetic crops of the stream's kind (from
+    index ``cfg.synthetic_images`` on, so never a training crop), or ``None`` when ``probe_every`` is 0."""
+    if cfg.probe_every <= 0 or cfg.probe_images < 2:
+        return None
+    return Probe(stream, cfg.probe_images, cfg.img_size, seed, start=cfg.synthetic_images)
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -291,17 +376,23 @@ class _Reporter:
 
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} img/s"),
+                TextColumn("loss {task.fields[loss]}  teacher H {task.fields[entropy]}  lr {task.fields[lr]}  "
+                           "{task.fields[speed]} img/s  probe {task.fields[probe]}"),
                 TimeRemainingColumn(), console=console, transient=False,
             )
             self.task = self.progress.add_task("pretrain", total=total, completed=completed,
-                                               loss="-", lr="-", speed="-")
+                                               loss="-", entropy="-", lr="-", speed="-", probe="-")
             self.progress.start()
 
-    def step(self, epoch: int, epochs: int, loss: float, lr: float, speed: float) -> None:
+    def step(self, epoch: int, epochs: int, loss: float, teacher_entropy: float, lr: float, speed: float) -> None:
         if self.progress is not None:
             self.progress.update(self.task, advance=1, description=f"epoch {epoch + 1}/{epochs}",
-                                 loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{speed:.1f}")
+                                 loss=f"{loss:.4f}", entropy=f"{teacher_entropy:.2f}", lr=f"{lr:.2e}",
+                                 speed=f"{speed:.1f}")
+
+    def probe(self, accuracy: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, probe=f"{accuracy:.3f}")
 
     def line(self, text: str) -> None:
         if self.console is not None:
@@ -318,6 +409,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
 
     from mska_core.checkpoints import make_payload, safe_torch_load, save_checkpoint
     from mska_core.data.crops import EpochShuffle, MultiCrop, MultiCropDataset, collate_views
+    from mska_core.data.render import crop_kind
+    from mska_core.losses.dino import entropy
 
     if registry is None:
         from mska_core.registry import get_registry
@@ -392,6 +485,13 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
             f"(+{cfg.local_crops} local crops of {augment.local_size} px), {source.describe()}, "
             f"batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, {cfg.epochs} epochs, on {device}"
         )
+    probe = make_probe(cfg, stream, seed)
+    probe_init = None  # the initial backbone's figure, recorded with the first epoch
+    if probe is not None and start_epoch == 0 and global_step == 0:
+        probe_init = probe(teacher.backbone)
+        if console is not None:
+            console.print(f"k-NN probe of the initial backbone on {len(probe.labels)} held-out synthetic "
+                          f"{crop_kind(stream)} crops: {probe_init:.3f}")
     reporter = _Reporter(reporter_console, cfg.progress, cfg.epochs * steps_per_epoch, global_step)
     stopped = False
     try:
@@ -418,6 +518,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
                         group["weight_decay"] = weight_decay
                 with torch.no_grad():
                     teacher_logits, _ = teacher(views[:2])
+                    teacher_entropy = float(entropy(dino_loss.teacher_probabilities(teacher_logits, progress)))
                 student_logits, features = student(views)
                 dino_value = dino_loss(student_logits, teacher_logits, progress)
                 loss = dino_value
@@ -453,8 +554,10 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
                     "dino": float(dino_value.detach()), "koleo": float(koleo_value.detach() if torch.is_tensor(koleo_value) else koleo_value),
                     "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
                     "teacher_temp": dino_loss.teacher_temperature(progress),
+                    "teacher_entropy": teacher_entropy, "feature_std": feature_std(features[: 2 * views[0].shape[0]]),
                 })
-                reporter.step(epoch, cfg.epochs, loss_value, lr, views[0].shape[0] / max(done - tick, 1e-9))
+                reporter.step(epoch, cfg.epochs, loss_value, teacher_entropy, lr,
+                              views[0].shape[0] / max(done - tick, 1e-9))
                 tick = time.perf_counter()
                 if cfg.max_steps is not None and global_step >= cfg.max_steps:
                     stopped = True
@@ -463,11 +566,22 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
                 break
             mean_loss = sum(epoch_losses) / max(len(epoch_losses), 1)
             min_loss = mean_loss if min_loss is None else min(min_loss, mean_loss)
-            history.append({
+            epoch_steps = [r for r in history if r["epoch"] == epoch + 1 and not r.get("summary")]
+            summary: dict[str, Any] = {
                 "epoch": epoch + 1, "step": global_step, "summary": True, "loss": mean_loss,
                 "min_loss": min_loss, "images_per_s": images / max(data_time + step_time, 1e-9),
                 "data_s": data_time, "step_s": step_time, "skipped": len(skipped),
-            })
+                "teacher_entropy": _mean(r["teacher_entropy"] for r in epoch_steps),
+                "feature_std": _mean(r["feature_std"] for r in epoch_steps),
+            }
+            measured = ""
+            if probe is not None and ((epoch + 1) % cfg.probe_every == 0 or epoch + 1 == cfg.epochs):
+                summary["probe"] = probe(teacher.backbone)
+                if probe_init is not None:
+                    summary["probe_init"], probe_init = probe_init, None
+                reporter.probe(summary["probe"])
+                measured = f"  probe {summary['probe']:.3f}"
+            history.append(summary)
             _write_metrics(metrics_path, history)
             save_checkpoint(make_payload(
                 "training-state", student.state_dict(), stream=stream, arch=arch, arch_config=arch_config,
@@ -477,6 +591,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
             ), checkpoint_path)
             reporter.line(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {mean_loss:.4f}  min {min_loss:.4f}  "
+                f"teacher H {summary['teacher_entropy']:.2f}/{math.log(cfg.out_dim):.2f}{measured}  "
                 f"{images / max(data_time + step_time, 1e-9):.1f} img/s  (data {data_time:.1f}s, step {step_time:.1f}s)"
             )
     finally:
