@@ -281,6 +281,54 @@ def test_exports_initialise_the_face_and_both_hand_streams_of_an_encoder(exports
     assert left.data_ptr() != right.data_ptr()  # independent copies
 
 
+def test_train_shorthands_initialise_face_and_both_hands_from_the_exports(exports, tmp_path) -> None:
+    """The guide's `mska train --use-mska --mska-face-state ... --face-backbone file::...` round trip:
+    the real parser and the real preparation of a fine-tuning run, then tensors compared."""
+    from mska_core.cli import build_parser
+    from mska_core.cli.train_cmd import resolve_config
+    from mska_core.registry import get_registry
+    from mska_core.training.loop import FineTuning
+
+    from mska_core.backbones import build_arch
+    from mska_core.checkpoints import make_payload, save_checkpoint
+
+    face_file = exports / "face" / "encoder_face.pt"
+    hand_file = exports / "hand" / "encoder_hand.pt"
+    # The backbone specs point at random weights: only the init states can make the streams equal
+    # to the exports.
+    init = build_arch("vit_tiny_test", img_size=28)
+    backbone = save_checkpoint(make_payload("backbone", init.state_dict(), arch="vit_tiny_test",
+                                            arch_config=init.arch_config),
+                               tmp_path / "random-backbone.pt")
+    args = build_parser().parse_args([
+        "train", "--use-mska", "--mska-face-state", str(face_file), "--mska-hand-state", str(hand_file),
+        "--face-backbone", f"file::{backbone}:vit_tiny_test",
+        "--hand-left-backbone", f"file::{backbone}:vit_tiny_test",
+        "--hand-right-backbone", f"file::{backbone}:vit_tiny_test",
+        "--set", f"run.output_dir={tmp_path}", "--set", "data.synthetic.num_train=4",
+        "--set", "data.synthetic.num_dev=2", "--set", "data.synthetic.num_test=2",
+        "--set", "model.channels=[8, 8]", "--set", "model.inter_channels=[4, 4]",
+        "--set", "model.temporal_kernels=[3, 3]", "--set", "model.strides=[2, 2]",
+        "--set", "model.num_heads=2", "--set", "model.head_hidden=16", "--set", "model.head_ff=16",
+        "--set", "model.crop_dim=8", "--set", "data.synthetic.crop_size=28",
+    ])
+    config, _ = resolve_config(args, get_registry())
+    assert config.model.init == {"face": str(face_file), "hand": str(hand_file)}
+    tuning = FineTuning(config)
+    tuning.prepare()
+    encoder = tuning.model.encoder
+    face = torch.load(face_file, weights_only=True)["state_dict"]
+    hand = torch.load(hand_file, weights_only=True)["state_dict"]
+    assert not all(torch.equal(face[k], hand[k]) for k in face)  # two different exports
+    for stream, expected in (("face", face), ("hand_left", hand), ("hand_right", hand)):
+        loaded = encoder.branches[stream].crop.backbone.state_dict()
+        assert loaded.keys() == expected.keys()
+        assert all(torch.equal(loaded[k], expected[k]) for k in loaded), stream
+        assert not torch.equal(loaded["cls_token"], init.state_dict()["cls_token"])
+    left, right = (encoder.branches[s].crop.backbone.cls_token for s in ("hand_left", "hand_right"))
+    assert left.data_ptr() != right.data_ptr()
+
+
 # --- the command line, end to end ----------------------------------------------------------------
 
 
