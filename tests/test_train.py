@@ -310,7 +310,8 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     (tmp_path / "two").mkdir()
     double = write_config(tmp_path / "two")
     ran = subprocess.run([sys.executable, "-m", "mska_core", "train", "--config", str(single), *common,
-                          "--set", "train.micro_batches=2"], env=mska_env(), capture_output=True, text=True,
+                          "--set", "train.micro_batches=2"], env=mska_env(OMP_NUM_THREADS="1"),
+                         capture_output=True, text=True,
                          timeout=300)
     assert ran.returncode == 0, ran.stderr
     ran = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -321,7 +322,9 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3]
     for a, b in zip(one, two):
         for key in ("loss", "loss/ctc", "loss/distillation", "loss/translation"):
-            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+            # Adam turns rounding-level gradient differences into small weight differences, so the
+            # later steps agree to 1e-3, not to the last bit; a wrong reduction is off by far more.
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), (a["step"], key)
     state_one = torch.load(tmp_path / "one" / "runs" / "tiny" / "last.pt", weights_only=True)["state_dict"]
     state_two = torch.load(tmp_path / "two" / "runs" / "tiny" / "last.pt", weights_only=True)["state_dict"]
     for key, value in state_one.items():
