@@ -11,7 +11,7 @@ temporary folder, and measures, each in a fresh subprocess and interleaved with 
 
 The files are deleted at the end.
 
-    python bench/inspect.py [--gib 1.0] [--repeat 3] [--json bench/results/inspect.json]
+    python -m bench.inspect [--gib 1.0] [--repeat 3] [--json bench/results/inspect.json]
 """
 
 from __future__ import annotations

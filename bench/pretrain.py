@@ -12,7 +12,7 @@ local crops of 56 px) and each device (CPU, and CUDA when available), side by si
 It reports images per second and the ratio of data time to DINO-step time (below 1 means one
 data-loading worker keeps up with the model).
 
-    python bench/pretrain.py [--batch-size 32] [--steps 3] [--json bench/results/pretrain.json]
+    python -m bench.pretrain [--batch-size 32] [--steps 3] [--json bench/results/pretrain.json]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Listing plugins and printing help must never import torch or timm. This benchmark runs each command
 in a fresh subprocess, side by side with the torch-import baseline, and reports medians and ratios.
 
-    python bench/startup.py [--repeat 7] [--json bench/results/startup.json]
+    python -m bench.startup [--repeat 7] [--json bench/results/startup.json]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ forward (encoder, decoder and losses), backward and optimiser. The baseline, run
 same process on the same batches, is the bare encoder step: CTC only, no decoder, plain SGD. CPU always;
 a CUDA GPU too when one is present.
 
-    python bench/train.py [--steps N] [--batch-size B]
+    python -m bench.train [--steps N] [--batch-size B]
 
 Writes ``bench/results/train.json`` and prints a rich table.
 """
@@ -17,15 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and bench/inspect.py would shadow the
-# standard library's inspect (which torch imports).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "examples" / "configs" / "mska-slr-paper.toml"
