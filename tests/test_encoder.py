@@ -392,3 +392,20 @@ def test_config_show_reads_the_paper_preset(mska):
     result = mska("config", "show", str(PAPER_PRESET), "--json")
     assert result.returncode == 0, result.stderr
     assert '"vocab_size": 1094' in result.stdout
+
+
+def test_softmax_attention_weights_are_distributions_that_skip_unseen_joints():
+    from mska_core.encoder.model import softmax_attention
+
+    encoder = MSKAEncoder.from_config(tiny(attention="softmax", streams={"hand_left": StreamConfig()}), vocab_size=5)
+    block = encoder.branches["hand_left"].keypoint.blocks[0]
+    N, V, T = 2, 27, 6
+    x = torch.randn(N, V, T, block.in_channels)
+    q = torch.randn(N, block.num_heads, V, T, block.inter_channels)
+    k = torch.randn(N, block.num_heads, V, T, block.inter_channels)
+    hidden = torch.zeros(N, V, dtype=torch.bool)
+    hidden[0, 3] = True
+    weights = softmax_attention(block.eval(), x, q, k, torch.tensor([6, 4]), hidden)  # [N, S, V, U]
+    torch.testing.assert_close(weights.sum(-1), torch.ones(N, block.num_heads, V))
+    assert weights[0, :, :, 3].max() < 1e-6
+    assert weights[1, :, :, 3].min() > 0

@@ -195,20 +195,19 @@ def run_block(block: AttentionBlock, x: Tensor, lengths: Tensor, hidden: Tensor 
         skips = pointwise([block.skip_attend, block.skip_mix], flat, training)
     residual = skips[0] if skips is not None else flat
 
-    # z[n, v] = sum_{s, u} A[n, s, u, v] (W_s x)[n, u]
+    # z[n, v] = sum_{s, u} A[n, s, u, v] (W_s x)[n, u]: one product per clip over (head, joint)
     if block.attention == "paper":
         attention = paper_attention(block, x, q, k)  # [N, S, U, V]
         if training and block.attention_dropout > 0:
             attention = F.dropout(attention, block.attention_dropout)
         by_target = attention.permute(0, 3, 1, 2).reshape(N, V, heads * V)
-        if training:
-            y = batch_norm(torch.bmm(by_target, values).view(-1, out) + attend_bias, block.attend.norm)
-            y = y + residual
-        else:
-            y = torch.baddbmm(residual.reshape(N, V, T * out), by_target, values).view(-1, out).add_(attend_bias)
     else:
-        y = softmax_attention(block, x, q, k, values, lengths, hidden).view(-1, out) + attend_bias
-        y = (batch_norm(y, block.attend.norm) if training else y) + residual
+        by_target = softmax_attention(block, x, q, k, lengths, hidden).transpose(1, 2).reshape(N, V, heads * V)
+    if training:
+        y = batch_norm(torch.bmm(by_target, values).view(-1, out) + attend_bias, block.attend.norm)
+        y = y + residual
+    else:
+        y = torch.baddbmm(residual.reshape(N, V, T * out), by_target, values).view(-1, out).add_(attend_bias)
     y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
     y = pointwise([block.mix], y, training)[0]
     y = F.leaky_relu(y.add_(skips[1] if skips is not None else flat), LEAKY_SLOPE, inplace=True)
@@ -219,7 +218,8 @@ def heads_of(weight: Tensor, rows: Tensor, heads: int) -> Tensor:
     """``[N, heads, M, out]``: the per-head slices of a 1×1 map's ``weight`` applied to ``rows`` ``[N, 1, M, C]``.
 
     For ``qk`` the output channels are split into heads; for ``attend`` its input channels
-    (``s·C + c``, the reference's order of the concatenated heads).
+    (``s·C + c``, the reference's order of the concatenated heads). Each clip is one product of its
+    rows with every head (the rows are shared, never copied per head, nor kept per head for backward).
     """
     out, width = weight.shape[0], weight[0].numel()
     channels = rows.shape[-1]
@@ -227,7 +227,12 @@ def heads_of(weight: Tensor, rows: Tensor, heads: int) -> Tensor:
         per_head = weight.reshape(heads, out // heads, channels).transpose(1, 2)
     else:  # split the inputs: [heads, C, out]
         per_head = weight.reshape(out, heads, channels).permute(1, 2, 0)
-    return torch.matmul(rows, per_head)
+    return stack([torch.matmul(clip[0], per_head) for clip in rows])
+
+
+def stack(tensors: Sequence[Tensor]) -> Tensor:
+    """``torch.stack`` that is a view for a single tensor."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(list(tensors))
 
 
 def score_offsets(block: AttentionBlock, x: Tensor, weights: Tensor | None) -> Tensor:
@@ -266,14 +271,16 @@ def paper_attention(block: AttentionBlock, x: Tensor, q: Tensor, k: Tensor) -> T
 
 
 def softmax_attention(
-    block: AttentionBlock, x: Tensor, q: Tensor, k: Tensor, values: Tensor, lengths: Tensor, hidden: Tensor | None
+    block: AttentionBlock, x: Tensor, q: Tensor, k: Tensor, lengths: Tensor, hidden: Tensor | None
 ) -> Tensor:
-    """Softmax attention over joints with scaled_dot_product_attention: ``[N, V, T·C_out]``.
+    """Softmax attention weights over joints from scaled_dot_product_attention: ``[N, S, V, U]``.
 
     Joint ``v`` reads joint ``u`` with weight ``softmax_u(alpha k_v·q_u / sqrt(I T_valid) + G[u, v])``
-    per head, from the bias-free ``q``, ``k`` ``[N, S, V, T, I]`` of ``x`` and the per-head maps
-    ``values`` ``[N, S·V, T·C_out]``; the heads are summed. Padded frames do not enter the scores,
-    and joints whose confidence is zero on every frame are hidden unless every joint of the clip is.
+    per head, from the bias-free ``q``, ``k`` ``[N, S, V, T, I]`` of ``x``. The value is the identity,
+    so the kernel returns the weights themselves (a ``[V, V]`` output instead of one as wide as a
+    clip); they then mix the per-head maps in one product, as in paper mode. Padded frames do not
+    enter the scores, and joints whose confidence is zero on every frame are hidden unless every
+    joint of the clip is.
     """
     N, heads, V, T, inter = q.shape
     valid = frame_mask(lengths, T).to(q.dtype)  # [N, T]
@@ -285,11 +292,11 @@ def softmax_attention(
     bias = (score_offsets(block, x, valid) * scale + block.global_attention).transpose(-1, -2)  # [N, S, V, U]
     if hidden is not None:
         bias = bias + hidden.to(bias.dtype).mul(_HIDDEN).view(N, 1, 1, V)
+    identity = torch.eye(V, dtype=query.dtype, device=query.device).expand(N, heads, V, V)
     dropout = block.attention_dropout if block.training else 0.0
-    out = F.scaled_dot_product_attention(
-        query, key, values.view(N, heads, V, -1), attn_mask=bias.to(query.dtype), dropout_p=dropout, scale=1.0
+    return F.scaled_dot_product_attention(
+        query, key, identity, attn_mask=bias.to(query.dtype), dropout_p=dropout, scale=1.0
     )
-    return out.sum(1)
 
 
 def temporal(block: AttentionBlock, y: Tensor) -> Tensor:
