@@ -15,7 +15,7 @@ vocabulary (1,094): keypoint branches, fusion and the four heads.
    T in {100, 400}, fp32 and bf16 autocast, paper and softmax attention.
 3. **Where the time goes**: the top operators of torch.profiler for our paper-mode forward.
 
-    python bench/encoder.py [--reference /tmp/refcheck/ref_mska.py] [--threads 2] [--quick]
+    python -m bench.encoder [--reference /tmp/refcheck/ref_mska.py] [--threads 2] [--quick]
 
 Writes ``bench/results/encoder.json``. Keep it short on shared machines: few repetitions.
 """
