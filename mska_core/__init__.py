@@ -18,6 +18,7 @@ from mska_core.errors import (
     RegistryError,
 )
 from mska_core.hookspecs import hookimpl
+from mska_core.lazy import lazy_attributes
 from mska_core.records import (
     BackboneArch,
     BackboneLoader,
@@ -46,15 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mska_core.encoder import EncoderOutput, MSKAEncoder
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'mska_core' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def get_registry() -> Any:

@@ -5,10 +5,8 @@ Importing this package is cheap; the names that need torch load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from mska_core.backbones.spec import BackboneOptions, parse_spec, split_file_payload
+from mska_core.lazy import lazy_attributes
 
 _LAZY = {
     "load_backbone": "mska_core.backbones.loaders",
@@ -20,14 +18,7 @@ _LAZY = {
     "resample_official": "mska_core.backbones.vit",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mska_core.backbones' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["BackboneOptions", "parse_spec", "split_file_payload", *_LAZY]

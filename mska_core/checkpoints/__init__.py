@@ -5,11 +5,9 @@ Importing this package is cheap (no torch); the names that need torch load on fi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from mska_core.checkpoints.payload import FORMAT, FORMAT_VERSION, KINDS, Checkpoint, make_payload
 from mska_core.checkpoints.probe import FileProbe
+from mska_core.lazy import lazy_attributes
 
 _LAZY = {
     "load_checkpoint": "mska_core.checkpoints.loading",
@@ -28,14 +26,7 @@ _LAZY = {
     "describe": "mska_core.checkpoints.describe",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mska_core.checkpoints' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "Checkpoint", "FileProbe", "make_payload", *_LAZY]

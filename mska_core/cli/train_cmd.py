@@ -21,15 +21,7 @@ import json
 from typing import Any
 
 from mska_core.cli.output import add_config_options, console, emit_json
-
-#: The MSKA paper's streams and heads (what ``--use-mska`` selects when the config names none).
-PAPER_STREAMS = ("hand_left", "face", "hand_right", "body")
-PAPER_HEADS = {
-    "fuse": ["hand_left", "face", "hand_right", "body"],
-    "left": ["hand_left", "face"],
-    "right": ["hand_right", "face"],
-    "body": ["body"],
-}
+from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS
 
 SHORTHANDS = (
     ("mska_face_state", "model.init.face"),

@@ -16,6 +16,17 @@ PAPER_INTER_CHANNELS = (16, 16, 32, 32, 64, 64, 64, 64)
 PAPER_TEMPORAL_KERNELS = (7, 3, 3, 3, 3, 3, 3, 3)
 PAPER_STRIDES = (2, 1, 1, 1, 2, 1, 1, 1)
 
+#: The MSKA paper's streams, and its heads over them (fuse = left, face, right, body; left = left,
+#: face; right = right, face; body). The encoder uses these heads when exactly these streams are
+#: selected and ``[model.heads]`` is empty; ``mska train --use-mska`` writes them into the config.
+PAPER_STREAMS: tuple[str, ...] = ("hand_left", "face", "hand_right", "body")
+PAPER_HEADS: dict[str, tuple[str, ...]] = {
+    "fuse": ("hand_left", "face", "hand_right", "body"),
+    "left": ("hand_left", "face"),
+    "right": ("hand_right", "face"),
+    "body": ("body",),
+}
+
 
 class FieldValueError(ValueError):
     """A value the schema rejects; carries the field's name so the loader can give the dotted key."""

@@ -36,16 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS
 from mska_core.errors import ConfigError, DataError, RegistryError
-
-#: The paper's four streams, and its heads over them (fusion by concatenation, in this order).
-PAPER_STREAMS = ("hand_left", "face", "hand_right", "body")
-PAPER_HEADS: dict[str, tuple[str, ...]] = {
-    "fuse": ("hand_left", "face", "hand_right", "body"),
-    "left": ("hand_left", "face"),
-    "right": ("hand_right", "face"),
-    "body": ("body",),
-}
 
 #: Negative slope of the reference's LeakyReLU.
 LEAKY_SLOPE = 0.1
