@@ -21,7 +21,6 @@ import json
 from typing import Any
 
 from mska_core.cli.output import add_config_options, console, emit_json
-from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS
 
 SHORTHANDS = (
     ("mska_face_state", "model.init.face"),
@@ -57,7 +56,7 @@ def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[s
     """The config of ``--config`` with ``--set`` overrides and the shorthands applied; and notes on
     what the shorthands did."""
     from mska_core.config.loader import apply_override, read_toml, structure
-    from mska_core.config.schema import Config
+    from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS, Config
 
     data: dict[str, Any] = read_toml(args.file) if args.file else {}
     implicit_streams = not data.get("model", {}).get("streams")
