@@ -812,15 +812,3 @@ def backbone_width(stream: str, backbone: nn.Module) -> int:
         )
     return width
 
-
-__all__: list[str] = [
-    "AttentionBlock",
-    "ClipBatch",
-    "ConvNorm",
-    "CropBranch",
-    "EncoderOutput",
-    "KeypointBranch",
-    "MSKAEncoder",
-    "StreamBranch",
-    "VisualHead",
-]
