@@ -255,6 +255,20 @@ def test_export_backbone_loads_through_a_file_spec_with_the_teachers_weights(exp
     assert all(torch.equal(teacher[f"backbone.{k}"], v) for k, v in state.items())
 
 
+def assert_streams_hold_the_exports(encoder, exports, init) -> None:
+    """face holds the face export's weights, both hands the hand export's (as independent copies),
+    and none of them still holds the random ``init`` backbone they were built from."""
+    face = torch.load(exports / "face" / "encoder_face.pt", weights_only=True)["state_dict"]
+    hand = torch.load(exports / "hand" / "encoder_hand.pt", weights_only=True)["state_dict"]
+    for stream, expected in (("face", face), ("hand_left", hand), ("hand_right", hand)):
+        loaded = encoder.branches[stream].crop.backbone.state_dict()
+        assert loaded.keys() == expected.keys()
+        assert all(torch.equal(loaded[k], expected[k]) for k in loaded), stream
+        assert not torch.equal(loaded["cls_token"], init.state_dict()["cls_token"])
+    left, right = (encoder.branches[s].crop.backbone.cls_token for s in ("hand_left", "hand_right"))
+    assert left.data_ptr() != right.data_ptr()  # independent copies
+
+
 def test_exports_initialise_the_face_and_both_hand_streams_of_an_encoder(exports, tmp_path) -> None:
     from mska_core.backbones import build_arch
     from mska_core.checkpoints import load_mska_encoder_state, make_payload, save_checkpoint
@@ -270,15 +284,7 @@ def test_exports_initialise_the_face_and_both_hand_streams_of_an_encoder(exports
     encoder = MSKAEncoder.from_config(model_cfg, vocab_size=5)
     load_mska_encoder_state(encoder, face=exports / "face" / "encoder_face.pt",
                             hand=exports / "hand" / "encoder_hand.pt")
-    face = torch.load(exports / "face" / "encoder_face.pt", weights_only=True)["state_dict"]
-    hand = torch.load(exports / "hand" / "encoder_hand.pt", weights_only=True)["state_dict"]
-    for stream, expected in (("face", face), ("hand_left", hand), ("hand_right", hand)):
-        loaded = encoder.branches[stream].crop.backbone.state_dict()
-        assert loaded.keys() == expected.keys()
-        assert all(torch.equal(loaded[k], expected[k]) for k in loaded), stream
-        assert not torch.equal(loaded["cls_token"], init.state_dict()["cls_token"])
-    left, right = (encoder.branches[s].crop.backbone.cls_token for s in ("hand_left", "hand_right"))
-    assert left.data_ptr() != right.data_ptr()  # independent copies
+    assert_streams_hold_the_exports(encoder, exports, init)
 
 
 def test_train_shorthands_initialise_face_and_both_hands_from_the_exports(exports, tmp_path) -> None:
@@ -287,10 +293,9 @@ def test_train_shorthands_initialise_face_and_both_hands_from_the_exports(export
     from mska_core.cli import build_parser
     from mska_core.cli.train_cmd import resolve_config
     from mska_core.registry import get_registry
-    from mska_core.training.loop import FineTuning
-
     from mska_core.backbones import build_arch
     from mska_core.checkpoints import make_payload, save_checkpoint
+    from mska_core.training.loop import FineTuning
 
     face_file = exports / "face" / "encoder_face.pt"
     hand_file = exports / "hand" / "encoder_hand.pt"
@@ -320,13 +325,7 @@ def test_train_shorthands_initialise_face_and_both_hands_from_the_exports(export
     face = torch.load(face_file, weights_only=True)["state_dict"]
     hand = torch.load(hand_file, weights_only=True)["state_dict"]
     assert not all(torch.equal(face[k], hand[k]) for k in face)  # two different exports
-    for stream, expected in (("face", face), ("hand_left", hand), ("hand_right", hand)):
-        loaded = encoder.branches[stream].crop.backbone.state_dict()
-        assert loaded.keys() == expected.keys()
-        assert all(torch.equal(loaded[k], expected[k]) for k in loaded), stream
-        assert not torch.equal(loaded["cls_token"], init.state_dict()["cls_token"])
-    left, right = (encoder.branches[s].crop.backbone.cls_token for s in ("hand_left", "hand_right"))
-    assert left.data_ptr() != right.data_ptr()
+    assert_streams_hold_the_exports(encoder, exports, init)
 
 
 # --- the command line, end to end ----------------------------------------------------------------

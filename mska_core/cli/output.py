@@ -20,8 +20,8 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def add_config_options(parser: Any, *, required: bool = True) -> None:
-    """``--config F`` (or a positional file) and repeated ``--set dotted.key=VALUE``."""
+def add_config_options(parser: Any) -> None:
+    """Repeated ``--set dotted.key=VALUE`` overrides, collected in ``args.overrides``."""
     parser.add_argument(
         "--set",
         dest="overrides",
