@@ -269,6 +269,36 @@ def test_paper_attention_block_matches_the_formula():
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_inference_keeps_folded_weights_only_while_the_parameters_are_unchanged():
+    """Eval-mode inference reuses its folded weights; an in-place change, load_state_dict or a
+    return to training rebuilds them, so that outputs always follow the current parameters."""
+    torch.manual_seed(0)
+    encoder = MSKAEncoder.from_config(tiny(streams={"hand_left": StreamConfig()}), vocab_size=5).eval()
+    batch = clips(batch=2, frames=12)
+    original = {k: v.clone() for k, v in encoder.state_dict().items()}
+
+    def fresh() -> torch.Tensor:  # with gradients on nothing is kept between calls
+        with torch.enable_grad():
+            return encoder(batch).logits["fuse"].detach()
+
+    with torch.no_grad():
+        first = encoder(batch).logits["fuse"]
+        assert encoder.branches["hand_left"].keypoint.blocks[0].cached_weights is not None
+        torch.testing.assert_close(encoder(batch).logits["fuse"], first, rtol=0, atol=0)
+        for block in encoder.branches["hand_left"].keypoint.blocks:
+            block.attend.norm.running_var.mul_(2.0)  # in place, as an optimiser or EMA would
+            block.temporal.conv.weight.add_(0.05)
+        changed = encoder(batch).logits["fuse"]
+    assert not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, fresh())
+
+    encoder.load_state_dict(original)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(batch).logits["fuse"], first)
+    encoder.train()
+    assert encoder.branches["hand_left"].keypoint.blocks[0].cached_weights is None
+
+
 def literal_branch(branch: KeypointBranch, points: torch.Tensor) -> torch.Tensor:
     def conv_norm(unit, x, stride=1):
         pad = unit.conv.kernel_size[0] // 2
@@ -395,7 +425,7 @@ def test_config_show_reads_the_paper_preset(mska):
 
 
 def test_softmax_attention_weights_are_distributions_that_skip_unseen_joints():
-    from mska_core.encoder.model import softmax_attention
+    from mska_core.encoder.model import block_weights, softmax_attention
 
     encoder = MSKAEncoder.from_config(tiny(attention="softmax", streams={"hand_left": StreamConfig()}), vocab_size=5)
     block = encoder.branches["hand_left"].keypoint.blocks[0]
@@ -405,7 +435,8 @@ def test_softmax_attention_weights_are_distributions_that_skip_unseen_joints():
     k = torch.randn(N, block.num_heads, V, T, block.inter_channels)
     hidden = torch.zeros(N, V, dtype=torch.bool)
     hidden[0, 3] = True
-    weights = softmax_attention(block.eval(), x, q, k, torch.tensor([6, 4]), hidden)  # [N, S, V, U]
+    block.eval()
+    weights = softmax_attention(block, block_weights(block), x, q, k, torch.tensor([6, 4]), hidden)  # [N, S, V, U]
     torch.testing.assert_close(weights.sum(-1), torch.ones(N, block.num_heads, V))
     assert weights[0, :, :, 3].max() < 1e-6
     assert weights[1, :, :, 3].min() > 0

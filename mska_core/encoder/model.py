@@ -159,6 +159,12 @@ class AttentionBlock(nn.Module):
         self.skip_temporal = ConvNorm(out_channels, out_channels, 1, stride) if reshapes else None
         # The reference's spatial positional encoding: a sinusoid over the joint index, [C, V].
         self.register_buffer("joint_encoding", sinusoid(num_joints, in_channels).t().contiguous(), persistent=False)
+        #: ``(version key, BlockWeights)`` kept between inference calls (see :func:`block_weights`).
+        self.cached_weights: tuple[tuple, BlockWeights] | None = None
+
+    def train(self, mode: bool = True) -> AttentionBlock:
+        self.cached_weights = None
+        return super().train(mode)
 
     def output_length(self, length: Any) -> Any:
         """Frames out for ``length`` frames in (an int or a long tensor)."""
@@ -175,51 +181,144 @@ def run_block(block: AttentionBlock, x: Tensor, lengths: Tensor, hidden: Tensor 
     N, V, T, channels = x.shape
     heads, out = block.num_heads, block.out_channels
     training = block.training
+    weights = block_weights(block)
     rows = x.view(N, 1, V * T, channels)
     flat = x.view(N * V * T, channels)
 
-    qk = heads_of(block.qk.weight, rows, 2 * heads).view(N, 2 * heads, V, T, -1)  # bias-free q and k
+    qk = per_head(rows, weights.qk).view(N, 2 * heads, V, T, -1)  # bias-free q and k
     q, k = qk[:, :heads], qk[:, heads:]
-    attend_weight, attend_bias = affine(block.attend, training)
-    values = heads_of(attend_weight, rows, heads).view(N, heads * V, T * out)  # W_s x for every head s
+    values = per_head(rows, weights.attend).view(N, heads * V, T * out)  # W_s x for every head s
     skips = None
-    if block.skip_attend is not None:
-        skips = pointwise([block.skip_attend, block.skip_mix], flat, training)
+    if weights.skip is not None:
+        skips = torch.addmm(weights.skip_bias, flat, weights.skip.t()).split(out, -1)
+        if training:
+            skips = (batch_norm(skips[0], block.skip_attend.norm), batch_norm(skips[1], block.skip_mix.norm))
     residual = skips[0] if skips is not None else flat
 
     # z[n, v] = sum_{s, u} A[n, s, u, v] (W_s x)[n, u]: one product per clip over (head, joint)
     if block.attention == "paper":
-        attention = paper_attention(block, x, q, k)  # [N, S, U, V]
+        attention = paper_attention(block, weights, x, q, k)  # [N, S, U, V]
         if training and block.attention_dropout > 0:
             attention = F.dropout(attention, block.attention_dropout)
         by_target = attention.permute(0, 3, 1, 2).reshape(N, V, heads * V)
     else:
-        by_target = softmax_attention(block, x, q, k, lengths, hidden).transpose(1, 2).reshape(N, V, heads * V)
+        attention = softmax_attention(block, weights, x, q, k, lengths, hidden)  # [N, S, V, U]
+        by_target = attention.transpose(1, 2).reshape(N, V, heads * V)
     if training:
-        y = batch_norm(torch.bmm(by_target, values).view(-1, out) + attend_bias, block.attend.norm)
+        y = batch_norm(torch.bmm(by_target, values).view(-1, out) + weights.attend_bias, block.attend.norm)
         y = y + residual
     else:
-        y = torch.baddbmm(residual.reshape(N, V, T * out), by_target, values).view(-1, out).add_(attend_bias)
+        y = torch.baddbmm(residual.reshape(N, V, T * out), by_target, values).view(-1, out).add_(weights.attend_bias)
     y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
-    y = pointwise([block.mix], y, training)[0]
+    y = torch.addmm(weights.mix_bias, y, weights.mix.t())
+    if training:
+        y = batch_norm(y, block.mix.norm)
     y = F.leaky_relu(y.add_(skips[1] if skips is not None else flat), LEAKY_SLOPE, inplace=True)
-    return temporal(block, y.view(N, V, T, out))
+    return temporal(block, weights, y.view(N, V, T, out))
 
 
-def heads_of(weight: Tensor, rows: Tensor, heads: int) -> Tensor:
-    """``[N, heads, M, out]``: the per-head slices of a 1×1 map's ``weight`` applied to ``rows`` ``[N, 1, M, C]``.
+@attrs.frozen
+class BlockWeights:
+    """The tensors one pass of an :class:`AttentionBlock` reads, in the layouts its products want.
 
-    For ``qk`` the output channels are split into heads; for ``attend`` its input channels
-    (``s·C + c``, the reference's order of the concatenated heads). Each clip is one product of its
-    rows with every head (the rows are shared, never copied per head, nor kept per head for backward).
+    In eval mode every batch norm is folded into the map before it and the temporal skip into the
+    centre tap of the temporal convolution; in training mode the maps are the raw ones and the norms
+    run after them. ``qk`` ``[2S, C, I]`` and ``attend`` ``[S, C, out]`` are the per-head slices of
+    the query/key map (split by output heads) and of the attend map (split by input heads, the
+    reference's ``s·C + c`` order); ``skip`` stacks the attend and mix skips (``None`` when both are
+    identities); ``query_bias``/``key_bias`` ``[S, V, I]`` are the per-joint biases of the queries and
+    keys (the map's bias plus the map of the joint encoding), ``bias_product`` their products
+    ``[S, V, V]``.
     """
-    out, width = weight.shape[0], weight[0].numel()
-    channels = rows.shape[-1]
-    if width == channels:  # split the outputs: [heads, C, out / heads]
-        per_head = weight.reshape(heads, out // heads, channels).transpose(1, 2)
-    else:  # split the inputs: [heads, C, out]
-        per_head = weight.reshape(out, heads, channels).permute(1, 2, 0)
-    return stack([torch.matmul(clip[0], per_head) for clip in rows])
+
+    qk: Tensor
+    attend: Tensor
+    attend_bias: Tensor
+    skip: Tensor | None
+    skip_bias: Tensor | None
+    mix: Tensor
+    mix_bias: Tensor
+    temporal: Tensor  # [out, out, 1, kernel] over [N, C, V, T]
+    temporal_bias: Tensor
+    query_bias: Tensor
+    key_bias: Tensor
+    bias_product: Tensor
+
+
+def block_weights(block: AttentionBlock) -> BlockWeights:
+    """The :class:`BlockWeights` of ``block`` for its current mode.
+
+    Inference (eval mode with gradients off) keeps them between calls, keyed on the version
+    counters and storage of the block's parameters and buffers, so that an optimiser step,
+    ``load_state_dict`` or a move to another device rebuilds them; ``block.train()``/``eval()``
+    drops them. Otherwise they are derived on every call (cheap next to the block's products, and
+    differentiable).
+    """
+    if block.training or torch.is_grad_enabled():
+        block.cached_weights = None
+        return derive_weights(block)
+    key = version_key(block)
+    cached = block.cached_weights
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    weights = derive_weights(block)
+    block.cached_weights = None if key is None else (key, weights)
+    return weights
+
+
+def version_key(module: nn.Module) -> tuple | None:
+    """A key that changes whenever a parameter or buffer of ``module`` is replaced or modified in
+    place; ``None`` for inference tensors, which carry no version counter."""
+    try:
+        return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+    except RuntimeError:
+        return None
+
+
+def derive_weights(block: AttentionBlock) -> BlockWeights:
+    training = block.training
+    heads, out = block.num_heads, block.out_channels
+    qk = block.qk.weight.flatten(1)  # [2S·I, C]
+    attend, attend_bias = affine(block.attend, training)  # [out, S·C]
+    skip = skip_bias = None
+    if block.skip_attend is not None:
+        pairs = [affine(block.skip_attend, training), affine(block.skip_mix, training)]
+        skip, skip_bias = torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs])
+    mix, mix_bias = affine(block.mix, training)
+    if training:
+        temporal, temporal_bias = block.temporal.conv.weight, block.temporal.conv.bias
+    else:
+        # conv(y) + skip(y) is one convolution: the skip joins the centre tap.
+        weight, temporal_bias = block.temporal.folded()
+        pad = block.kernel // 2
+        if block.skip_temporal is not None:
+            skip_weight, skip_temporal_bias = block.skip_temporal.folded()
+            centre, temporal_bias = skip_weight[..., 0], temporal_bias + skip_temporal_bias
+        else:
+            centre = torch.eye(out, dtype=weight.dtype, device=weight.device)
+        weight = torch.cat([weight[..., :pad], weight[..., pad : pad + 1] + centre.unsqueeze(-1), weight[..., pad + 1 :]], -1)
+        temporal = weight.unsqueeze(-1)
+    joint_bias = (qk @ block.joint_encoding).t() + block.qk.bias  # [V, 2S·I]
+    joint_bias = joint_bias.view(block.num_joints, 2 * heads, -1).transpose(0, 1)  # [2S, V, I]
+    query_bias, key_bias = joint_bias[:heads], joint_bias[heads:]
+    return BlockWeights(
+        qk=qk.view(2 * heads, -1, qk.shape[1]).transpose(1, 2).contiguous(),
+        attend=attend.view(out, heads, -1).permute(1, 2, 0).contiguous(),
+        attend_bias=attend_bias,
+        skip=skip, skip_bias=skip_bias, mix=mix, mix_bias=mix_bias,
+        temporal=temporal.transpose(2, 3).contiguous(), temporal_bias=temporal_bias,
+        query_bias=query_bias, key_bias=key_bias,
+        bias_product=torch.matmul(query_bias, key_bias.transpose(-1, -2)),
+    )
+
+
+def per_head(rows: Tensor, weights: Tensor) -> Tensor:
+    """``[N, H, M, out]``: every head's map ``weights`` ``[H, C, out]`` applied to ``rows`` ``[N, 1, M, C]``.
+
+    Each clip is one batched product of its rows with every head (the rows are shared, never copied
+    per head, nor kept per head for backward).
+    """
+    return stack([torch.matmul(clip[0], weights) for clip in rows])
 
 
 def stack(tensors: Sequence[Tensor]) -> Tensor:
@@ -227,43 +326,41 @@ def stack(tensors: Sequence[Tensor]) -> Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(list(tensors))
 
 
-def score_offsets(block: AttentionBlock, x: Tensor, weights: Tensor | None) -> Tensor:
+def score_offsets(block: AttentionBlock, weights: BlockWeights, x: Tensor, frame_weights: Tensor | None) -> Tensor:
     """The constant terms of ``sum_t (q_t[u] + a_u)·(k_t[v] + c_v)``: ``[N, S, U, V]``.
 
     ``q``, ``k`` are the bias-free maps of ``x``; ``a``, ``c`` the per-joint biases of the queries
     and keys (the map's bias plus the map of the joint encoding the reference adds to ``x``). With
     ``x̄ = sum_t w_t x_t`` the offsets are ``(W_q x̄_u)·c_v + a_u·(W_k x̄_v) + (sum_t w_t) a_u·c_v``;
-    ``weights`` ``[N, T]`` (valid frames) or ``None`` for all frames.
+    ``frame_weights`` ``[N, T]`` (valid frames) or ``None`` for all frames.
     """
     N, V, T, channels = x.shape
     heads = block.num_heads
-    weight = block.qk.weight
-    joint_bias = (weight.flatten(1) @ block.joint_encoding).t() + block.qk.bias  # [V, 2S·I]
-    joint_bias = joint_bias.view(V, 2 * heads, -1).transpose(0, 1)  # [2S, V, I]
-    if weights is None:
+    if frame_weights is None:
         pooled_x, count = x.sum(2), torch.full((N, 1, 1, 1), float(T), dtype=x.dtype, device=x.device)
     else:
-        pooled_x, count = torch.einsum("nvtc,nt->nvc", x, weights), weights.sum(1).view(N, 1, 1, 1)
-    pooled = heads_of(weight, pooled_x.unsqueeze(1), 2 * heads)  # [N, 2S, V, I]
-    a, c = joint_bias[:heads], joint_bias[heads:]
+        pooled_x = torch.einsum("nvtc,nt->nvc", x, frame_weights)
+        count = frame_weights.sum(1).view(N, 1, 1, 1)
+    pooled = per_head(pooled_x.unsqueeze(1), weights.qk)  # [N, 2S, V, I]
     return (
-        torch.matmul(pooled[:, :heads], c.transpose(-1, -2))
-        + torch.matmul(a, pooled[:, heads:].transpose(-1, -2))
-        + count * torch.matmul(a, c.transpose(-1, -2))
+        torch.matmul(pooled[:, :heads], weights.key_bias.transpose(-1, -2))
+        + torch.matmul(weights.query_bias, pooled[:, heads:].transpose(-1, -2))
+        + count * weights.bias_product
     )
 
 
-def paper_attention(block: AttentionBlock, x: Tensor, q: Tensor, k: Tensor) -> Tensor:
+def paper_attention(block: AttentionBlock, weights: BlockWeights, x: Tensor, q: Tensor, k: Tensor) -> Tensor:
     """``tanh(q·k / (I T)) · alpha + G`` per head: ``[N, S, U, V]`` from the bias-free ``q``, ``k``
     ``[N, S, V, T, I]`` of ``x``."""
     N, heads, V, T, inter = q.shape
     scores = torch.matmul(q.reshape(N, heads, V, T * inter), k.reshape(N, heads, V, T * inter).transpose(-1, -2))
-    scores = scores + score_offsets(block, x, None)
+    scores = scores + score_offsets(block, weights, x, None)
     return torch.addcmul(block.global_attention, torch.tanh(scores / (inter * T)), block.alpha.view(heads, 1, 1))
 
 
 def softmax_attention(
-    block: AttentionBlock, x: Tensor, q: Tensor, k: Tensor, lengths: Tensor, hidden: Tensor | None
+    block: AttentionBlock, weights: BlockWeights, x: Tensor, q: Tensor, k: Tensor, lengths: Tensor,
+    hidden: Tensor | None,
 ) -> Tensor:
     """Softmax attention weights over joints from scaled_dot_product_attention: ``[N, S, V, U]``.
 
@@ -281,7 +378,7 @@ def softmax_attention(
     # Reading joint v is the query, so k is the query side of the product and q the key side.
     query = (k * (scale.unsqueeze(-1) * valid.view(N, 1, 1, T, 1))).reshape(N, heads, V, T * inter)
     key = q.reshape(N, heads, V, T * inter)
-    bias = (score_offsets(block, x, valid) * scale + block.global_attention).transpose(-1, -2)  # [N, S, V, U]
+    bias = (score_offsets(block, weights, x, valid) * scale + block.global_attention).transpose(-1, -2)  # [N, S, V, U]
     if hidden is not None:
         bias = bias + hidden.to(bias.dtype).mul(_HIDDEN).view(N, 1, 1, V)
     identity = torch.eye(V, dtype=query.dtype, device=query.device).expand(N, heads, V, V)
@@ -291,59 +388,36 @@ def softmax_attention(
     )
 
 
-def temporal(block: AttentionBlock, y: Tensor) -> Tensor:
+def temporal(block: AttentionBlock, weights: BlockWeights, y: Tensor) -> Tensor:
     """The temporal convolution with its skip and LeakyReLU: ``[N, V, T, C]`` to ``[N, V, T', C]``."""
-    pad = block.kernel // 2
     frames = y.permute(0, 3, 1, 2)  # [N, C, V, T] over channels-last memory
+    z = F.conv2d(frames, weights.temporal, weights.temporal_bias, stride=(1, block.stride),
+                 padding=(0, block.kernel // 2)).permute(0, 2, 3, 1)
     if block.training:
-        conv = block.temporal.conv
-        z = F.conv2d(frames, conv.weight.transpose(2, 3), conv.bias, stride=(1, block.stride), padding=(0, pad))
-        z = batch_norm(z.permute(0, 2, 3, 1), block.temporal.norm)
+        z = batch_norm(z, block.temporal.norm)
         if block.skip_temporal is not None:
             # A strided 1×1 convolution reads every stride-th frame (as a product: the channels-last
             # strided 1×1 convolution's backward is not reliable on every CPU build).
             picked = y[:, :, :: block.stride].reshape(-1, y.shape[-1])
-            z = z + pointwise([block.skip_temporal], picked, True)[0].view_as(z)
+            z = z + linear_norm(block.skip_temporal, picked, True).view_as(z)
         else:
             z = z + y
-    else:
-        # conv(y) + skip(y) is one convolution: the skip joins the centre tap.
-        weight, bias = block.temporal.folded()
-        if block.skip_temporal is not None:
-            skip_weight, skip_bias = block.skip_temporal.folded()
-            centre, bias = skip_weight[..., 0], bias + skip_bias
-        else:
-            centre = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
-        weight = torch.cat([weight[..., :pad], weight[..., pad : pad + 1] + centre.unsqueeze(-1), weight[..., pad + 1 :]], -1)
-        z = F.conv2d(frames, weight.unsqueeze(2), bias, stride=(1, block.stride), padding=(0, pad))
-        z = z.permute(0, 2, 3, 1)
     return F.leaky_relu(z, LEAKY_SLOPE, inplace=not block.training).contiguous()
 
 
-def pointwise(modules: Sequence[nn.Module], rows: Tensor, training: bool) -> list[Tensor]:
-    """Per-joint linear maps of ``rows`` ``[M, C]``, one product for all ``modules``.
-
-    Each module is an ``nn.Conv2d`` (1×1, no norm) or a :class:`ConvNorm` (1×1 with batch norm,
-    folded in eval mode). Returns one ``[M, out]`` per module.
-    """
-    pairs = [affine(module, training) for module in modules]
-    weight = torch.cat([w for w, _ in pairs]) if len(pairs) > 1 else pairs[0][0]
-    bias = torch.cat([b for _, b in pairs]) if len(pairs) > 1 else pairs[0][1]
+def linear_norm(module: ConvNorm, rows: Tensor, training: bool) -> Tensor:
+    """A 1×1 :class:`ConvNorm` on ``rows`` ``[M, C]``: ``[M, out]`` (its norm folded in eval mode)."""
+    weight, bias = affine(module, training)
     mapped = torch.addmm(bias, rows, weight.t())
-    outputs = list(mapped.split([w.shape[0] for w, _ in pairs], dim=-1)) if len(pairs) > 1 else [mapped]
+    return batch_norm(mapped, module.norm) if training else mapped
+
+
+def affine(module: ConvNorm, training: bool) -> tuple[Tensor, Tensor]:
+    """``(weight [out, in], bias [out])`` of a 1×1 map; its norm is folded in eval mode."""
     if training:
-        outputs = [batch_norm(o, m.norm) if isinstance(m, ConvNorm) else o for o, m in zip(outputs, modules)]
-    return outputs
-
-
-def affine(module: nn.Module, training: bool) -> tuple[Tensor, Tensor]:
-    """``(weight [out, in], bias [out])`` of a 1×1 map; a ConvNorm's norm is folded in eval mode."""
-    if isinstance(module, ConvNorm):
-        if training:
-            return module.conv.weight.flatten(1), module.conv.bias
-        weight, bias = module.folded()
-        return weight.flatten(1), bias
-    return module.weight.flatten(1), module.bias
+        return module.conv.weight.flatten(1), module.conv.bias
+    weight, bias = module.folded()
+    return weight.flatten(1), bias
 
 
 def batch_norm(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:
@@ -432,7 +506,7 @@ class KeypointBranch(nn.Module):
         x = points.permute(0, 2, 1, 3).contiguous()  # [N, V, T, C]: joint-major, channels-last
         N, V, T, C = x.shape
         hidden = hidden_joints(x, lengths) if self.blocks[0].attention == "softmax" else None
-        x = pointwise([self.input_map], x.view(N * V * T, C), self.training)[0]
+        x = linear_norm(self.input_map, x.view(N * V * T, C), self.training)
         x = F.leaky_relu(x, LEAKY_SLOPE, inplace=True).view(N, V, T, -1)
         for block in self.blocks:
             x = run_block(block, x, lengths, hidden)
