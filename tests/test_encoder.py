@@ -430,9 +430,9 @@ def test_softmax_attention_weights_are_distributions_that_skip_unseen_joints():
     encoder = MSKAEncoder.from_config(tiny(attention="softmax", streams={"hand_left": StreamConfig()}), vocab_size=5)
     block = encoder.branches["hand_left"].keypoint.blocks[0]
     N, V, T = 2, 27, 6
-    x = torch.randn(N, V, T, block.in_channels)
-    q = torch.randn(N, block.num_heads, V, T, block.inter_channels)
-    k = torch.randn(N, block.num_heads, V, T, block.inter_channels)
+    x = torch.randn(N, T, V, block.in_channels)
+    q = torch.randn(N, block.num_heads, block.inter_channels * T, V)
+    k = torch.randn(N, block.num_heads, block.inter_channels * T, V)
     hidden = torch.zeros(N, V, dtype=torch.bool)
     hidden[0, 3] = True
     block.eval()
