@@ -1,7 +1,7 @@
 """Throughput of a DINO pretraining step against a plain backbone step and against the data pipeline.
 
-For each architecture (the tiny test ViT and DINOv2 ViT-S/14, both at 112 px with 2 global and 4
-local crops of 56 px) and each device (CPU, and CUDA when available), side by side in one process:
+For each architecture (the tiny test ViT and DINOv2 ViT-S/14, both at the ``[pretrain]`` defaults:
+112 px, 2 global and ``local_crops`` local crops of 56 px, ``out_dim`` prototypes, ``centering``) and each device (CPU, and CUDA when available), side by side in one process:
 
 - **DINO step**: what ``mska pretrain`` does per batch: teacher forward on the global views, student
   forward on all views, DINO + KoLeo loss, backward, clipping, AdamW, EMA update of the teacher;
@@ -32,13 +32,15 @@ import time
 
 import torch
 
+from mska_core.config import PretrainConfig
 from mska_core.data.crops import CropFolder, MultiCrop, MultiCropDataset, SyntheticCrops, collate_views
 from mska_core.data.render import write_synthetic_crops
 from mska_core.registry import get_registry
 from mska_core.training.dino import DINOHead, MultiCropModel, ema_update
 
 ARCHS = ("vit_tiny_test", "dinov2_vits14")
-IMG_SIZE, LOCAL_SIZE, LOCAL_CROPS = 112, 56, 4
+DEFAULTS = PretrainConfig()
+IMG_SIZE, LOCAL_SIZE, LOCAL_CROPS = DEFAULTS.img_size, 56, DEFAULTS.local_crops
 
 
 def _time(fn, steps: int) -> float:
@@ -57,11 +59,11 @@ def bench_model(arch: str, device: torch.device, batch: int, steps: int) -> dict
     registry = get_registry()
     torch.manual_seed(0)
     backbone = build_arch(arch, img_size=IMG_SIZE)
-    student = MultiCropModel(backbone, DINOHead(backbone.feature_dim, 1024)).to(device)
-    teacher = MultiCropModel(build_arch(arch, img_size=IMG_SIZE), DINOHead(backbone.feature_dim, 1024)).to(device)
+    student = MultiCropModel(backbone, DINOHead(backbone.feature_dim, DEFAULTS.out_dim)).to(device)
+    teacher = MultiCropModel(build_arch(arch, img_size=IMG_SIZE), DINOHead(backbone.feature_dim, DEFAULTS.out_dim)).to(device)
     teacher.load_state_dict(student.state_dict())
     teacher.requires_grad_(False)
-    dino = registry.losses.get("dino").build(out_dim=1024).to(device)
+    dino = registry.losses.get("dino").build(out_dim=DEFAULTS.out_dim, centering=DEFAULTS.centering).to(device)
     koleo = registry.losses.get("koleo").build()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
     views = [torch.randn(batch, 3, IMG_SIZE, IMG_SIZE, device=device) for _ in range(2)]

@@ -65,6 +65,41 @@ def test_teacher_temperature_warms_up_linearly_then_stays() -> None:
     assert [round(loss.teacher_temperature(e), 4) for e in (0, 1.5, 3, 10)] == [0.04, 0.055, 0.07, 0.07]
 
 
+def test_sinkhorn_knopp_targets_are_distributions_that_share_the_prototypes_equally() -> None:
+    from mska_core.losses.dino import sinkhorn_knopp
+
+    scores = torch.randn(16, 8, generator=torch.Generator().manual_seed(0)) / 0.5
+    targets = sinkhorn_knopp(scores, iterations=50)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(16))
+    torch.testing.assert_close(targets.sum(dim=0), torch.full((8,), 16 / 8), atol=1e-3, rtol=0)
+    # the batch decides: a plain softmax would give every row the same favourite prototype
+    biased = scores + torch.tensor([20.0] + [0.0] * 7)
+    assert (torch.softmax(biased, -1).argmax(dim=1) == 0).all()
+    assert len(set(sinkhorn_knopp(biased, iterations=50).argmax(dim=1).tolist())) > 1
+
+
+def test_dino_loss_centres_with_sinkhorn_knopp_or_an_ema_as_asked() -> None:
+    from mska_core.losses.dino import sinkhorn_knopp
+
+    build = get_registry().losses.get("dino").build
+    teacher = torch.randn(8, 6)
+    sinkhorn = build(out_dim=6, teacher_temp=0.5, centering="sinkhorn")
+    torch.testing.assert_close(sinkhorn.teacher_probabilities(teacher), sinkhorn_knopp(teacher / 0.5))
+    sinkhorn(torch.randn(12, 6), teacher)
+    assert torch.count_nonzero(sinkhorn.center) == 0  # no EMA centre with Sinkhorn-Knopp
+    ema = build(out_dim=6, teacher_temp=0.5, centering="ema")
+    torch.testing.assert_close(ema.teacher_probabilities(teacher), torch.softmax(teacher / 0.5, -1))
+    with pytest.raises(ValueError, match="centering must be one of ema, sinkhorn"):
+        build(out_dim=6, centering="mean")
+
+
+def test_an_unknown_centering_is_a_config_error_naming_the_key() -> None:
+    from mska_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain.centering"):
+        load_config(None, ['pretrain.centering="batch"'])
+
+
 def test_koleo_is_lower_for_spread_features_and_zero_for_one_feature() -> None:
     koleo = get_registry().losses.get("koleo").build()
     spread = torch.eye(4)
@@ -133,7 +168,7 @@ def test_rng_state_is_plain_data_that_survives_a_weights_only_load(tmp_path) -> 
 #: A short run at the default recipe (head, temperatures, momentum, layer-scale init), on small crops.
 NO_COLLAPSE = {"pretrain.img_size": 56, "pretrain.batch_size": 16, "pretrain.synthetic_images": 48,
                "pretrain.local_crops": 2, "pretrain.epochs": 3, "pretrain.warmup_epochs": 1,
-               "pretrain.head_hidden_dim": 512, "pretrain.head_bottleneck_dim": 128, "pretrain.out_dim": 1024,
+               "pretrain.head_hidden_dim": 512, "pretrain.head_bottleneck_dim": 128, "pretrain.out_dim": 64,
                "pretrain.probe_every": 0}
 
 
@@ -143,9 +178,32 @@ def test_the_teacher_does_not_collapse_while_pretraining_a_tiny_vit_on_synthetic
     assert len(steps) == 9
     late = steps[-3:]
     # a collapsed teacher gives the same (uniform after centring) targets to every image: entropy log(K)
-    assert max(r["teacher_entropy"] for r in late) < 0.9 * math.log(1024)
+    assert max(r["teacher_entropy"] for r in late) < 0.95 * math.log(64)
     # and a backbone that gives every image the same feature has a per-dimension std near 0
     assert min(r["feature_std"] for r in late) > 0.1
+
+
+#: A short run at the default recipe whose views keep their colours, so that two views of one image
+#: share something a fresh tiny ViT can see (with colour jitter they hardly do; see docs/pretraining.md).
+LEARNS = {"pretrain.img_size": 56, "pretrain.batch_size": 16, "pretrain.synthetic_images": 64,
+          "pretrain.epochs": 6, "pretrain.warmup_epochs": 1, "pretrain.color_jitter": 0.0,
+          "pretrain.grayscale": 0.0, "pretrain.probe_every": 0, "pretrain.local_crops": 2,
+          "pretrain.head_hidden_dim": 512, "pretrain.head_bottleneck_dim": 128}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream, seed", [("face", 0), ("hand", 1)])
+def test_the_student_learns_to_predict_the_teachers_targets_image_by_image(tmp_path, stream, seed) -> None:
+    """Sinkhorn-Knopp gives every prototype the same share of a batch, so a student that predicts the
+    same distribution for every image scores log(K) at best; below it, it has learnt the images."""
+    config = tiny_config(tmp_path, **LEARNS, **{"pretrain.stream": stream, "run.seed": seed})
+    assert config.pretrain.centering == "sinkhorn"
+    steps = step_records(pretrain(config).metrics)
+    first, last = ([r["dino"] for r in steps if r["epoch"] == e] for e in (1, 6))
+    log_k = math.log(config.pretrain.out_dim)
+    assert sum(last) / len(last) < log_k - 0.05 < sum(first) / len(first) - 0.1
+    entropies = [r["teacher_entropy"] for r in steps[-4:]]
+    assert 0.5 < min(entropies) and max(entropies) < log_k - 0.3  # neither one-hot nor uniform
 
 
 def test_records_checkpoint_and_min_loss_each_epoch(tmp_path) -> None:
@@ -225,7 +283,7 @@ def exports(tmp_path_factory):
         from mska_core.registry import make_registry
 
         registry = make_registry()
-        for stream, seed in (("face", 1), ("hand", 2)):
+        for stream, seed in (("face", 0), ("hand", 1)):
             pretrain(tiny_config(root / stream, **{
                 "pretrain.stream": stream, "run.seed": seed, "pretrain.epochs": 1,
                 "pretrain.export_checkpoint": True, "pretrain.output_path": str(root / stream / f"encoder_{stream}.pt"),

@@ -4,13 +4,22 @@ For every pair of a teacher view (the global crops) and a different student view
 crops), the loss is ``-sum(p_teacher * log p_student)`` with
 
 - ``p_student = softmax(student / student_temp)``;
-- ``p_teacher = softmax((teacher - centre) / teacher_temp(epoch))``, with the teacher temperature
-  rising linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_epochs``
-  (a fractional epoch is allowed) and constant after;
-- the centre an exponential moving average (``center_momentum``) of the teacher's batch mean, updated
-  after each loss evaluation (averaged across processes when torch.distributed is initialised).
+- the teacher's targets centred one of two ways (``centering``), both sharpened by a teacher
+  temperature that rises linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
+  ``warmup_teacher_temp_epochs`` (a fractional epoch is allowed) and stays constant after:
 
-The centre is a buffer, so it is in ``state_dict()`` and a resumed run continues with it.
+  - ``"ema"`` (DINO): ``p_teacher = softmax((teacher - centre) / teacher_temp(epoch))``, the centre an
+    exponential moving average (``center_momentum``) of the teacher's batch mean, updated after each
+    loss evaluation;
+  - ``"sinkhorn"`` (DINOv2): ``p_teacher`` is ``exp(teacher / teacher_temp(epoch))`` made doubly
+    stochastic over the batch by ``sinkhorn_iterations`` Sinkhorn-Knopp normalisations, so that every
+    prototype receives the same share of the batch's mass and every image a target of its own. The
+    batch is every teacher view of every process.
+
+  Sums over the batch are taken across processes when torch.distributed is initialised.
+
+The centre is a buffer (kept, unused, under ``"sinkhorn"``), so it is in ``state_dict()`` and a resumed
+run continues with it.
 
 :func:`entropy` of the teacher's targets tells a learning run from a collapsed one: it sits at
 ``log(out_dim)`` when the teacher's output is uniform after centring, and near 0 when one prototype
@@ -23,6 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: The ways :class:`DINOLoss` centres the teacher's outputs.
+CENTERINGS = ("ema", "sinkhorn")
+
 
 class DINOLoss(nn.Module):
     """DINO self-distillation loss over multi-crop outputs of a DINO head.
@@ -34,10 +46,17 @@ class DINOLoss(nn.Module):
 
     def __init__(self, out_dim: int, *, n_global: int = 2, student_temp: float = 0.1,
                  teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
-                 warmup_teacher_temp_epochs: float = 0.0, center_momentum: float = 0.9) -> None:
+                 warmup_teacher_temp_epochs: float = 0.0, center_momentum: float = 0.9,
+                 centering: str = "ema", sinkhorn_iterations: int = 3) -> None:
         super().__init__()
         if out_dim <= 0 or n_global <= 0:
             raise ValueError(f"DINOLoss: out_dim and n_global must be positive, got {out_dim}, {n_global}")
+        if centering not in CENTERINGS:
+            raise ValueError(f"DINOLoss: centering must be one of {', '.join(CENTERINGS)}, got {centering!r}")
+        if sinkhorn_iterations <= 0:
+            raise ValueError(f"DINOLoss: sinkhorn_iterations must be positive, got {sinkhorn_iterations}")
+        self.centering = centering
+        self.sinkhorn_iterations = sinkhorn_iterations
         self.out_dim = out_dim
         self.n_global = n_global
         self.student_temp = student_temp
@@ -74,15 +93,21 @@ class DINOLoss(nn.Module):
                     continue
                 total = total + torch.sum(-p * logp, dim=-1).mean()
                 pairs += 1
-        self.update_center(teacher)
+        if self.centering == "ema":
+            self.update_center(teacher)
         return total / max(pairs, 1)
 
     @torch.no_grad()
     def teacher_probabilities(self, teacher_output: torch.Tensor, epoch: float = 0.0) -> torch.Tensor:
-        """The teacher's targets ``softmax((teacher - centre) / teacher_temp(epoch))``, ``[N, out_dim]``,
-        with the current centre (``forward`` updates the centre after using them)."""
-        centred = teacher_output.detach().float() - self.center
-        return F.softmax(centred / self.teacher_temperature(epoch), dim=-1)
+        """The teacher's targets ``[N, out_dim]`` for its outputs ``[N, out_dim]``: with ``"ema"``
+        centring ``softmax((teacher - centre) / teacher_temp(epoch))`` with the current centre
+        (``forward`` updates the centre after using them), with ``"sinkhorn"`` the Sinkhorn-Knopp
+        assignment of the batch."""
+        logits = teacher_output.detach().float()
+        temperature = self.teacher_temperature(epoch)
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(logits / temperature, self.sinkhorn_iterations)
+        return F.softmax((logits - self.center) / temperature, dim=-1)
 
     @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
@@ -94,6 +119,38 @@ class DINOLoss(nn.Module):
             torch.distributed.all_reduce(count)
         batch_center = batch_center / count
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+    """Rows of ``exp(scores)`` ``[N, K]`` balanced over the batch by Sinkhorn-Knopp (as in SwAV and
+    DINOv2): alternately every prototype (column) is given mass ``1 / K`` and every sample (row) mass
+    ``1 / N``, ``iterations`` times, ending on the rows; each row is returned as a distribution.
+
+    The batch is all processes' rows when torch.distributed is initialised.
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    # float64: at a teacher temperature of 0.02 the scores of one batch span 100 nats
+    dtype = torch.float32 if scores.device.type == "mps" else torch.float64
+    scores = scores.to(dtype)
+    peak = scores.max().clone()
+    if distributed:  # one shift for every process keeps the columns comparable
+        torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+    q = torch.exp(scores - peak)  # [N, K]
+    rows = torch.tensor(float(q.shape[0]), device=q.device)
+    total = q.sum()
+    if distributed:
+        torch.distributed.all_reduce(rows)
+        torch.distributed.all_reduce(total)
+    q = q / total
+    prototypes = q.shape[1]
+    for _ in range(iterations):
+        columns = q.sum(dim=0, keepdim=True)
+        if distributed:
+            torch.distributed.all_reduce(columns)
+        q = q / columns.clamp_min(1e-30) / prototypes
+        q = q / q.sum(dim=1, keepdim=True).clamp_min(1e-30) / rows
+    return (q * rows).float()
 
 
 def entropy(probabilities: torch.Tensor) -> torch.Tensor:

@@ -442,7 +442,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
     # data
     source = crop_source(cfg, seed)
     augment = MultiCrop(global_size=cfg.img_size, local_size=local_size(cfg, backbone), local_crops=cfg.local_crops,
-                        global_scale=cfg.global_crop_scale, local_scale=cfg.local_crop_scale)
+                        global_scale=cfg.global_crop_scale, local_scale=cfg.local_crop_scale,
+                        jitter=cfg.color_jitter, grayscale=cfg.grayscale)
     dataset = MultiCropDataset(source, augment, seed)
     sampler = EpochShuffle(len(dataset), seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_views,
@@ -454,7 +455,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
     dino_loss = registry.losses.get("dino").build(
         out_dim=cfg.out_dim, n_global=2, student_temp=cfg.student_temp, teacher_temp=cfg.teacher_temp,
         warmup_teacher_temp=cfg.warmup_teacher_temp, warmup_teacher_temp_epochs=cfg.warmup_teacher_temp_epochs,
-        center_momentum=cfg.center_momentum,
+        center_momentum=cfg.center_momentum, centering=cfg.centering,
     ).to(device)
     koleo_loss = registry.losses.get("koleo").build() if cfg.koleo_weight > 0 else None
     optimizer = torch.optim.AdamW(_param_groups(student), lr=cfg.lr, weight_decay=cfg.weight_decay)
