@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", help="a Python file with the reference's Recognition (see above)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions against the reference")
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved repetitions against the reference")
     parser.add_argument("--quick", action="store_true", help="B=1, T=100 only in the grid")
     parser.add_argument("--json", default=str(RESULTS))
     args = parser.parse_args(argv)

@@ -17,12 +17,13 @@ frames and ``V`` joints::
 
 The skips are identities, or 1×1 maps with batch norm when the block changes width or stride.
 
-Activations of the keypoint branches are kept joint-major and channels-last, ``[N, V, T, C]``:
-the per-head maps are batched products over the heads sharing one input, the attention is one
-product per clip over ``(head, joint)`` whose output is already in that layout, and the temporal
-convolution is a channels-last convolution. In eval mode every batch norm is folded into the map
-before it and the temporal skip into the convolution's centre tap; the result equals the unfused
-computation up to float rounding.
+Activations of the keypoint branches are kept time-major and channels-last, ``[N, T, V, C]``:
+each clip's queries and keys are one product laid out so that the scores need no copy, the joints
+are mixed per frame in one batched product whose rows are already the attend map's (head, channel)
+input, the attend map is one product over all heads and clips, and the temporal convolution is a
+channels-last convolution. In eval mode every batch norm is folded into the map before it and the
+temporal skip into the convolution's centre tap (kept between inference calls, see
+:func:`block_weights`); the result equals the unfused computation up to float rounding.
 """
 
 from __future__ import annotations
