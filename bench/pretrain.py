@@ -1,7 +1,8 @@
 """Throughput of a DINO pretraining step against a plain backbone step and against the data pipeline.
 
 For each architecture (the tiny test ViT and DINOv2 ViT-S/14, both at the ``[pretrain]`` defaults:
-112 px, 2 global and ``local_crops`` local crops of 56 px, ``out_dim`` prototypes, ``centering``) and each device (CPU, and CUDA when available), side by side in one process:
+112 px, 2 global and ``local_crops`` local crops of 56 px, ``out_dim`` prototypes, ``centering``) and
+each device (CPU, and CUDA when available), side by side in one process:
 
 - **DINO step**: what ``mska pretrain`` does per batch: teacher forward on the global views, student
   forward on all views, DINO + KoLeo loss, backward, clipping, AdamW, EMA update of the teacher;

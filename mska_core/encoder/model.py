@@ -260,7 +260,6 @@ def block_weights(block: AttentionBlock) -> BlockWeights:
     differentiable).
     """
     if block.training or torch.is_grad_enabled():
-        block.cached_weights = None
         return derive_weights(block)
     key = version_key(block)
     cached = block.cached_weights
