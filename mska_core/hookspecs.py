@@ -35,6 +35,8 @@ from mska_core.records import (
     BackboneArch,
     BackboneLoader,
     CheckpointFormat,
+    DataSource,
+    KeypointEstimator,
     KeypointLayout,
     LossSpec,
     StreamSpec,
@@ -177,6 +179,52 @@ def mska_losses() -> Iterable[LossSpec]:
     """
 
 
+@hookspec
+def mska_data_sources() -> Iterable[DataSource]:
+    """Supply readers of annotated clips that ``[data] source`` can name.
+
+    Return :class:`~mska_core.records.DataSource` records. ``open(data, layout)`` receives the
+    resolved ``[data]`` table and the model's keypoint layout and returns a
+    :class:`~mska_core.data.Corpus` with train, dev and test clips; a problem with the data is a
+    :class:`~mska_core.errors.DataError` naming the file and the clip. The core supplies
+    ``synthetic``, ``mska-pickle``, ``directory`` and ``pose``.
+
+    A second source with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_data_sources():
+            return [DataSource(name="how2sign", description="How2Sign keypoint JSON",
+                               open=_open_how2sign)]
+
+    Added in 0.2.0.
+    """
+
+
+@hookspec
+def mska_keypoint_estimators() -> Iterable[KeypointEstimator]:
+    """Supply keypoint estimators that ``mska extract --estimator`` can run on video frames.
+
+    Return :class:`~mska_core.records.KeypointEstimator` records. ``build(options)`` returns an
+    object mapping one RGB frame (``uint8 [H, W, 3]``) to ``float32 [J, 3]`` points (pixels and
+    confidence) in the record's ``layout``. Import the model's library inside ``build``, never at
+    module level. The core supplies none; ``examples/mska-mediapipe`` supplies
+    ``mediapipe-holistic``.
+
+    A second estimator with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_keypoint_estimators():
+            return [KeypointEstimator(name="rtmpose-wholebody", layout="coco_wholebody",
+                                      build=_build_rtmpose)]
+
+    Added in 0.2.0.
+    """
+
+
 #: Every hook name of the contract, in the order they are documented.
 HOOK_NAMES: tuple[str, ...] = (
     "mska_keypoint_layouts",
@@ -185,4 +233,6 @@ HOOK_NAMES: tuple[str, ...] = (
     "mska_backbone_archs",
     "mska_checkpoint_formats",
     "mska_losses",
+    "mska_data_sources",
+    "mska_keypoint_estimators",
 )

@@ -74,6 +74,34 @@ class KeypointLayout:
             raise ValueError(f"layout {self.name!r}: num_joints must be positive, got {value}")
 
 
+def _positive_number(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen
+class CropRegion:
+    """Where a stream's image crop lies in a video frame: a square around some of its joints.
+
+    - ``joints`` maps a layout name to the joints whose bounding box defines the crop (it may differ
+      from the joints the keypoint branch reads: a face crop around the face contour, say).
+    - ``scale`` enlarges the box's longer side around its centre (1.0 keeps it tight).
+    - ``min_size`` is the smallest side of the square, in pixels of the source frame, so that a
+      far-away hand still gets a crop with context.
+    - ``render_as`` names the sprite the synthetic corpus draws for this region (``"face"`` or
+      ``"hand"``); real data never reads it. ``None`` lets the synthetic source skip the stream.
+    """
+
+    joints: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict, converter=_joint_table)
+    scale: float = attrs.field(default=1.5, converter=float, validator=_positive_number)
+    min_size: float = attrs.field(default=16.0, converter=float, validator=_positive_number)
+    render_as: str | None = None
+
+    def joints_for(self, layout: str) -> tuple[int, ...]:
+        """The joints that define the crop in ``layout``; empty when the region has none there."""
+        return self.joints.get(layout, ())
+
+
 @attrs.frozen
 class StreamSpec:
     """A stream of the multi-stream encoder: which joints it reads, and how it may be encoded.
@@ -83,7 +111,10 @@ class StreamSpec:
       Empty for a crop-only stream.
     - ``weight_group`` names the pretrained weights that initialise the stream; both hands share the
       group ``"hand"`` so that one pretrained hand encoder initialises both. Defaults to ``name``.
-    - ``crops``: whether the stream can read per-frame image crops through a crop backbone.
+    - ``crop_region``: optional :class:`CropRegion`, where the stream's crop lies in a frame;
+      ``mska extract`` cuts a crop per frame for every stream that declares one.
+    - ``crops``: whether the stream can read per-frame image crops through a crop backbone
+      (defaults to whether it declares a crop region).
     - ``build_encoder``: optional factory ``(spec, model_config, stream_config, layout) -> nn.Module``
       that replaces the core keypoint branch for this stream. ``None`` uses the core branch.
     """
@@ -94,7 +125,12 @@ class StreamSpec:
         factory=dict, converter=_joint_table, validator=_check_joint_table
     )
     weight_group: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
-    crops: bool = False
+    crop_region: CropRegion | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(CropRegion))
+    )
+    crops: bool = attrs.field(
+        default=attrs.Factory(lambda self: self.crop_region is not None, takes_self=True)
+    )
     build_encoder: Callable[..., Any] | None = None
     provider: Provider | None = _provider_field()
 
@@ -175,6 +211,40 @@ class LossSpec:
     provider: Provider | None = _provider_field()
 
 
+@attrs.frozen
+class DataSource:
+    """A reader of annotated clips, named in ``[data] source``.
+
+    ``open(data, layout) -> Corpus`` receives the resolved ``[data]`` table
+    (:class:`mska_core.config.DataConfig`) and the model's :class:`KeypointLayout`, and returns a
+    :class:`mska_core.data.Corpus` of train, dev and test :class:`mska_core.data.Sample` clips in
+    that layout. Problems with the data are :class:`mska_core.errors.DataError` naming the file and
+    the clip.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    open: Callable[..., Any]
+    description: str = ""
+    provider: Provider | None = _provider_field()
+
+
+@attrs.frozen
+class KeypointEstimator:
+    """A model that finds keypoints in video frames, named in ``mska extract --estimator``.
+
+    ``build(options) -> estimator`` receives a mapping of options and returns an object that maps
+    one RGB frame (``uint8`` numpy ``[H, W, 3]``) to its points (``float32`` numpy ``[J, 3]``: x and
+    y in pixels, confidence in [0, 1], confidence 0 where a joint was not found) in ``layout``. The
+    object may have a ``close()`` method, called once when extraction ends.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    layout: str = attrs.field(validator=_valid_name)
+    build: Callable[..., Any]
+    description: str = ""
+    provider: Provider | None = _provider_field()
+
+
 #: The record type each hook returns, by hook name.
 RECORD_TYPES: dict[str, type] = {
     "mska_keypoint_layouts": KeypointLayout,
@@ -183,4 +253,6 @@ RECORD_TYPES: dict[str, type] = {
     "mska_backbone_archs": BackboneArch,
     "mska_checkpoint_formats": CheckpointFormat,
     "mska_losses": LossSpec,
+    "mska_data_sources": DataSource,
+    "mska_keypoint_estimators": KeypointEstimator,
 }

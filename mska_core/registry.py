@@ -22,6 +22,8 @@ from mska_core.records import (
     BackboneArch,
     BackboneLoader,
     CheckpointFormat,
+    DataSource,
+    KeypointEstimator,
     KeypointLayout,
     LossSpec,
     Provider,
@@ -38,6 +40,8 @@ KINDS: dict[str, str] = {
     "mska_backbone_archs": "backbone architecture",
     "mska_checkpoint_formats": "checkpoint format",
     "mska_losses": "loss",
+    "mska_data_sources": "data source",
+    "mska_keypoint_estimators": "keypoint estimator",
 }
 
 
@@ -165,6 +169,14 @@ class Registry:
     @functools.cached_property
     def losses(self) -> Catalog[LossSpec]:
         return self.catalog("mska_losses")
+
+    @functools.cached_property
+    def data_sources(self) -> Catalog[DataSource]:
+        return self.catalog("mska_data_sources")
+
+    @functools.cached_property
+    def keypoint_estimators(self) -> Catalog[KeypointEstimator]:
+        return self.catalog("mska_keypoint_estimators")
 
     def streams_for_layout(self, layout: str) -> list[StreamSpec]:
         """Every registered stream with joints in ``layout``, in registration order."""

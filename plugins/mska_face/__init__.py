@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mska_core import StreamSpec, hookimpl
+from mska_core import CropRegion, StreamSpec, hookimpl
 
 #: The paper's 26 COCO-WholeBody face points (a subset of the 68 points at 23–90).
 COCO_WHOLEBODY_FACE = (
@@ -38,6 +38,12 @@ def mska_streams() -> list[StreamSpec]:
                 "mediapipe_holistic": MEDIAPIPE_HOLISTIC_FACE,
             },
             weight_group="face",
-            crops=True,
+            # the crop spans all 68 face points (COCO-WholeBody) or the whole face mesh (MediaPipe)
+            crop_region=CropRegion(
+                joints={"coco_wholebody": range(23, 91), "mediapipe_holistic": range(33, 501)},
+                scale=1.3,
+                min_size=32,
+                render_as="face",
+            ),
         )
     ]

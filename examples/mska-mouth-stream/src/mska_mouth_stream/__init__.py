@@ -7,7 +7,7 @@ branch, fuses it with the others, and loads its weights.
 
 from __future__ import annotations
 
-from mska_core import StreamSpec, hookimpl
+from mska_core import CropRegion, StreamSpec, hookimpl
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,12 @@ def mska_streams() -> list[StreamSpec]:
             description="lips: outer and inner contour (20 points)",
             joints={"coco_wholebody": COCO_WHOLEBODY_LIPS, "mediapipe_holistic": MEDIAPIPE_HOLISTIC_LIPS},
             weight_group="mouth",
-            crops=False,
+            # a crop around the lips for `mska extract` and crop backbones; the synthetic corpus
+            # draws no mouth sprite (render_as is unset)
+            crop_region=CropRegion(
+                joints={"coco_wholebody": COCO_WHOLEBODY_LIPS, "mediapipe_holistic": MEDIAPIPE_HOLISTIC_LIPS},
+                scale=1.8,
+                min_size=16,
+            ),
         )
     ]
