@@ -51,3 +51,7 @@ class UnsafeCheckpointError(CheckpointError):
 
 class DataError(MskaError):
     """Input data (keypoints, crops, pickles, vocabularies) is missing or malformed."""
+
+
+class RunFolderError(MskaError):
+    """A run folder cannot be used: another run holds it, it already holds a run, or it is not writable."""

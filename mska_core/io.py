@@ -2,11 +2,17 @@
 
 A temporary file is created in the destination folder, written, flushed and fsynced, then moved over
 the destination with :func:`os.replace`, so a reader sees the old file or the new one, never half.
+
+A writer holds an exclusive ``flock`` on its temporary file while it writes. A process killed in the
+middle of a write leaves its temporary file behind, unlocked; the next successful write of the same
+destination removes every such leftover (a temporary file still locked belongs to a live writer and
+is left alone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,8 +28,10 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks the temporary file as being written
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -35,6 +43,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+    remove_stale_temporaries(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -49,6 +58,44 @@ def atomic_write_with(path: str | Path, writer: Callable[[IO], None]) -> Path:
     with atomic_open(path, "wb") as handle:
         writer(handle)
     return Path(path)
+
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporary files that killed writes of ``path`` left behind; return them.
+
+    A temporary file whose writer is alive is locked and kept.
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    prefix = _temporary_prefix(path)
+    with contextlib.suppress(OSError):
+        candidates = [p for p in path.parent.iterdir()
+                      if p.name.startswith(prefix) and p.name.endswith(TEMPORARY_SUFFIX)]
+        for candidate in candidates:
+            try:
+                fd = os.open(candidate, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live writer holds it
+                os.close(fd)
+                continue
+            try:
+                os.unlink(candidate)
+                removed.append(candidate)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return removed
 
 
 def _umask() -> int:

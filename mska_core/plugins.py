@@ -6,6 +6,13 @@ including the first-party stream plugins that ship in the mska-core wheel, arriv
 to import, implements a hook the core does not know, or implements one with a wrong signature is
 skipped, reported once on stderr, and listed as ``failed``.
 
+Isolation covers every :class:`BaseException` a plugin raises (``SystemExit`` and a
+``KeyboardInterrupt`` it raises itself included; the user's own Ctrl-C still stops the command), and
+while plugin code runs, what it prints goes to stderr so that ``--json`` output stays valid
+(:func:`plugin_code`). A module-level ``mska_*`` function without ``@hookimpl`` marks its plugin
+failed rather than being ignored. :func:`guarded` wraps the factories that records carry, so a
+failure inside them later names the plugin, its distribution and version.
+
 Environment:
 
 - ``MSKA_STRICT_PLUGINS=1``: any plugin failure raises :class:`~mska_core.errors.PluginError`.
@@ -17,11 +24,15 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import inspect
 import os
+import signal
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -91,6 +102,104 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+# -- running plugin code --------------------------------------------------------------------------
+
+_interrupted_by_user = False
+
+
+def _mark_interrupt(signum: int, frame: Any) -> None:
+    global _interrupted_by_user
+    _interrupted_by_user = True
+    signal.default_int_handler(signum, frame)
+
+
+def watch_interrupts() -> None:
+    """Tell the user's Ctrl-C apart from a ``KeyboardInterrupt`` that plugin code raises itself.
+
+    Installs a SIGINT handler that records the signal and then behaves like Python's default one.
+    Only in the main thread, and only while Python's default handler is in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with contextlib.suppress(ValueError, TypeError):
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _mark_interrupt)
+
+
+def user_interrupted() -> bool:
+    """Whether the user pressed Ctrl-C (SIGINT) since :func:`watch_interrupts`."""
+    return _interrupted_by_user
+
+
+@contextlib.contextmanager
+def plugin_output_to_stderr() -> Iterator[None]:
+    """While plugin code runs, send what it prints (``print`` and writes to file descriptor 1) to stderr."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    saved = None
+    with contextlib.suppress(OSError, ValueError):
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(OSError):
+                os.dup2(saved, 1)
+                os.close(saved)
+
+
+def _is_user_interrupt(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt) and _interrupted_by_user
+
+
+def guarded(function: Callable[..., Any], provider: Any, what: str) -> Callable[..., Any]:
+    """``function`` (plugin code) wrapped so that a failure is one :class:`PluginError` naming ``provider``.
+
+    Errors of mska-core's own hierarchy (:class:`~mska_core.errors.MskaError`) pass through: a plugin
+    raises those on purpose for bad input. Anything else, ``SystemExit`` and a self-raised
+    ``KeyboardInterrupt`` included, becomes "``what`` of plugin ... failed: ...". The signature is kept
+    (``inspect.signature`` follows ``__wrapped__``).
+    """
+    from mska_core.errors import MskaError
+
+    if getattr(function, "__mska_guarded__", False):
+        return function
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with plugin_output_to_stderr():
+                result = function(*args, **kwargs)
+        except MskaError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - attribution of plugin failures is the point
+            if _is_user_interrupt(exc) or isinstance(exc, (GeneratorExit, MemoryError)):
+                raise
+            raise PluginError(
+                f"{what} of {provider} failed: {_describe(exc)}; report it to the plugin's authors, or "
+                f"disable the plugin with MSKA_DISABLE_PLUGINS={getattr(provider, 'plugin', '?')}"
+            ) from exc
+        return _guard_module(result, provider, what)
+
+    call.__mska_guarded__ = True  # type: ignore[attr-defined]
+    return call
+
+
+def _guard_module(result: Any, provider: Any, what: str) -> Any:
+    """A torch module a plugin factory built gets its ``forward`` guarded too (loss forwards)."""
+    forward = getattr(type(result), "forward", None)
+    if forward is None or not callable(forward) or "torch" not in sys.modules:
+        return result
+    import torch
+
+    if isinstance(result, torch.nn.Module) and "forward" not in vars(result):
+        with contextlib.suppress(AttributeError, TypeError):
+            result.forward = guarded(result.forward, provider, f"{what}(...).forward")
+    return result
+
+
 class PluginHost:
     """A pluggy manager together with what we know about every plugin it was offered."""
 
@@ -100,6 +209,11 @@ class PluginHost:
         self.infos: dict[str, PluginInfo] = {}
         self.strict = strict
         self._warn = warn
+        self.extra: tuple[object, ...] = ()  # plugin objects given to load_plugins(extra=...)
+
+    @property
+    def warns(self) -> bool:
+        return self._warn
 
     # -- registration -------------------------------------------------------------------------
 
@@ -114,7 +228,9 @@ class PluginHost:
         try:
             self._validate(plugin)
             self.pm.register(plugin, name=info.name)
-        except Exception as exc:  # noqa: BLE001 - isolation of plugin failures is the point
+        except BaseException as exc:  # noqa: BLE001 - isolation of plugin failures is the point
+            if _is_user_interrupt(exc):
+                raise
             return self.fail(info, _describe(exc))
         self.infos[info.name] = info
         return True
@@ -127,7 +243,8 @@ class PluginHost:
             self.pm.unregister(name=info.name)
         message = (
             f"plugin {info.name!r} ({info.distribution} {info.version}) failed: {error}; "
-            f"disable it with MSKA_DISABLE_PLUGINS={info.name} or uninstall {info.distribution}"
+            f"disable it with MSKA_DISABLE_PLUGINS={info.name} (or [plugins] disable) or uninstall "
+            f"{info.distribution}"
         )
         if self.strict:
             raise PluginError(message + " (MSKA_STRICT_PLUGINS is set)")
@@ -139,6 +256,11 @@ class PluginHost:
         known = set(hookspecs.HOOK_NAMES)
         for attr in dir(plugin):
             if self.pm.parse_hookimpl_opts(plugin, attr) is None:
+                if attr.startswith(hookspecs.PROJECT + "_") and inspect.isroutine(getattr(plugin, attr, None)):
+                    raise PluginError(
+                        f"function {attr}() is not decorated with @hookimpl, so it would never be called; "
+                        "decorate it (from mska_core import hookimpl) or rename it"
+                    )
                 continue
             if attr not in known:
                 raise PluginError(
@@ -178,7 +300,10 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, PluginError):
         return str(exc)
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    described = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        described += " (raised by the plugin itself)"
+    return described
 
 
 def load_plugins(
@@ -196,7 +321,9 @@ def load_plugins(
     ``MSKA_DISABLE_PLUGINS``; ``require`` names plugins that must end up loaded.
     """
     env = os.environ if env is None else env
+    watch_interrupts()
     host = PluginHost(strict=_truthy(env.get("MSKA_STRICT_PLUGINS")), warn=warn)
+    host.extra = tuple(extra)
     disabled = set(_names_from_env(env.get("MSKA_DISABLE_PLUGINS")) or ()) | set(disable)
     only = _names_from_env(env.get("MSKA_LOAD_PLUGINS"))
     version = core_version()
@@ -208,8 +335,11 @@ def load_plugins(
             host.infos[name] = info
             continue
         try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001
+            with plugin_output_to_stderr():
+                module = importlib.import_module(module_name)
+        except BaseException as exc:  # noqa: BLE001
+            if _is_user_interrupt(exc):
+                raise
             host.fail(info, _describe(exc))
             continue
         host.add(module, info)
@@ -226,8 +356,11 @@ def load_plugins(
             host.infos.setdefault(ep.name, info)
             continue
         try:
-            plugin = ep.load()
-        except Exception as exc:  # noqa: BLE001
+            with plugin_output_to_stderr():
+                plugin = ep.load()
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin must not end the command
+            if _is_user_interrupt(exc):
+                raise
             host.fail(info, _describe(exc))
             continue
         host.add(plugin, info)
@@ -241,14 +374,24 @@ def load_plugins(
             continue
         host.add(plugin, info)
 
+    check_required(host, require)
+    return host
+
+
+def check_required(host: PluginHost, require: Iterable[str]) -> None:
+    """Raise :class:`PluginError` when a plugin of ``require`` (``[plugins] required``) is not loaded."""
     missing = [name for name in require if name not in host.infos or host.infos[name].status != LOADED]
     if missing:
+        why = "; ".join(
+            f"{name} is {host.infos[name].status}" + (f" ({host.infos[name].error})" if host.infos[name].error else "")
+            for name in sorted(missing) if name in host.infos
+        )
         raise PluginError(
-            f"required plugin(s) not loaded: {', '.join(sorted(missing))}; "
-            f"loaded: {', '.join(info.name for info in host.loaded()) or 'none'} "
+            f"required plugin(s) not loaded: {', '.join(sorted(missing))}"
+            + (f" ({why})" if why else "")
+            + f"; loaded: {', '.join(info.name for info in host.loaded()) or 'none'} "
             "(install the plugin, or remove it from [plugins] required)"
         )
-    return host
 
 
 def _entry_points() -> list[Any]:

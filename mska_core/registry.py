@@ -11,12 +11,21 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
 from mska_core.errors import DuplicateNameError, UnknownNameError
-from mska_core.plugins import LOADED, PluginHost, load_plugins
+from mska_core.plugins import (
+    DISTRIBUTION,
+    LOADED,
+    PluginHost,
+    check_required,
+    guarded,
+    load_plugins,
+    plugin_output_to_stderr,
+    user_interrupted,
+)
 from mska_core.records import (
     RECORD_TYPES,
     BackboneArch,
@@ -43,6 +52,18 @@ KINDS: dict[str, str] = {
     "mska_data_sources": "data source",
     "mska_keypoint_estimators": "keypoint estimator",
 }
+
+
+def _stamp(record: Any, provider: Provider, hook: str) -> Any:
+    """``record`` with its provider, and (for plugins outside mska-core) every callable field guarded."""
+    changes: dict[str, Any] = {"provider": provider}
+    if provider.distribution != DISTRIBUTION:
+        for field in attrs.fields(type(record)):
+            value = getattr(record, field.name)
+            if field.name != "provider" and callable(value) and not isinstance(value, type(None)):
+                what = f"{type(record).__name__} {record_name(record)!r}: {field.name}"
+                changes[field.name] = guarded(value, provider, what)
+    return attrs.evolve(record, **changes)
 
 
 def record_name(record: object) -> str:
@@ -122,19 +143,23 @@ class Registry:
                 if info.status != LOADED:
                     continue
                 try:
-                    returned = list(impl.function() or ())
+                    with plugin_output_to_stderr():
+                        returned = list(impl.function() or ())
                     bad = [r for r in returned if not isinstance(r, record_type)]
                     if bad:
                         raise TypeError(
                             f"returned {type(bad[0]).__name__}, expected {record_type.__name__} records"
                         )
-                except Exception as exc:  # noqa: BLE001 - a broken hook must not break the others
+                except BaseException as exc:  # noqa: BLE001 - a broken hook must not break the others
+                    if isinstance(exc, KeyboardInterrupt) and user_interrupted():
+                        raise
                     self.host.fail(info, f"{hook}() failed: {type(exc).__name__}: {exc}")
                     by_plugin.pop(info.name, None)
                     continue
                 provider = Provider(info.name, info.distribution, info.version)
-                stamped = [attrs.evolve(r, provider=provider) for r in returned]
+                stamped = [_stamp(r, provider, hook) for r in returned]
                 by_plugin.setdefault(info.name, {})[hook] = stamped
+        self._drop_clashes(by_plugin)
         records: dict[str, list[object]] = {hook: [] for hook in RECORD_TYPES}
         for plugin_name, hooks in by_plugin.items():
             info = self.host.info_for(plugin_name)
@@ -142,6 +167,41 @@ class Registry:
                 info.provides[hook] = [record_name(r) for r in stamped]
                 records[hook].extend(stamped)
         return records
+
+    def _drop_clashes(self, by_plugin: dict[str, dict[str, list[object]]]) -> None:
+        """Mark failed every plugin that supplies a name an earlier plugin (or itself) already supplies.
+
+        Plugins are judged in load order (built-ins, mska-core's own, then the others by name), so
+        the later of two providers is the one that fails; its records are all dropped, and every
+        command that does not need it keeps working.
+        """
+        taken: dict[tuple[str, str], Provider] = {}
+        for plugin_name in list(by_plugin):
+            hooks = by_plugin[plugin_name]
+            clash = None
+            own: set[tuple[str, str]] = set()
+            for hook, stamped in hooks.items():
+                for record in stamped:
+                    key = (hook, record_name(record))
+                    if key in taken or key in own:
+                        first = taken.get(key, record.provider)  # type: ignore[attr-defined]
+                        clash = (hook, key[1], first)
+                        break
+                    own.add(key)
+                if clash:
+                    break
+            if clash is None:
+                for key in own:
+                    taken[key] = next(r.provider for r in hooks[key[0]] if record_name(r) == key[1])  # type: ignore[attr-defined]
+                continue
+            hook, name, first = clash
+            info = self.host.info_for(plugin_name)
+            del by_plugin[plugin_name]
+            self.host.fail(
+                info,
+                f"{KINDS.get(hook, hook)} {name!r} is already supplied by {first}"
+                + (" (twice by this plugin)" if first.plugin == plugin_name else ""),
+            )
 
     def catalog(self, hook: str) -> Catalog:
         return Catalog(KINDS[hook], self.records(hook))
@@ -203,6 +263,29 @@ def set_registry(registry: Registry | None) -> None:
     """Replace (or with ``None``, forget) the process-wide registry; the next use reloads."""
     global _default
     _default = registry
+
+
+def registry_for(plugins_cfg: Any, registry: Registry | None = None) -> Registry:
+    """The registry a config's ``[plugins]`` table asks for.
+
+    ``registry`` (default: the process-wide one) when the table neither disables a loaded plugin nor
+    requires one; otherwise plugins are loaded again with ``disable`` added to
+    ``MSKA_DISABLE_PLUGINS``, and a ``required`` plugin that is not loaded is a
+    :class:`~mska_core.errors.PluginError`. A fresh registry replaces the process-wide one when
+    ``registry`` was that one.
+    """
+    base = registry if registry is not None else get_registry()
+    disable = tuple(getattr(plugins_cfg, "disable", ()) or ())
+    required = tuple(getattr(plugins_cfg, "required", ()) or ())
+    if any(base.host.infos.get(name) is not None and base.host.infos[name].status == LOADED
+           for name in disable):
+        fresh = Registry(load_plugins(extra=base.host.extra, disable=disable, warn=base.host.warns))
+        if base is _default:
+            set_registry(fresh)
+        base = fresh
+    base.collect_all()  # clashes mark plugins failed before `required` is judged
+    check_required(base.host, required)
+    return base
 
 
 def make_registry(*extra: object, **kwargs: object) -> Registry:

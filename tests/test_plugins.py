@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mska_core import StreamSpec, hookimpl
-from mska_core.errors import DuplicateNameError, PluginError, UnknownNameError
+from mska_core.errors import PluginError, UnknownNameError
 from mska_core.plugins import load_plugins
 from mska_core.registry import Registry, make_registry
 from plugin_fixtures import install_distribution, stream_plugin_source
@@ -179,15 +179,18 @@ def test_load_plugins_unset_loads_all_empty_loads_no_external_list_loads_only_th
     assert only_a.host.infos["plug_b"].status == "not loaded"
 
 
-def test_two_plugins_supplying_one_stream_name_is_an_error_naming_both(site: Path):
+def test_two_plugins_supplying_one_stream_name_fail_the_later_one_naming_both(site: Path):
     install_distribution(site, "first-dist", "1.0", {"first": "first_plugin"},
                          {"first_plugin": stream_plugin_source("lips")})
     install_distribution(site, "second-dist", "2.0", {"second": "second_plugin"},
                          {"second_plugin": stream_plugin_source("lips")})
-    with pytest.raises(DuplicateNameError) as caught:
-        _ = _registry().streams
-    message = str(caught.value)
-    assert "first-dist 1.0" in message and "second-dist 2.0" in message and "'lips'" in message
+    registry = _registry()
+    assert registry.streams.get("lips").provider.plugin == "first"
+    info = registry.host.infos["second"]
+    assert info.status == "failed"
+    assert "first-dist 1.0" in info.error and "'lips'" in info.error
+    with pytest.raises(PluginError, match="second-dist 2.0"):
+        Registry(load_plugins(env={"MSKA_STRICT_PLUGINS": "1"})).collect_all()
 
 
 def test_a_stream_that_clashes_with_a_first_party_one_names_mska_core():
@@ -198,8 +201,10 @@ def test_a_stream_that_clashes_with_a_first_party_one_names_mska_core():
         def mska_streams(self):
             return [StreamSpec(name="face", joints={"coco_wholebody": (23,)})]
 
-    with pytest.raises(DuplicateNameError, match="mska-core"):
-        _ = make_registry(Clash()).streams
+    registry = make_registry(Clash(), warn=False)
+    assert registry.streams.get("face").provider.distribution == "mska-core"
+    assert registry.host.infos["clash"].status == "failed"
+    assert "mska-core" in registry.host.infos["clash"].error
 
 
 def test_unknown_name_lists_the_registered_ones_and_the_nearest():

@@ -7,7 +7,7 @@ from typing import Any
 
 from mska_core.checkpoints.payload import Checkpoint, check_plain
 from mska_core.checkpoints.probe import FileProbe
-from mska_core.errors import CheckpointError
+from mska_core.errors import CheckpointError, PluginError
 
 #: File names that are never checkpoints: the temporary files of an atomic write in progress.
 TEMPORARY_SUFFIX = ".tmp"
@@ -27,7 +27,17 @@ def detect_format(probe: FileProbe, *, registry: Any = None) -> Any:
     formats = list(registry.checkpoint_formats)
     if probe.is_torch:
         probe.load()  # an unsafe or unreadable torch file fails here, with its own message
-    claims = [f for f in formats if f.sniff(probe)]
+    claims = []
+    for fmt in formats:
+        try:
+            claimed = fmt.sniff(probe)
+        except PluginError as exc:
+            # A format whose sniff fails cannot claim anything; the others still read the file. Its
+            # plugin is reported once and marked failed (fatal under MSKA_STRICT_PLUGINS).
+            _drop_format(registry, fmt, str(exc))
+            continue
+        if claimed:
+            claims.append(fmt)
     if len(claims) > 1:
         names = " and ".join(f"{f.name!r} ({f.provider})" for f in claims[:2])
         raise CheckpointError(
@@ -49,6 +59,16 @@ def detect_format(probe: FileProbe, *, registry: Any = None) -> Any:
     else:
         looks = f"neither a torch file nor safetensors (it starts with {probe.head[:8]!r})"
     raise CheckpointError(f"{probe.path}: not a checkpoint: {looks}; registered formats: {registered}")
+
+
+def _drop_format(registry: Any, fmt: Any, error: str) -> None:
+    host = getattr(registry, "host", None)
+    provider = fmt.provider
+    if host is None or provider is None or provider.plugin not in host.infos:
+        return
+    info = host.infos[provider.plugin]
+    if info.status == "loaded":
+        host.fail(info, error)
 
 
 def load_checkpoint(path: str | Path, *, select: str | None = None, registry: Any = None) -> Checkpoint:

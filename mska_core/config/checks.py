@@ -21,10 +21,9 @@ def selected_streams(model: Any, registry: Any) -> list[str]:
 
 def check_against_registry(config: Config, source: str, registry: Any = None) -> None:
     """Raise :class:`ConfigError` for names in ``config`` that no loaded plugin supplies."""
-    if registry is None:
-        from mska_core.registry import get_registry
+    from mska_core.registry import registry_for
 
-        registry = get_registry()
+    registry = registry_for(config.plugins, registry)
 
     def look_up(catalog: Any, name: str, key: str) -> Any:
         try:
@@ -57,3 +56,99 @@ def check_against_registry(config: Config, source: str, registry: Any = None) ->
                 )
     for loss in config.losses:
         look_up(registry.losses, loss, f"losses.{loss}")
+    check_loss_options(config, source, registry)
+
+
+def check_loss_options(config: Config, source: str, registry: Any) -> None:
+    """Raise :class:`ConfigError` for a ``[losses.<name>]`` key that the loss's ``build`` does not take."""
+    import inspect
+
+    for name, loss_cfg in config.losses.items():
+        if name not in registry.losses:
+            continue
+        spec = registry.losses.get(name)
+        try:
+            signature = inspect.signature(spec.build)
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+            continue
+        parameters = signature.parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            continue
+        accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for key in loss_cfg.options:
+            if key not in accepted:
+                from mska_core.registry import suggest
+
+                listing = ", ".join(["weight", *accepted])
+                raise ConfigError(
+                    f"{source}: unknown key 'losses.{name}.{key}'{suggest(key, accepted)}; loss {name!r} "
+                    f"({spec.provider}) takes: {listing}"
+                )
+
+
+def resolve_model(config: Config, registry: Any) -> Config:
+    """``config`` with ``[model.streams]`` and ``[model.heads]`` naming every stream and head it resolves to.
+
+    A config that leaves its streams implicit selects every registered stream of its layout, so its
+    meaning would change when a stream plugin is installed or removed. The resolved config stored
+    with a run and in its checkpoints names them, so it means the same thing forever.
+    """
+    import attrs
+
+    from mska_core.config.schema import HeadConfig, StreamConfig
+    from mska_core.encoder.model import resolve_heads
+
+    names = selected_streams(config.model, registry)
+    streams = {name: config.model.streams.get(name, StreamConfig()) for name in names}
+    heads = {name: HeadConfig(streams=tuple(members))
+             for name, members in resolve_heads(config.model, names).items()}
+    return attrs.evolve(config, model=attrs.evolve(config.model, streams=streams, heads=heads))
+
+
+def providers_of(config: Config, registry: Any) -> dict[str, dict[str, dict[str, str]]]:
+    """Which plugin supplied each stream, loss and the layout ``config`` uses, as plain data.
+
+    Stored in checkpoints so that loading one where a plugin is missing can say what to install.
+    """
+
+    def entry(record: Any) -> dict[str, str]:
+        provider = record.provider
+        if provider is None:
+            return {}
+        return {"plugin": provider.plugin, "distribution": provider.distribution, "version": provider.version}
+
+    out: dict[str, dict[str, dict[str, str]]] = {"streams": {}, "losses": {}, "layouts": {}}
+    for name in selected_streams(config.model, registry):
+        if name in registry.streams:
+            out["streams"][name] = entry(registry.streams.get(name))
+    for name in config.losses:
+        if name in registry.losses:
+            out["losses"][name] = entry(registry.losses.get(name))
+    if config.model.layout in registry.layouts:
+        out["layouts"][config.model.layout] = entry(registry.layouts.get(config.model.layout))
+    return out
+
+
+def check_providers(config: Config, providers: Any, source: str, registry: Any) -> None:
+    """Raise :class:`ConfigError` naming the plugin (and distribution) a stored config needs but that
+    is not loaded; ``providers`` is what :func:`providers_of` stored (may be empty)."""
+    providers = providers if isinstance(providers, dict) else {}
+    wanted = [("streams", "stream", name, registry.streams) for name in config.model.streams]
+    wanted += [("losses", "loss", name, registry.losses) for name in config.losses
+               if config.losses[name].weight != 0]
+    wanted.append(("layouts", "keypoint layout", config.model.layout, registry.layouts))
+    for table, kind, name, catalog in wanted:
+        if name in catalog:
+            continue
+        known = (providers.get(table) or {}).get(name) or {}
+        if known.get("distribution"):
+            raise ConfigError(
+                f"{source}: needs {kind} {name!r}, supplied by plugin {known.get('plugin')!r} "
+                f"({known['distribution']} {known.get('version', '?')}), which is not loaded; install "
+                f"{known['distribution']} (or enable the plugin: MSKA_LOAD_PLUGINS, MSKA_DISABLE_PLUGINS, "
+                "[plugins] disable)"
+            )
+        raise ConfigError(
+            f"{source}: needs {kind} {name!r}, which no loaded plugin supplies; install the plugin that "
+            f"supplies it (registered: {', '.join(catalog.names()) or 'none'})"
+        )
