@@ -172,3 +172,15 @@ def test_payload_dicts_and_state_dicts_are_accepted(face_backbone_file):
     target = tiny_encoder(face_backbone_file)
     assert load_mska_encoder_state(target, streams={"body": dict(state)}).ok
     assert load_mska_encoder_state(target, streams={"body": make_payload("stream-encoder", state)}).ok
+
+
+def test_any_weight_group_is_loaded_by_name_and_face_hand_are_its_shorthands(tmp_path, face_backbone_file):
+    source = tiny_encoder(face_backbone_file)
+    path, state = hand_export(source, tmp_path)
+    target = tiny_encoder(face_backbone_file)
+    report = load_mska_encoder_state(target, groups={"hand": path})
+    assert [e.stream for e in report.streams] == ["hand_left", "hand_right"]
+    for stream in ("hand_left", "hand_right"):
+        torch.testing.assert_close(target.branches[stream].keypoint.state_dict(), state)
+    with pytest.raises(CheckpointError, match=r"weight group 'hand' is given twice"):
+        load_mska_encoder_state(target, hand=path, groups={"hand": path})

@@ -125,19 +125,22 @@ def load_mska_encoder_state(
     streams: Mapping[str, Any] | None = None,
     strict: bool = True,
     *,
+    groups: Mapping[str, Any] | None = None,
     registry: Any = None,
 ) -> LoadReport:
     """Load exported weights into ``encoder``'s streams and return a :class:`LoadReport`.
 
     Each argument is a path, one of our payload dicts, a bare state dict or a
-    :class:`~mska_core.checkpoints.Checkpoint`. ``hand`` is replicated onto every stream of weight
-    group ``hand`` (equal, independent tensors); ``streams`` entries override a group per stream.
+    :class:`~mska_core.checkpoints.Checkpoint`. ``groups`` maps a weight group to the payload that
+    initialises every stream of that group (equal, independent tensors); ``face=`` and ``hand=`` are
+    shorthands for the groups ``face`` and ``hand`` (one hand export initialises both hands);
+    ``streams`` entries override a group per stream.
     With ``strict`` nothing is loaded unless every key of every stream fits (the error's
     ``.mismatch`` lists them); otherwise the keys that fit are loaded and the report lists the rest.
     A payload that fits nowhere in a stream (image weights for a keypoint-only stream) is always a
     :class:`~mska_core.errors.CheckpointError`.
     """
-    plans = _plan(encoder, face=face, hand=hand, streams=streams, registry=registry)
+    plans = _plan(encoder, groups=_groups(groups, face=face, hand=hand), streams=streams, registry=registry)
     for plan in plans:
         if plan.entry.error:
             raise CheckpointError(f"stream {plan.entry.stream!r}: {plan.entry.error}")
@@ -164,30 +167,42 @@ def load_mska_encoder_state(
 
 def check_mska_encoder_state(
     encoder: Any, face: Any = None, hand: Any = None, streams: Mapping[str, Any] | None = None,
-    *, registry: Any = None,
+    *, groups: Mapping[str, Any] | None = None, registry: Any = None,
 ) -> LoadReport:
     """What :func:`load_mska_encoder_state` would do, per stream, without loading or raising on fit."""
-    return LoadReport(tuple(p.entry for p in _plan(encoder, face=face, hand=hand, streams=streams, registry=registry)))
+    plans = _plan(encoder, groups=_groups(groups, face=face, hand=hand), streams=streams, registry=registry)
+    return LoadReport(tuple(p.entry for p in plans))
+
+
+def _groups(groups: Mapping[str, Any] | None, **shorthands: Any) -> dict[str, Any]:
+    """``groups`` with the ``face=``/``hand=`` shorthands merged in; naming a group twice is an error."""
+    merged = dict(groups or {})
+    for group, source in shorthands.items():
+        if source is None:
+            continue
+        if group in merged:
+            raise CheckpointError(f"weight group {group!r} is given twice: as {group}= and in groups=")
+        merged[group] = source
+    return merged
 
 
 # -- planning -------------------------------------------------------------------------------------
 
 
-def _plan(encoder: Any, *, face: Any, hand: Any, streams: Mapping[str, Any] | None, registry: Any) -> list[_Plan]:
+def _plan(encoder: Any, *, groups: Mapping[str, Any], streams: Mapping[str, Any] | None,
+          registry: Any) -> list[_Plan]:
     if registry is None:
         from mska_core.registry import get_registry
 
         registry = get_registry()
     names = list(encoder.stream_names)
     assigned: dict[str, Any] = {}
-    for group, source in (("face", face), ("hand", hand)):
-        if source is None:
-            continue
+    for group, source in groups.items():
         members = [s for s in names if encoder.specs[s].weight_group == group]
         if not members:
             groups = sorted({encoder.specs[s].weight_group for s in names})
             raise CheckpointError(
-                f"{group}= was given but no stream of this encoder is in weight group {group!r} "
+                f"weights were given for {group!r}, but no stream of this encoder is in weight group {group!r} "
                 f"(streams: {', '.join(names)}; groups: {', '.join(groups)})"
             )
         for stream in members:

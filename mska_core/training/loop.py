@@ -28,6 +28,7 @@ import attrs
 import torch
 from torch import nn
 
+from mska_core.config.loader import unstructure
 from mska_core.errors import CheckpointError, ConfigError
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.toml"
@@ -67,14 +68,27 @@ def build_losses(config: Any, registry: Any) -> dict[str, tuple[nn.Module, float
     return losses
 
 
-def learning_rate(step: int, total_steps: int, optim_cfg: Any) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` (or constant)."""
+def learning_rate(step: int, total_steps: int, optim_cfg: Any, *, steps_per_epoch: int = 1,
+                  epochs: int = 1) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``.
+
+    Linear warm-up to ``lr`` over ``warmup_steps``, then ``schedule``: ``"cosine"`` decays to ``min_lr``
+    over the remaining steps; ``"cosine-epoch"`` is the MSKA reference's ``CosineAnnealingLR`` stepped
+    at the start of every epoch, so epoch ``e`` (0-based) trains at
+    ``min_lr + (lr - min_lr) (1 + cos(pi (e + 1) / t_max)) / 2`` (``t_max`` defaults to ``epochs``);
+    ``"constant"`` keeps ``lr``.
+    """
     if optim_cfg.warmup_steps and step < optim_cfg.warmup_steps:
         return optim_cfg.lr * (step + 1) / optim_cfg.warmup_steps
     if optim_cfg.schedule == "constant":
         return optim_cfg.lr
-    span = max(1, total_steps - optim_cfg.warmup_steps)
-    progress = min(1.0, (step - optim_cfg.warmup_steps) / span)
+    if optim_cfg.schedule == "cosine-epoch":
+        epoch = step // max(1, steps_per_epoch)
+        t_max = optim_cfg.t_max or epochs
+        progress = (epoch + 1) / t_max
+    else:
+        span = max(1, total_steps - optim_cfg.warmup_steps)
+        progress = min(1.0, (step - optim_cfg.warmup_steps) / span)
     return optim_cfg.min_lr + 0.5 * (optim_cfg.lr - optim_cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -108,11 +122,13 @@ def load_initial_weights(encoder: nn.Module, model_cfg: Any) -> Any:
         return None
     from mska_core.checkpoints import load_mska_encoder_state
 
-    face = init.pop("face", None)
-    hand = init.pop("hand", None)
-    for key, path in init.items():  # any other weight group or stream named in [model.init]
-        streams.setdefault(key, path)
-    return load_mska_encoder_state(encoder, face=face, hand=hand, streams=streams or None, strict=True)
+    # [model.init] names weight groups (``hand`` initialises both hands) or single streams
+    weight_groups = {encoder.specs[name].weight_group for name in encoder.stream_names}
+    groups = {key: path for key, path in init.items() if key in weight_groups}
+    for key, path in init.items():
+        if key not in weight_groups:
+            streams.setdefault(key, path)
+    return load_mska_encoder_state(encoder, groups=groups, streams=streams or None, strict=True)
 
 
 def freeze_streams(encoder: nn.Module, model_cfg: Any) -> list[str]:
@@ -138,16 +154,29 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (an unreadable last line is dropped)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+    """The records of a ``metrics.jsonl``; a line that is not JSON is a one-line DataError (metrics are
+    written atomically, so such a line was not written by a run)."""
+    from mska_core.io import read_jsonl
+
+    return read_jsonl(path)
+
+
+#: What ``--resume`` reads from ``last.pt``.
+RESUME_KEYS = ("state_dict", "optimizer", "rng", "global_step", "position", "vocabularies", "config")
+
+
+def stored_config(data: Any) -> Any:
+    """A checkpoint's stored config as plain data with today's defaults filled in (as stored when the
+    schema cannot read it)."""
+    from mska_core.config import config_from_dict
+    from mska_core.errors import MskaError
+
+    if not isinstance(data, dict):
+        return data
+    try:
+        return unstructure(config_from_dict(data))
+    except MskaError:
+        return data
 
 
 class FineTuning:
@@ -157,12 +186,14 @@ class FineTuning:
     """
 
     def __init__(self, config: Any, *, resume: bool = False, registry: Any = None,
-                 out: Callable[[str], None] | None = None, console: Any = None) -> None:
+                 out: Callable[[str], None] | None = None, console: Any = None, extend: bool = False) -> None:
         from mska_core.registry import get_registry
         from mska_core.training import distributed
 
         self.config = config
         self.resume = resume
+        self.extend = extend  # --resume may raise train.epochs
+        self.lock: Any = None  # the run folder's lock, held from prepare() to the end of run()
         self.registry = registry or get_registry()
         self.info, self.device = distributed.setup(config.run.device)
         self.console = console
@@ -188,14 +219,18 @@ class FineTuning:
         from mska_core.data.vocab import Vocabularies
         from mska_core.training.model import build_model
 
-        config = self.config
-        check_against_registry(config, "config", self.registry)
+        from mska_core.config.checks import resolve_model
+        from mska_core.registry import registry_for
+        from mska_core.training import runfolder
+
+        self.registry = registry_for(self.config.plugins, self.registry)
+        check_against_registry(self.config, "config", self.registry)
+        # The stored config names its streams and heads, so plugins installed later never change it.
+        config = self.config = resolve_model(self.config, self.registry)
         last = self.run_dir / LAST
-        if last.exists() and not self.resume:
-            raise ConfigError(
-                f"{self.run_dir} already holds a run ({LAST}); pass --resume to continue it, or choose "
-                "another run name (--set run.name=...)"
-            )
+        if self.info.is_main:
+            self.lock = runfolder.RunFolderLock(self.run_dir).acquire()
+        runfolder.check_start(self.run_dir, last, resume=self.resume)
         if self.resume and not last.exists():
             raise ConfigError(f"--resume: no {LAST} in {self.run_dir}; start the run without --resume")
         torch.manual_seed(config.run.seed)
@@ -206,11 +241,21 @@ class FineTuning:
             from mska_core.checkpoints import safe_torch_load
 
             self.state = safe_torch_load(last)
-            if self.state.get("kind") != "training-state":
-                raise CheckpointError(f"{last}: kind {self.state.get('kind')!r}, expected 'training-state'")
+            if not isinstance(self.state, dict) or self.state.get("kind") != "training-state":
+                kind = self.state.get("kind") if isinstance(self.state, dict) else type(self.state).__name__
+                raise CheckpointError(f"{last}: kind {kind!r}, expected 'training-state'")
+            runfolder.require_keys(self.state, RESUME_KEYS, last)
+            runfolder.check_resume(stored_config(self.state["config"]), unstructure(config), loop="train",
+                                   source=last, extend=self.extend)
             self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
         else:
             self.vocabularies = Vocabularies.from_samples(self.corpus.train)
+        if config.model.vocab_size is not None and config.model.vocab_size != len(self.vocabularies.gloss):
+            raise ConfigError(
+                f"model.vocab_size = {config.model.vocab_size}, but the training data has "
+                f"{len(self.vocabularies.gloss)} glosses (blank and specials included); mska train takes the "
+                "vocabulary from the data — remove model.vocab_size"
+            )
         self.losses = build_losses(config, self.registry)
         self.model = build_model(config, self.vocabularies, registry=self.registry,
                                  losses={k: v[0] for k, v in self.losses.items()}).to(self.device)
@@ -259,6 +304,12 @@ class FineTuning:
         # Records written after this checkpoint belong to steps that will run again.
         self.records = [r for r in read_metrics(self.run_dir / METRICS) if r.get("step", 0) <= self.global_step]
 
+    def release(self) -> None:
+        """Give up the run folder's lock (the end of :meth:`run` does it)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     # -- the loop -------------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
@@ -285,6 +336,7 @@ class FineTuning:
         finally:
             if progress is not None:
                 progress.stop()
+            self.release()
         from mska_core.training.distributed import barrier
 
         barrier(self.info)
@@ -378,7 +430,8 @@ class FineTuning:
         from mska_core.training.distributed import all_sum
 
         config = self.config
-        lr = learning_rate(self.global_step, self.total_steps, config.optim)
+        lr = learning_rate(self.global_step, self.total_steps, config.optim,
+                           steps_per_epoch=self.steps_per_epoch, epochs=config.train.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.wrapped.train()
@@ -421,6 +474,7 @@ class FineTuning:
             batch_size=config.train.batch_size, beam_size=config.train.beam_size,
             translation_beam_size=config.train.translation_beam_size,
             max_text_length=config.train.max_text_length, amp=config.train.amp, collate_fn=self.collate,
+            gloss_cleanup=config.eval.gloss_cleanup,
         )
         self._log({"kind": "eval", "split": "dev", "epoch": epoch + 1, "step": self.global_step, **metrics})
         key, lower = self.selection()
@@ -444,7 +498,10 @@ class FineTuning:
         return "bleu4", False
 
     def _common(self) -> dict[str, Any]:
-        return {"vocabularies": self.vocabularies.to_dict(), "config": self.config}
+        from mska_core.config.checks import providers_of
+
+        return {"vocabularies": self.vocabularies.to_dict(), "config": self.config,
+                "providers": providers_of(self.config, self.registry)}
 
     def _save_best(self, epoch: int, metrics: dict[str, Any]) -> None:
         if not self.info.is_main:
