@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "mska_core.cli.train_cmd",
     "mska_core.cli.evaluate_cmd",
     "mska_core.cli.predict_cmd",
+    "mska_core.cli.extract_cmd",
     "mska_core.cli.plot_cmd",
     "mska_core.cli.demo_cmd",
 )

@@ -274,6 +274,20 @@ class PretrainConfig:
 
 
 @attrs.frozen
+class ExtractConfig:
+    """``[extract]``: keypoints and per-stream crops from videos (``mska extract``, docs/data.md).
+
+    Every key has a flag of the same name; the command line wins over ``--config`` and ``--set``.
+    """
+
+    streams: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # streams to crop; empty: every stream with a crop region in the layout
+    crop_size: int = attrs.field(default=112, validator=_positive)  # side of the square crops written, in pixels
+    jpeg_quality: int = attrs.field(default=90, validator=[_positive, attrs.validators.le(100)])  # quality of the crops' JPEG files (1-100)
+    layout: str | None = None  # layout of keypoint files; None: the registered layout with their joint count
+    workers: int = attrs.field(default=1, validator=_positive)  # clips extracted at once, each in its own process
+
+
+@attrs.frozen
 class PluginsConfig:
     """``[plugins]``: plugins to disable, and plugins the run requires."""
 
@@ -292,4 +306,5 @@ class Config:
     optim: OptimConfig = attrs.field(factory=OptimConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)
     pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
+    extract: ExtractConfig = attrs.field(factory=ExtractConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)

@@ -1,0 +1,149 @@
+"""``mska extract VIDEO|DIR ... --out OUT [--keypoints PATH | --estimator NAME]``: keypoints and
+per-stream crops from videos (the output layout is in ``docs/data.md``).
+
+Every option but the inputs has an ``[extract]`` config key; flags win over ``--config`` and ``--set``.
+Defaults live in :class:`mska_core.config.schema.ExtractConfig`. Exit code 1 when some clip failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mska_core.cli.output import add_config_options, console, emit_json
+
+#: Flags whose destination is the [extract] key of the same name.
+_EXTRACT_FLAGS = ("streams", "crop_size", "jpeg_quality", "layout", "workers")
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "extract", help="keypoints and per-stream crops (face, hands, ...) from videos",
+        description=(
+            "Decode videos with PyAV frame by frame, take each frame's keypoints from existing files "
+            "(--keypoints) or a keypoint estimator plugin (--estimator), and cut a square crop per frame "
+            "for every stream that declares a crop region. Writes OUT/keypoints/ID.npy, "
+            "OUT/crops/STREAM/ID/NNNNNN.jpg and OUT/clips.tsv; finished clips are skipped on a re-run. "
+            "Exit code 1 if a clip failed."
+        ),
+    )
+    parser.add_argument("videos", nargs="+", metavar="VIDEO|DIR",
+                        help="video files, or folders searched recursively for mp4, avi, mkv, webm, mov")
+    parser.add_argument("--out", required=True, metavar="OUT", help="output folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--keypoints", metavar="PATH",
+                        help="a folder of ID.npy / ID.pose files, one such file, or an MSKA pickle")
+    source.add_argument("--estimator", metavar="NAME", help="a registered keypoint estimator (mska plugins --all)")
+    parser.add_argument("--streams", type=_names, metavar="A,B",
+                        help="streams to crop (default: every stream with a crop region in the layout)")
+    parser.add_argument("--crop-size", type=int, metavar="PX", help="side of the square crops in pixels")
+    parser.add_argument("--jpeg-quality", type=int, metavar="Q", help="JPEG quality of the crops (1-100)")
+    parser.add_argument("--layout", help="layout of keypoint files (default: the one with their joint count)")
+    parser.add_argument("--annotations", metavar="TSV",
+                        help="id, gloss, text per clip: OUT also becomes a directory-format corpus")
+    parser.add_argument("--split", metavar="NAME", help="with --annotations: the split these videos form")
+    parser.add_argument("--workers", type=int, metavar="N", help="clips extracted at once, in processes")
+    parser.add_argument("--config", metavar="FILE", help="TOML config; its [extract] table sets the defaults")
+    add_config_options(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="write a summary as JSON on stdout")
+    parser.set_defaults(run=run)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The config file and ``--set`` overrides, then the flags on top."""
+    import attrs
+
+    from mska_core.config import load_config
+    from mska_core.errors import ConfigError
+
+    config = load_config(args.config, args.overrides)
+    flags = {key: getattr(args, key) for key in _EXTRACT_FLAGS if getattr(args, key) is not None}
+    try:
+        return attrs.evolve(config, extract=attrs.evolve(config.extract, **flags))
+    except ValueError as exc:  # a schema validator, e.g. --crop-size 0
+        raise ConfigError(f"command line: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mska_core.extract import ExtractRequest, run_extraction
+    from mska_core.registry import registry_for
+
+    config = resolve_config(args)
+    settings = config.extract
+    registry = registry_for(config.plugins)
+    request = ExtractRequest(
+        videos=tuple(args.videos), out=Path(args.out), keypoints=args.keypoints, estimator=args.estimator,
+        streams=settings.streams, crop_size=settings.crop_size, jpeg_quality=settings.jpeg_quality,
+        layout=settings.layout, workers=settings.workers, annotations=args.annotations, split=args.split,
+        plugins=config.plugins,
+    )
+    out = console()
+    progress = _RichProgress(out, enabled=not args.no_progress)
+    report = run_extraction(request, registry=registry, progress=progress)
+    out.print(f"extracted {len(report.written)} clip(s), {report.frames} frames in {report.seconds:.1f} s "
+              f"({report.frames_per_second:.0f} frames/s); {len(report.skipped)} already finished; "
+              f"{len(report.failed)} failed")
+    if report.split_table is not None:
+        out.print(f"wrote {report.split_table}")
+    if args.json:
+        emit_json({
+            "out": str(request.out),
+            "written": [row.id for row in report.written],
+            "skipped": list(report.skipped),
+            "failed": [{"id": clip_id, "reason": reason} for clip_id, reason in report.failed],
+            "frames": report.frames,
+            "seconds": round(report.seconds, 3),
+            "split_table": str(report.split_table) if report.split_table else None,
+        })
+    return 1 if report.failed else 0
+
+
+class _RichProgress:
+    """A rich progress bar on stderr (clips, frames/s); failures as one line each."""
+
+    def __init__(self, out: Any, enabled: bool) -> None:
+        self.out = out
+        self.enabled = enabled
+        self.bar: Any = None
+        self.task: Any = None
+
+    def start(self, total_clips: int) -> None:
+        if not self.enabled or total_clips == 0:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
+            TextColumn("{task.fields[rate]:>6.0f} frames/s"), TimeElapsedColumn(),
+            console=self.out, transient=True,
+        )
+        self.task = self.bar.add_task("extract", total=total_clips, rate=0.0, frames=0)
+        self.bar.start()
+
+    def frames(self, count: int) -> None:
+        if self.bar is None or count == 0:
+            return
+        task = self.bar.tasks[self.task]
+        frames = task.fields["frames"] + count
+        elapsed = task.elapsed or 0.0
+        self.bar.update(self.task, frames=frames, rate=frames / elapsed if elapsed > 0 else 0.0)
+
+    def clip_done(self, row: Any) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def clip_failed(self, clip_id: str, reason: str) -> None:
+        self.out.print(f"mska: clip {clip_id} failed: {reason}", soft_wrap=True, markup=False)
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,193 @@
+"""``mska extract`` on videos the tests make themselves: synthetic signers drawn by the project's
+renderer, the face red, the left hand green and the right hand blue, encoded to mp4 with PyAV."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import mska_env
+
+WIDTH, HEIGHT, FPS = 256, 192, 25
+BACKGROUND = (128, 128, 128)
+#: What each stream's crop must show, and the colour its part of the signer is painted.
+COLOURS = {"face": (220, 30, 30), "hand_left": (30, 200, 30), "hand_right": (30, 60, 230)}
+FACE, LEFT_HAND, RIGHT_HAND = range(23, 91), range(91, 112), range(112, 133)
+#: Frames where the left hand is not found (confidence 0) in the keypoints of every test clip.
+LEFT_HAND_MISSING = (5, 6)
+
+
+# --- test videos ----------------------------------------------------------------------------------
+
+
+def signer_keypoints(frames: int, seed: int) -> np.ndarray:
+    """COCO-WholeBody points ``[T, 133, 3]`` in pixels: a face at the top, two hands circling below
+    it on either side, never overlapping; the left hand is missing in :data:`LEFT_HAND_MISSING`."""
+    from mska_core.synthetic.render import synthetic_points
+
+    rng = np.random.default_rng(seed)
+    face = synthetic_points("face", rng)[:, :2] * 28
+    left = synthetic_points("hand", rng)[:, :2] * 22
+    right = synthetic_points("hand", rng, mirror=True)[:, :2] * 22
+    points = np.zeros((frames, 133, 3), dtype=np.float32)
+    for t in range(frames):
+        angle = 2 * np.pi * t / frames
+        points[t, FACE, :2] = face + (128 + 4 * np.cos(angle), 52)
+        points[t, LEFT_HAND, :2] = left + (62 + 10 * np.cos(angle), 140 + 10 * np.sin(angle))
+        points[t, RIGHT_HAND, :2] = right + (194 - 10 * np.cos(angle), 140 + 10 * np.sin(angle))
+        points[t, 0:17, :2] = (128, 100)  # a body the crops never read
+    points[:, 0:17, 2] = 1.0
+    points[:, [*FACE, *LEFT_HAND, *RIGHT_HAND], 2] = 1.0
+    return points
+
+
+def draw_frame(points: np.ndarray) -> np.ndarray:
+    """One RGB frame ``[H, W, 3]``: each part drawn by the project's crop renderer in its colour and
+    pasted where its points are (the renderer's background is the frame's, so nothing else shows)."""
+    from PIL import Image
+
+    from mska_core.synthetic.render import CropStyle, render_crop
+
+    frame = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
+    for stream, joints, kind in (("face", FACE, "face"), ("hand_left", LEFT_HAND, "hand"),
+                                 ("hand_right", RIGHT_HAND, "hand")):
+        xy = points[list(joints), :2]
+        low, high = xy.min(axis=0), xy.max(axis=0)
+        side = int(np.ceil((high - low).max() * 1.3))  # the renderer's margin is 0.15 on each side
+        colour = COLOURS[stream]
+        style = CropStyle(skin=colour, ink=tuple(int(c * 0.8) for c in colour), background=BACKGROUND,
+                          background_end=BACKGROUND)
+        local = np.concatenate([xy, np.ones((len(xy), 1))], axis=1)
+        sprite = render_crop(local, side, kind, style=style).permute(1, 2, 0).numpy()
+        centre = (low + high) / 2
+        frame.paste(Image.fromarray(sprite), (int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2))))
+    return np.asarray(frame)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
+    """Encode RGB frames as H.264 in an mp4 with PyAV."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"crf": "18"}
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def make_clip(videos: Path, keypoints: Path | None, clip_id: str, frames: int = 16, seed: int = 0) -> np.ndarray:
+    """Write ``videos/ID.mp4`` and (if ``keypoints``) ``keypoints/ID.npy`` for a test signer."""
+    points = signer_keypoints(frames, seed)
+    shown = points.copy()
+    shown[:, LEFT_HAND, 2] = 1.0  # the hand is in the video even where its keypoints miss it
+    videos.mkdir(parents=True, exist_ok=True)
+    write_video(videos / f"{clip_id}.mp4", [draw_frame(p) for p in shown])
+    points[list(LEFT_HAND_MISSING), LEFT_HAND.start:LEFT_HAND.stop, 2] = 0.0
+    if keypoints is not None:
+        keypoints.mkdir(parents=True, exist_ok=True)
+        np.save(keypoints / f"{clip_id}.npy", points)
+    return points
+
+
+def colour_shares(path: Path) -> dict[str, float]:
+    """The share of a crop's pixels near each stream's colour."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).reshape(-1, 3)
+    return {stream: float((np.linalg.norm(pixels - colour, axis=1) < 70).mean())
+            for stream, colour in COLOURS.items()}
+
+
+def run_extract(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mska_core", "extract", "--no-progress", *args],
+                          capture_output=True, text=True, env=mska_env(**env), timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three clips of different lengths: ``videos/ID.mp4`` and ``keypoints/ID.npy``."""
+    root = tmp_path_factory.mktemp("signers")
+    for index, (clip_id, frames) in enumerate((("alpha", 16), ("bravo", 12), ("charlie", 20))):
+        make_clip(root / "videos", root / "keypoints", clip_id, frames=frames, seed=index)
+    return root
+
+
+@pytest.fixture(scope="module")
+def extracted(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("extracted") / "out"
+    result = run_extract(str(corpus / "videos"), "--keypoints", str(corpus / "keypoints"), "--out", str(out),
+                         "--crop-size", "48", "--json")
+    return out, result
+
+
+# --- the output -----------------------------------------------------------------------------------
+
+
+def test_extract_writes_keypoints_crops_and_clips_table(extracted, corpus: Path):
+    out, result = extracted
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert sorted(summary["written"]) == ["alpha", "bravo", "charlie"] and summary["failed"] == []
+    lines = (out / "clips.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["id", "video", "frames", "fps", "width", "height", "layout", "source",
+                                    "version", "streams"]
+    rows = {cells[0]: cells for cells in (line.split("\t") for line in lines[1:])}
+    assert rows["bravo"][2:7] == ["12", "25", str(WIDTH), str(HEIGHT), "coco_wholebody"]
+    assert rows["bravo"][7] == f"npy:{corpus / 'keypoints' / 'bravo.npy'}"
+    assert set(rows["bravo"][9].split(",")) == {"face", "hand_left", "hand_right"}
+    for clip_id, frames in (("alpha", 16), ("bravo", 12), ("charlie", 20)):
+        points = np.load(out / "keypoints" / f"{clip_id}.npy")
+        assert points.dtype == np.float32 and points.shape == (frames, 133, 3)
+        np.testing.assert_array_equal(points, np.load(corpus / "keypoints" / f"{clip_id}.npy"))
+        for stream in COLOURS:
+            names = sorted(p.name for p in (out / "crops" / stream / clip_id).iterdir())
+            assert names == [f"{i:06d}.jpg" for i in range(frames)]
+    assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
+
+
+def test_each_crop_shows_the_part_of_the_signer_it_is_for(extracted):
+    from PIL import Image
+
+    out, _ = extracted
+    for stream in COLOURS:
+        for crop in sorted((out / "crops" / stream / "charlie").iterdir()):
+            assert Image.open(crop).size == (48, 48)
+            shares = colour_shares(crop)
+            assert shares[stream] > 0.08, (crop, shares)  # a hand's fingers are thin
+            assert all(share < 0.01 for other, share in shares.items() if other != stream), (crop, shares)
+
+
+def test_frames_without_the_joints_keep_the_last_box_and_are_marked_missing(extracted):
+    out, _ = extracted
+    with np.load(out / "boxes" / "alpha.npz") as boxes:
+        missing, held = boxes["hand_left_missing"], boxes["hand_left"]
+        assert missing.tolist() == [i in LEFT_HAND_MISSING for i in range(16)]
+        assert not boxes["face_missing"].any()
+    before = LEFT_HAND_MISSING[0] - 1
+    for index in LEFT_HAND_MISSING:
+        assert held[index].tolist() == held[before].tolist()
+    assert held[LEFT_HAND_MISSING[-1] + 1].tolist() != held[before].tolist()  # found again: its own box
+
+
+def test_crop_boxes_follow_the_crop_region_of_each_stream(extracted):
+    out, _ = extracted
+    points = np.load(out / "keypoints" / "bravo.npy")
+    with np.load(out / "boxes" / "bravo.npz") as boxes:
+        face = boxes["face"][0]
+    xy = points[0, FACE, :2]
+    extent = (xy.max(axis=0) - xy.min(axis=0)).max()
+    assert abs(face[2] - round(extent * 1.3)) <= 1  # the face plugin's scale 1.3
+    centre = (xy.max(axis=0) + xy.min(axis=0)) / 2
+    assert np.allclose(face[:2] + face[2] / 2, centre, atol=1)
