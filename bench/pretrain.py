@@ -34,9 +34,10 @@ import time
 import torch
 
 from mska_core.config import PretrainConfig
-from mska_core.data.crops import CropFolder, MultiCrop, MultiCropDataset, SyntheticCrops, collate_views
-from mska_core.data.render import write_synthetic_crops
+from mska_core.data.crops import CropFolder, MultiCrop, MultiCropDataset, collate_views
 from mska_core.registry import get_registry
+from mska_core.synthetic.crops import SyntheticCrops
+from mska_core.synthetic.render import write_synthetic_crops
 from mska_core.training.dino import DINOHead, MultiCropModel, ema_update
 
 ARCHS = ("vit_tiny_test", "dinov2_vits14")

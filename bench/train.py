@@ -38,9 +38,9 @@ def measure(config_path: Path | None, overrides: list[str], *, full: bool, devic
     from mska_core.config import load_config
     from mska_core.data.collate import Collator
     from mska_core.data.datasets import ClipDataset
-    from mska_core.data.synthetic import make_corpus
     from mska_core.data.vocab import Vocabularies
     from mska_core.registry import get_registry
+    from mska_core.synthetic.corpus import make_corpus
     from mska_core.training.loop import build_losses
     from mska_core.training.model import build_model
 

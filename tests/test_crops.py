@@ -13,15 +13,15 @@ from mska_core.data.crops import (
     EpochShuffle,
     MultiCrop,
     MultiCropDataset,
-    SyntheticCrops,
     collate_views,
     gaussian_blur,
     random_resized_crop,
     read_image,
     rotate_hue,
 )
-from mska_core.data.render import write_synthetic_crops
 from mska_core.errors import DataError
+from mska_core.synthetic.crops import SyntheticCrops
+from mska_core.synthetic.render import write_synthetic_crops
 
 
 def _folder_with_bad_files(root):

@@ -9,9 +9,9 @@ from mska_core.config import AugmentConfig, DataConfig, SyntheticConfig, load_co
 from mska_core.data.augment import rotate, select_frames
 from mska_core.data.datasets import ClipDataset, load_corpus
 from mska_core.data.directory import read_keypoint_file, read_split, write_split
-from mska_core.data.synthetic import lexicon, make_corpus
 from mska_core.data.vocab import BLANK, PAD, Vocabularies, Vocabulary
 from mska_core.errors import ConfigError, DataError
+from mska_core.synthetic.corpus import lexicon, make_corpus
 
 TINY = SyntheticConfig(num_train=12, num_dev=4, num_test=4, vocab_size=8)
 

@@ -144,7 +144,7 @@ def test_knn_accuracy_is_one_for_separated_classes_and_near_chance_for_noise() -
 
 def test_probe_crops_are_held_out_labelled_and_normalised() -> None:
     from mska_core.backbones import build_arch
-    from mska_core.data.render import synthetic_label
+    from mska_core.synthetic.render import synthetic_label
 
     probe = Probe("hand", 12, 28, seed=4, start=100)
     assert probe.images.shape == (12, 3, 28, 28) and probe.images.dtype == torch.float32
@@ -235,7 +235,7 @@ def test_stopping_early_and_resuming_gives_the_losses_of_an_uninterrupted_run(tm
 
 
 def test_corrupt_crop_files_are_skipped_and_counted(tmp_path) -> None:
-    from mska_core.data.render import write_synthetic_crops
+    from mska_core.synthetic.render import write_synthetic_crops
 
     crops = tmp_path / "crops"
     good = write_synthetic_crops(crops / "clip1", "face", 6, 28, seed=0)
@@ -396,7 +396,7 @@ GUIDE_SMALL = ["--set", "pretrain.max_steps=2", "--batch-size", "4", "--img-size
 
 @pytest.mark.slow
 def test_the_guides_two_pretraining_commands_and_its_verification_run(mska, tmp_path) -> None:
-    from mska_core.data.render import write_synthetic_crops
+    from mska_core.synthetic.render import write_synthetic_crops
 
     write_synthetic_crops(tmp_path / "data/single_signer/processed/face", "face", 8, 28, seed=0)
     write_synthetic_crops(tmp_path / "data/single_signer/processed/hand_l", "hand_left", 8, 28, seed=0)

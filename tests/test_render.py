@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mska_core.data.render import (
+from mska_core.synthetic.render import (
     FACE_EXPRESSIONS,
     HAND_SHAPES,
     CropStyle,

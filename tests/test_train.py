@@ -237,7 +237,7 @@ def test_predict_prints_glosses_and_translation_of_keypoint_files(trained_run, t
     import numpy as np
 
     from mska_core.config import SyntheticConfig
-    from mska_core.data.synthetic import make_corpus
+    from mska_core.synthetic.corpus import make_corpus
 
     clip = make_corpus(SyntheticConfig(num_train=1, num_dev=1, num_test=1, vocab_size=5)).test[0]
     np.save(tmp_path / "clip.npy", clip.keypoints.numpy())

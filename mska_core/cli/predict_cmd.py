@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         frames = select_frames(keypoints.shape[0], config.data.augment, None, train=False)
         crops = None
         if streams:
-            from mska_core.data.synthetic import clip_crops
+            from mska_core.synthetic.corpus import clip_crops
 
             crops = clip_crops(keypoints[frames], streams, crop_size(config, streams))
         items.append(ClipItem(index=i, name=name, keypoints=keypoints[frames], gloss="", text="",

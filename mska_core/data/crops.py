@@ -1,10 +1,9 @@
-"""Image crops for DINO pretraining: crop folders, the synthetic source, and multi-crop augmentation.
+"""Image crops for DINO pretraining: crop folders and multi-crop augmentation.
 
 - :class:`CropFolder` reads png/jpg files found recursively under one or more folders with Pillow. A
   file that is not an image, or that fails to decode, is skipped: the dataset hands out the next
   readable image instead and reports the skipped path, so a run never stops on a bad file and can
   count them at the end.
-- :class:`SyntheticCrops` draws faces or hands with :mod:`mska_core.data.render` (the embedded default).
 - :class:`MultiCrop` turns one image into DINO's views on tensors: two global and N local random
   resized crops with flips, colour jitter, grayscale, Gaussian blur and solarisation.
 - :class:`MultiCropDataset` ties a source to the augmentation; the randomness of sample ``i`` in epoch
@@ -110,30 +109,6 @@ class CropFolder:
             f"none of the {len(self.files)} image files under "
             f"{', '.join(str(f) for f in self.folders)} could be decoded; check the crop folders"
         )
-
-
-class SyntheticCrops:
-    """``count`` rendered crops of ``stream`` (faces, or hands for the ``hand`` weight group),
-    drawn once on first use and kept in memory."""
-
-    def __init__(self, stream: str, count: int, size: int, seed: int) -> None:
-        self.stream, self.count, self.size, self.seed = stream, count, size, seed
-        self._cache: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return self.count
-
-    def describe(self) -> str:
-        from mska_core.data.render import crop_kind
-
-        return f"{self.count} synthetic {crop_kind(self.stream)} crops of {self.size} px (seed {self.seed})"
-
-    def load(self, index: int) -> tuple[torch.Tensor, tuple[str, ...]]:
-        from mska_core.data.render import synthetic_crop
-
-        if index not in self._cache:
-            self._cache[index] = synthetic_crop(self.stream, index, self.size, self.seed)
-        return self._cache[index], ()
 
 
 # --- multi-crop augmentation ---------------------------------------------------------------------
@@ -329,7 +304,7 @@ def sample_seed(*parts: int) -> int:
 
 
 class MultiCropDataset:
-    """Multi-crop views of a source (:class:`CropFolder` or :class:`SyntheticCrops`).
+    """Multi-crop views of a source (:class:`CropFolder` or :class:`mska_core.synthetic.crops.SyntheticCrops`).
 
     Item ``i`` is ``(views, skipped)``: the list of view tensors and the paths skipped to find a
     readable image. Call :meth:`set_epoch` before each epoch.

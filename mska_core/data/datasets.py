@@ -27,7 +27,7 @@ PICKLE_NAMES = {"train": "labels.train", "dev": "labels.dev", "test": "labels.te
 def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: int | None = None) -> Corpus:
     """The train, dev and test splits of ``data_cfg`` (a :class:`~mska_core.config.DataConfig`)."""
     if data_cfg.source == "synthetic":
-        from mska_core.data.synthetic import make_corpus
+        from mska_core.synthetic.corpus import make_corpus
 
         if layout != "coco_wholebody":
             raise DataError(
@@ -103,7 +103,7 @@ class ClipDataset(Dataset):
         first use: an epoch then only picks frames from them."""
         cached = self._crops.get(index)
         if cached is None:
-            from mska_core.data.synthetic import clip_crops
+            from mska_core.synthetic.corpus import clip_crops
 
             cached = clip_crops(self.samples[index].keypoints, self.crop_streams, self.crop_size)
             self._crops[index] = cached

@@ -156,13 +156,13 @@ class Probe:
 
     The crops are ``count`` synthetic crops of the stream's kind drawn with ``seed`` from index
     ``start`` on (pass the size of the training set, so that none was trained on), labelled with the
-    face expression or hand shape that generated them (:func:`mska_core.data.render.synthetic_label`),
+    face expression or hand shape that generated them (:func:`mska_core.synthetic.render.synthetic_label`),
     at ``size`` px without augmentation and normalised like the views.
     """
 
     def __init__(self, stream: str, count: int, size: int, seed: int, start: int = 0) -> None:
         from mska_core.data.crops import IMAGENET_MEAN, IMAGENET_STD
-        from mska_core.data.render import synthetic_crop, synthetic_label
+        from mska_core.synthetic.render import synthetic_crop, synthetic_label
 
         indices = range(start, start + count)
         images = torch.stack([synthetic_crop(stream, i, size, seed) for i in indices]).float() / 255.0
@@ -312,7 +312,8 @@ def local_size(cfg: PretrainConfig, backbone: nn.Module) -> int:
 
 
 def crop_source(cfg: PretrainConfig, seed: int) -> Any:
-    from mska_core.data.crops import CropFolder, SyntheticCrops
+    from mska_core.data.crops import CropFolder
+    from mska_core.synthetic.crops import SyntheticCrops
 
     if cfg.train_dirs:
         return CropFolder(cfg.train_dirs)
@@ -409,8 +410,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
 
     from mska_core.checkpoints import make_payload, safe_torch_load, save_checkpoint
     from mska_core.data.crops import EpochShuffle, MultiCrop, MultiCropDataset, collate_views
-    from mska_core.data.render import crop_kind
     from mska_core.losses.dino import entropy
+    from mska_core.synthetic.render import crop_kind
 
     if registry is None:
         from mska_core.registry import get_registry

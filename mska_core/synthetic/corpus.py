@@ -17,7 +17,7 @@ glosses:
 
 Coordinates are already what the reference's normalisation produces: x and y in [-1, 1], y up.
 With ``[data] crops = true``, face and hand crops are rendered from the clip's points by
-:mod:`mska_core.data.render` (see :func:`clip_crops`).
+:mod:`mska_core.synthetic.render` (see :func:`clip_crops`).
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def clip_crops(keypoints: Any, streams: Any, size: int) -> dict[str, Any]:
     """
     import torch
 
-    from mska_core.data.render import render_crop
+    from mska_core.synthetic.render import render_crop
 
     crops = {}
     for stream in streams:
