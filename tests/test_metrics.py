@@ -96,5 +96,18 @@ def test_heads_and_their_ensemble_are_decoded():
     b = _one_hot_log_probs([1, 0, 3])
     decoded = decode_heads({"left": a, "right": b}, torch.tensor([3]))
     assert decoded["left"] == [[1, 2]] and decoded["right"] == [[1, 3]]
-    assert "ensemble" in decoded
     assert torch.allclose(ensemble_log_probs({"x": a}).exp(), a.exp(), atol=1e-6)
+
+
+def test_the_ensemble_decodes_the_mean_of_the_heads_probabilities():
+    # Per frame, head "sure" puts 0.9 on one gloss and head "unsure" 0.4 on another: the mean of the
+    # probabilities follows "sure" on frame 0 and "unsure" on frame 2 where it is the surer one. A mean
+    # of log-probabilities, a single head or a product would decode something else.
+    sure = torch.tensor([[[0.05, 0.90, 0.03, 0.02], [0.90, 0.05, 0.03, 0.02], [0.30, 0.05, 0.35, 0.30]]])
+    unsure = torch.tensor([[[0.20, 0.38, 0.02, 0.40], [0.90, 0.04, 0.03, 0.03], [0.01, 0.01, 0.03, 0.95]]])
+    logits = {"sure": sure.log(), "unsure": unsure.log()}
+    expected = ((sure + unsure) / 2).log()
+    assert torch.allclose(ensemble_log_probs(logits), expected, atol=1e-6)
+    decoded = decode_heads(logits, torch.tensor([3]))
+    assert decoded["sure"] == [[1, 2]] and decoded["unsure"] == [[3, 3]]
+    assert decoded["ensemble"] == [[1, 3]]

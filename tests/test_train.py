@@ -145,6 +145,24 @@ def test_best_checkpoint_is_chosen_on_dev_and_holds_what_evaluation_needs(tmp_pa
     assert [r["split"] for r in evals if r["kind"] == "eval"] == ["dev"]
 
 
+@pytest.mark.parametrize(
+    ("scores", "lower_is_better", "best_index"),
+    [
+        ([80.0, 40.0, 60.0, 40.0], True, 1),  # WER: the lowest, and the earlier of two ties
+        ([10.0, 30.0, 20.0, 30.0], False, 1),  # BLEU-4: the highest
+        ([None, 70.0, 50.0], True, 2),  # an evaluation without the metric never counts
+    ],
+)
+def test_the_best_checkpoint_follows_the_best_dev_score_over_many_evaluations(scores, lower_is_better, best_index):
+    from mska_core.training.loop import improves
+
+    best, chosen = None, None
+    for index, score in enumerate(scores):
+        if improves(score, best, lower_is_better=lower_is_better):
+            best, chosen = score, index
+    assert chosen == best_index
+
+
 def test_mska_losses_from_a_plugin_are_used_when_the_config_names_them(tmp_path):
     from mska_core import LossSpec, hookimpl
     from mska_core.registry import make_registry

@@ -113,6 +113,16 @@ def crop_size(config: Any, streams: list[str]) -> int:
     return sizes.pop() if len(sizes) == 1 else config.data.synthetic.crop_size
 
 
+def improves(value: float | None, best: float | None, *, lower_is_better: bool) -> bool:
+    """Whether a dev score ``value`` beats the best so far (``None``: no score yet); ties keep the
+    earlier checkpoint."""
+    if value is None:
+        return False
+    if best is None:
+        return True
+    return value < best if lower_is_better else value > best
+
+
 def load_initial_weights(encoder: nn.Module, model_cfg: Any) -> Any:
     """``[model.init]`` (weight group -> file) and ``[model.streams.<s>] init`` through
     :func:`~mska_core.checkpoints.load_mska_encoder_state`; ``None`` when nothing is to be loaded."""
@@ -479,9 +489,7 @@ class FineTuning:
         self._log({"kind": "eval", "split": "dev", "epoch": epoch + 1, "step": self.global_step, **metrics})
         key, lower = self.selection()
         value = metrics.get(key)
-        improved = value is not None and (
-            self.best_value is None or (value < self.best_value if lower else value > self.best_value)
-        )
+        improved = improves(value, self.best_value, lower_is_better=lower)
         shown = f"dev WER {metrics['wer']:.2f}" if "wer" in metrics else "dev"
         if "bleu4" in metrics:
             shown += f", BLEU-4 {metrics['bleu4']:.2f}"
