@@ -24,6 +24,11 @@ _LAZY = {
     "LoadReport": "mska_core.checkpoints.encoder_state",
     "StreamLoad": "mska_core.checkpoints.encoder_state",
     "describe": "mska_core.checkpoints.describe",
+    "describe_run": "mska_core.checkpoints.describe",
+    "check_fit": "mska_core.checkpoints.fit",
+    "FitReport": "mska_core.checkpoints.fit",
+    "diff_checkpoints": "mska_core.checkpoints.diff",
+    "DiffReport": "mska_core.checkpoints.diff",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
