@@ -247,8 +247,16 @@ def test_evaluate_reports_the_test_split(trained_run, mska):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["split"] == "test" and result["clips"] == 4
-    assert {"wer/fuse", "wer/hand", "wer/ensemble", "bleu1", "bleu4", "rouge_l"} <= set(result)
+    assert {"wer/fuse", "wer/hand", "wer/ensemble", "wer/best", "bleu1", "bleu4", "rouge_l"} <= set(result)
+    assert result["wer/best"] == min(result[f"wer/{h}"] for h in ("fuse", "hand", "ensemble"))
+    assert result["wer/best"] == result[f"wer/{result['wer_best']}"]
     assert "tok:13a" in result["bleu_signature"]
+    table = mska("evaluate", "--checkpoint", summary["best"], "--split", "test")
+    assert table.returncode == 0, table.stderr
+    for label in ("WER fuse", "WER hand", "WER ensemble", f"WER best ({result['wer_best']})"):
+        assert label in table.stdout, table.stdout
+    dev = [json.loads(l) for l in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert {"wer/fuse", "wer/hand", "wer/ensemble", "wer/best", "wer_best"} <= set(dev[-1])
 
 
 def test_predict_prints_glosses_and_translation_of_keypoint_files(trained_run, tmp_path, mska):

@@ -1,4 +1,5 @@
-"""``mska evaluate --checkpoint F [--split test]``: WER per head and for the ensemble, BLEU-1..4, ROUGE-L."""
+"""``mska evaluate --checkpoint F [--split test]``: WER per head, for the ensemble and the best of them,
+BLEU-1..4, ROUGE-L (glosses cleaned up first as ``[eval] gloss_cleanup`` says)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,17 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
             apply_override(data, override)
         config = config_from_dict(data, source="--set")
     layout = registry.layouts.get(config.model.layout)
-    corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints)
+    corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints, registry=registry)
     streams = crop_streams(config)
     dataset = ClipDataset(corpus.split(split), trained.vocabularies, config.data.augment, train=False,
-                          seed=config.run.seed, crop_streams=streams, crop_size=crop_size(config, streams))
+                          seed=config.run.seed, crop_streams=[registry.streams.get(s) for s in streams],
+                          crop_size=crop_size(config, streams), layout=layout.name)
     beam = beam_size or config.train.test_beam_size
     metrics, predictions = evaluate(
         trained.model, dataset, trained.vocabularies, info=DistInfo(), device="cpu",
         batch_size=batch_size or config.train.batch_size, beam_size=beam,
         translation_beam_size=config.train.translation_beam_size, max_text_length=config.train.max_text_length,
+        gloss_cleanup=config.eval.gloss_cleanup,
     )
     result = {"checkpoint": str(trained.path), "split": split, "ctc_beam_size": beam,
               "epoch": trained.payload.get("epoch"), **metrics}
@@ -86,12 +89,16 @@ def show(result: dict[str, Any], out: Any) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        if key.startswith("wer/"):
+        if key.startswith("wer/") and key != "wer/best":
             table.add_row(f"WER {key[4:]}", f"{value:.2f}")
+    if "wer/best" in result:
+        table.add_row(f"WER best ({result['wer_best']})", f"{result['wer/best']:.2f}")
     for key, label in (("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
                        ("rouge_l", "ROUGE-L")):
         if key in result:
             table.add_row(label, f"{result[key]:.2f}")
     out.print(table)
+    if result.get("gloss_cleanup", "none") != "none":
+        out.print(f"[dim]glosses cleaned up before WER: {result['gloss_cleanup']}[/dim]")
     if "bleu_signature" in result:
         out.print(f"[dim]sacrebleu: {result['bleu_signature']}[/dim]")

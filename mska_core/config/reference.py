@@ -76,7 +76,7 @@ DESCRIPTIONS: dict[str, str] = {
     "optim.weight_decay": "decoupled weight decay",
     "optim.betas": "Adam's betas",
     "optim.warmup_steps": "steps of linear learning-rate warm-up",
-    "optim.schedule": "learning-rate schedule after warm-up",
+    "optim.schedule": "learning-rate schedule after warm-up: `cosine` per step over the run, `cosine-epoch` the MSKA reference's (one value per epoch, over `t_max` epochs), `constant`",
     "train.epochs": "passes over the training split",
     "train.batch_size": "clips per optimiser step (over all processes)",
     "train.amp": "`bf16`: bfloat16 autocast for the forward pass",

@@ -186,7 +186,8 @@ class OptimConfig:
     weight_decay: float = attrs.field(default=1e-3, validator=_non_negative)
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.998), converter=tuple)
     warmup_steps: int = attrs.field(default=0, validator=_non_negative)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "cosine-epoch", "constant"] = "cosine"
+    t_max: int | None = attrs.field(default=None, validator=_positive)  # epochs of "cosine-epoch"; None: train.epochs
     grad_clip: float = attrs.field(default=1.0, validator=_non_negative)  # 0 disables
 
 
@@ -208,6 +209,13 @@ class TrainConfig:
     translation_beam_size: int = attrs.field(default=3, validator=_positive)
     max_text_length: int = attrs.field(default=40, validator=_positive)  # decoded tokens
     progress: bool = True  # the rich progress bar (rank 0, on a terminal)
+
+
+@attrs.frozen
+class EvalConfig:
+    """``[eval]``: how decoded glosses are scored (dev evaluation, ``mska evaluate``)."""
+
+    gloss_cleanup: Literal["none", "phoenix-2014t"] = "none"  # clean-up of hypotheses and references before WER (docs/training.md)
 
 
 @attrs.frozen
@@ -305,6 +313,7 @@ class Config:
     losses: dict[str, LossConfig] = attrs.field(factory=_default_losses)
     optim: OptimConfig = attrs.field(factory=OptimConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)
+    eval: EvalConfig = attrs.field(factory=EvalConfig)
     pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
     extract: ExtractConfig = attrs.field(factory=ExtractConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)

@@ -3,7 +3,12 @@
 Training: a length is drawn uniformly between ``speed_min`` and ``speed_max`` times the clip's length
 (within ``max_frames``), rounded up to a multiple of 4; frames are drawn without replacement (faster)
 or all frames plus random repeats (slower), in temporal order. With ``rotation`` > 0 the points are
-rotated about the origin by an angle in ``[-rotation, rotation]`` degrees with probability 1/2.
+rotated about the origin by an angle in ``[-rotation, rotation]`` degrees with probability 1/2, as the
+MSKA reference does (its ``random_move``, 15 degrees): the angle is drawn uniformly, then a coin; the
+x, y of every joint of every frame become ``(x cos a + y sin a, -x sin a + y cos a)``. The origin is
+the frame's centre for normalised coordinates (MSKA pickles, the directory format with
+``normalize``, the synthetic corpus). The reference draws one angle per batch; here every clip draws
+its own (the same distribution per clip), so that a clip's augmentation depends only on its seed.
 
 Evaluation: clips longer than ``max_frames`` keep their centre; the length is cut to a multiple of 4.
 
@@ -46,15 +51,16 @@ def select_frames(num_frames: int, cfg: Any, generator: Any, *, train: bool) -> 
 
 
 def rotate(keypoints: Any, max_degrees: float, generator: Any) -> Any:
-    """With probability 1/2, ``keypoints`` ``[T, J, 3]`` rotated about the origin by up to ``max_degrees``."""
+    """With probability 1/2, ``keypoints`` ``[T, J, C]`` rotated about the origin by an angle drawn
+    uniformly in ``[-max_degrees, max_degrees]`` (the reference's draw order and direction)."""
     import torch
 
-    coin, u = torch.rand(2, generator=generator).tolist()
+    u, coin = torch.rand(2, generator=generator).tolist()
     if max_degrees <= 0 or coin < 0.5:
         return keypoints
     theta = math.radians((2 * u - 1) * max_degrees)
     c, s = math.cos(theta), math.sin(theta)
-    matrix = torch.tensor([[c, -s], [s, c]], dtype=keypoints.dtype)
+    matrix = torch.tensor([[c, s], [-s, c]], dtype=keypoints.dtype)
     out = keypoints.clone()
     out[..., :2] = keypoints[..., :2] @ matrix.T
     return out

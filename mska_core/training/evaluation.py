@@ -1,4 +1,5 @@
-"""Decoding a split and scoring it: WER per head and for the ensemble, BLEU-1..4 and ROUGE-L.
+"""Decoding a split and scoring it: WER per head, for the ensemble and the best of them, BLEU-1..4
+and ROUGE-L.
 
 Used by the training loop on the dev split, by ``mska evaluate`` and by ``mska predict``. Under
 ``torchrun`` each rank decodes its own shard and the predictions are gathered, so every clip counts
@@ -65,22 +66,32 @@ def predict_batch(model: Any, batch: Any, vocabularies: Any, *, beam_size: int =
     return out
 
 
-def score(predictions: Sequence[Prediction]) -> dict[str, Any]:
+def score(predictions: Sequence[Prediction], *, gloss_cleanup: str = "none") -> dict[str, Any]:
     """Metrics of predictions against their references.
 
-    Keys: ``wer`` (the ensemble's, or the only head's), ``wer/<head>`` and ``wer/ensemble``, and with
-    translations ``bleu1``..``bleu4``, ``rouge_l`` and ``bleu_signature``; ``clips``.
+    Keys: ``wer/<head>`` for every head, ``wer/ensemble`` (with more than one head), ``wer/best`` (the
+    lowest of those, as the MSKA reference reports it) and ``wer_best`` (which one it is); ``wer`` is
+    the ensemble's (or the only head's), the figure that chooses the best checkpoint. With
+    translations ``bleu1``..``bleu4``, ``rouge_l`` and ``bleu_signature``; ``clips``; and
+    ``gloss_cleanup``, the clean-up applied to hypotheses and references before WER
+    (:mod:`mska_core.training.gloss_cleanup`).
     """
+    from mska_core.training.gloss_cleanup import clean_all
     from mska_core.training.metrics import translation_scores, word_error_rate
 
     metrics: dict[str, Any] = {"clips": len(predictions)}
     if not predictions:
         return metrics
-    references = [gloss_tokens(p.reference_gloss) for p in predictions]
-    for head in predictions[0].glosses:
-        counts = word_error_rate(references, [p.glosses[head].split() for p in predictions])
-        metrics[f"wer/{head}"] = counts.wer
-    metrics["wer"] = metrics.get("wer/ensemble", metrics[f"wer/{next(iter(predictions[0].glosses))}"])
+    references = [gloss_tokens(g) for g in clean_all([p.reference_gloss for p in predictions], gloss_cleanup)]
+    heads = list(predictions[0].glosses)
+    for head in heads:
+        hypotheses = clean_all([p.glosses[head] for p in predictions], gloss_cleanup)
+        metrics[f"wer/{head}"] = word_error_rate(references, [h.split() for h in hypotheses]).wer
+    best = min(heads, key=lambda head: metrics[f"wer/{head}"])
+    metrics["wer/best"] = metrics[f"wer/{best}"]
+    metrics["wer_best"] = best
+    metrics["wer"] = metrics.get("wer/ensemble", metrics[f"wer/{heads[0]}"])
+    metrics["gloss_cleanup"] = gloss_cleanup
     if predictions[0].translation is not None:
         refs = [" ".join(text_tokens(p.reference_text)) for p in predictions]
         metrics.update(translation_scores(refs, [p.translation or "" for p in predictions]))
@@ -89,8 +100,9 @@ def score(predictions: Sequence[Prediction]) -> dict[str, Any]:
 
 def evaluate(model: Any, dataset: Any, vocabularies: Any, *, info: Any, device: Any, batch_size: int,
              beam_size: int, translation_beam_size: int, max_text_length: int, amp: str = "none",
-             collate_fn: Any = None) -> tuple[dict[str, Any], list[Prediction]]:
-    """Metrics and predictions of ``dataset`` (each rank decodes its shard; results gathered)."""
+             collate_fn: Any = None, gloss_cleanup: str = "none") -> tuple[dict[str, Any], list[Prediction]]:
+    """Metrics (:func:`score`) and predictions of ``dataset`` (each rank decodes its shard; results
+    gathered). Predictions keep the glosses as decoded; ``gloss_cleanup`` applies to the scores."""
     from mska_core.data.collate import Collator
     from mska_core.training.distributed import gather, shard
 
@@ -103,4 +115,4 @@ def evaluate(model: Any, dataset: Any, vocabularies: Any, *, info: Any, device: 
                                      translation_beam_size=translation_beam_size,
                                      max_text_length=max_text_length, amp=amp)
     predictions = gather(predictions, info)
-    return score(predictions), predictions
+    return score(predictions, gloss_cleanup=gloss_cleanup), predictions
