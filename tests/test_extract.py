@@ -191,3 +191,141 @@ def test_crop_boxes_follow_the_crop_region_of_each_stream(extracted):
     assert abs(face[2] - round(extent * 1.3)) <= 1  # the face plugin's scale 1.3
     centre = (xy.max(axis=0) + xy.min(axis=0)) / 2
     assert np.allclose(face[:2] + face[2] / 2, centre, atol=1)
+
+
+def test_keypoints_from_an_mska_pickle_are_matched_by_clip_name(corpus: Path, tmp_path: Path):
+    entries = {f"train/{clip_id}": {"name": f"train/{clip_id}", "gloss": "A", "text": "a", "num_frames": 0,
+                                    "keypoint": np.load(corpus / "keypoints" / f"{clip_id}.npy")}
+               for clip_id in ("alpha", "bravo")}
+    (tmp_path / "labels.train").write_bytes(pickle.dumps(entries))
+    out = tmp_path / "out"
+    result = run_extract(str(corpus / "videos" / "alpha.mp4"), str(corpus / "videos" / "bravo.mp4"),
+                         "--keypoints", str(tmp_path / "labels.train"), "--out", str(out), "--streams", "face")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("\t")[0]: line.split("\t") for line in (out / "clips.tsv").read_text().splitlines()[1:]}
+    assert rows["alpha"][7] == f"pickle:{tmp_path / 'labels.train'}:train/alpha"
+    assert sorted(p.name for p in (out / "crops").iterdir()) == ["face"]
+    np.testing.assert_array_equal(np.load(out / "keypoints" / "bravo.npy"), entries["train/bravo"]["keypoint"])
+
+
+# --- failures, re-runs, interruptions -------------------------------------------------------------
+
+
+def test_failing_clips_are_reported_in_one_line_each_skipped_and_counted(corpus: Path, tmp_path: Path):
+    videos, keypoints = tmp_path / "videos", tmp_path / "keypoints"
+    videos.mkdir()
+    keypoints.mkdir()
+    for clip_id in ("alpha", "bravo"):
+        (videos / f"{clip_id}.mp4").write_bytes((corpus / "videos" / f"{clip_id}.mp4").read_bytes())
+    np.save(keypoints / "alpha.npy", np.load(corpus / "keypoints" / "alpha.npy"))
+    np.save(keypoints / "bravo.npy", np.load(corpus / "keypoints" / "alpha.npy"))  # 16 frames for 12
+    (videos / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    np.save(keypoints / "corrupt.npy", np.load(corpus / "keypoints" / "alpha.npy"))
+    (videos / "orphan.mp4").write_bytes((corpus / "videos" / "charlie.mp4").read_bytes())  # no keypoints
+    out = tmp_path / "out"
+    result = run_extract(str(videos), "--keypoints", str(keypoints), "--out", str(out), "--json")
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["written"] == ["alpha"]
+    reasons = {failure["id"]: failure["reason"] for failure in summary["failed"]}
+    assert sorted(reasons) == ["bravo", "corrupt", "orphan"]
+    assert "12 frames but its keypoints have 16" in reasons["bravo"]
+    assert "not a readable video" in reasons["corrupt"] or "decoding failed" in reasons["corrupt"]
+    assert "no keypoints for 'orphan'" in reasons["orphan"]
+    failed_lines = [line for line in result.stderr.splitlines() if " failed: " in line]
+    assert len(failed_lines) == 3 and "Traceback" not in result.stderr
+    assert "3 failed" in result.stderr
+    assert [line.split("\t")[0] for line in (out / "clips.tsv").read_text().splitlines()[1:]] == ["alpha"]
+    for clip_id in ("bravo", "corrupt", "orphan"):
+        assert not (out / "keypoints" / f"{clip_id}.npy").exists()
+        assert not any((out / "crops").glob(f"*/{clip_id}"))
+    assert not any((out / ".partial").iterdir())
+
+
+def test_a_rerun_skips_finished_clips(extracted, corpus: Path, tmp_path: Path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(extracted[0], out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")}
+    shutil.rmtree(out / "crops" / "hand_right" / "bravo")  # one clip lost a stream: it is done again
+    result = run_extract(str(corpus / "videos"), "--keypoints", str(corpus / "keypoints"), "--out", str(out),
+                         "--crop-size", "48", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["written"] == ["bravo"] and sorted(summary["skipped"]) == ["alpha", "charlie"]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if "bravo" not in p.parts)
+    assert len(list((out / "crops" / "hand_right" / "bravo").iterdir())) == 12
+    assert len((out / "clips.tsv").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_sigkill_during_extraction_leaves_no_half_written_clip(tmp_path: Path):
+    videos, keypoints, out = tmp_path / "videos", tmp_path / "keypoints", tmp_path / "out"
+    for index in range(4):
+        make_clip(videos, keypoints, f"clip{index}", frames=48, seed=index)
+    args = [sys.executable, "-m", "mska_core", "extract", str(videos), "--keypoints", str(keypoints),
+            "--out", str(out), "--crop-size", "96", "--no-progress"]
+    process = subprocess.Popen(args, env=mska_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:  # kill in the middle of a clip
+            if (out / "clips.tsv").is_file() and len(list(out.glob(".partial/*/crops/face/*.jpg"))) >= 5:
+                break
+            time.sleep(0.01)
+        assert process.poll() is None, "extraction ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    finished = {line.split("\t")[0]: int(line.split("\t")[2])
+                for line in (out / "clips.tsv").read_text().splitlines()[1:]}
+    assert len(finished) < 4
+    for clip_id, frames in finished.items():
+        assert np.load(out / "keypoints" / f"{clip_id}.npy").shape[0] == frames
+    for folder in out.glob("crops/*/*"):  # whatever is in place is whole
+        assert len(list(folder.iterdir())) == 48, folder
+    assert not [p for p in out.glob("keypoints/*") if p.suffix != ".npy"]
+    rerun = run_extract(str(videos), "--keypoints", str(keypoints), "--out", str(out), "--crop-size", "96",
+                        "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert sorted(summary["skipped"]) == sorted(finished)
+    assert sorted(summary["skipped"] + summary["written"]) == [f"clip{i}" for i in range(4)]
+    for clip_id in summary["written"]:
+        assert all(len(list(out.glob(f"crops/{s}/{clip_id}/*.jpg"))) == 48 for s in COLOURS)
+    assert not any((out / ".partial").iterdir())
+
+
+def test_bad_usage_is_one_line_and_exit_code_2(corpus: Path, tmp_path: Path):
+    videos, keypoints, out = str(corpus / "videos"), str(corpus / "keypoints"), str(tmp_path / "out")
+    cases = {
+        ("--keypoints", keypoints, "--streams", "tail"): "tail",
+        ("--keypoints", keypoints, "--streams", "body"): "declares no crop region",
+        ("--estimator", "openpose"): "openpose",
+        ("--keypoints", keypoints, "--split", "train"): "--annotations and --split go together",
+        ("--keypoints", str(tmp_path / "nowhere")): "does not exist",
+        ("--keypoints", keypoints, "--crop-size", "0"): "crop_size",
+    }
+    for extra, expected in cases.items():
+        result = run_extract(videos, "--out", out, *extra)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert expected in result.stderr and "Traceback" not in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (extra, result.stderr)
+    assert run_extract(videos, "--out", out).returncode == 2  # neither --keypoints nor --estimator
+    assert not (tmp_path / "out" / "clips.tsv").exists()
+
+
+def test_two_worker_processes_write_what_one_process_writes(extracted, corpus: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = run_extract(str(corpus / "videos"), "--keypoints", str(corpus / "keypoints"), "--out", str(out),
+                         "--crop-size", "48", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    one = sorted(p.relative_to(extracted[0]) for p in extracted[0].rglob("*") if p.is_file())
+    two = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert one == two
+    for path in one:
+        if path.suffix in (".jpg", ".npy"):
+            assert (extracted[0] / path).read_bytes() == (out / path).read_bytes(), path
+    assert (extracted[0] / "clips.tsv").read_text() == (out / "clips.tsv").read_text()

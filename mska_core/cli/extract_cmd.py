@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     report = run_extraction(request, registry=registry, progress=progress)
     out.print(f"extracted {len(report.written)} clip(s), {report.frames} frames in {report.seconds:.1f} s "
               f"({report.frames_per_second:.0f} frames/s); {len(report.skipped)} already finished; "
-              f"{len(report.failed)} failed")
+              f"{len(report.failed)} failed", soft_wrap=True)
     if report.split_table is not None:
-        out.print(f"wrote {report.split_table}")
+        out.print(f"wrote {report.split_table}", soft_wrap=True)
     if args.json:
         emit_json({
             "out": str(request.out),
