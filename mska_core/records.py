@@ -186,7 +186,12 @@ class CheckpointFormat:
     - ``sniff(probe) -> bool``: whether the file behind a :class:`mska_core.checkpoints.FileProbe`
       is in this format. Exactly one format may claim a file.
     - ``read(probe) -> Checkpoint``: the file's tensors and metadata, without running pickled code.
-    - ``write(checkpoint, path) -> None``: optional; writes atomically.
+    - ``write(checkpoint, path) -> None``: optional; writes a :class:`mska_core.checkpoints.Checkpoint`
+      or one of our payload dicts atomically (temporary file in the destination folder, then
+      ``os.replace``). ``save_checkpoint`` calls it.
+    - ``suffixes``: the file name endings this format writes (``(".safetensors",)``);
+      ``save_checkpoint`` picks the writable format that claims a path's suffix, and ``mska`` for
+      every other path.
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -194,6 +199,7 @@ class CheckpointFormat:
     read: Callable[[Any], Any]
     write: Callable[..., None] | None = None
     description: str = ""
+    suffixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     provider: Provider | None = _provider_field()
 
 

@@ -246,3 +246,59 @@ def test_list_checkpoints_skips_temporary_files(tmp_path):
 def test_checkpoint_record_describes_itself(tmp_path):
     checkpoint = Checkpoint("mska", {"kind": "backbone", "arch": "vit_tiny_test"}, _sd(), tmp_path / "f.pt")
     assert checkpoint.describe() == f"{tmp_path / 'f.pt'} (format mska, kind backbone, arch vit_tiny_test, 2 tensors)"
+
+
+# -- saving through the formats -------------------------------------------------------------------
+
+
+class NpzFormat:
+    """A plugin format that reads and writes numpy ``.npz`` archives (its own real files)."""
+
+    @hookimpl
+    def mska_checkpoint_formats(self):
+        import numpy as np
+
+        def write(payload, path):
+            state = {k: v.numpy() for k, v in payload["state_dict"].items()}
+            with open(path, "wb") as handle:
+                np.savez(handle, **state)
+
+        def sniff(probe):
+            return probe.path.suffix == ".npz"
+
+        def read(probe):
+            with np.load(probe.path) as archive:
+                return Checkpoint("npz", {}, {k: torch.from_numpy(archive[k]) for k in archive.files}, probe.path)
+
+        return [CheckpointFormat(name="npz", sniff=sniff, read=read, write=write, suffixes=(".npz",))]
+
+
+def test_save_checkpoint_writes_through_the_format_that_claims_the_suffix(tmp_path):
+    from safetensors import safe_open
+
+    from mska_core.registry import make_registry
+
+    registry = make_registry(NpzFormat())
+    payload = make_payload("backbone", _sd(2.0), stream="face", epoch=3, registry=registry)
+    save_checkpoint(payload, tmp_path / "w.npz", registry=registry)
+    assert zipfile.is_zipfile(tmp_path / "w.npz")  # numpy's archive, not a torch file
+    back = load_checkpoint(tmp_path / "w.npz", registry=registry)
+    assert back.format == "npz" and torch.equal(back.state_dict["blocks.0.weight"], _sd(2.0)["blocks.0.weight"])
+    save_checkpoint(payload, tmp_path / "w.safetensors", registry=registry)
+    with safe_open(str(tmp_path / "w.safetensors"), framework="pt") as handle:
+        assert json.loads(handle.metadata()["stream"]) == "face"
+    save_checkpoint(payload, tmp_path / "w.bin", registry=registry)  # no format claims .bin: ours
+    assert torch.load(tmp_path / "w.bin", weights_only=True)["epoch"] == 3
+
+
+def test_save_checkpoint_refuses_a_read_only_format():
+    with pytest.raises(CheckpointError, match=r"format 'dino' can only be read; formats that write: mska, safetensors"):
+        save_checkpoint(make_payload("backbone", _sd()), "x.pth", format="dino")
+
+
+def test_payload_provenance_comes_from_the_registry_that_made_it():
+    from mska_core.registry import make_registry
+
+    payload = make_payload("backbone", _sd(), registry=make_registry(NpzFormat()))
+    assert "NpzFormat" in payload["plugins"]
+    assert "NpzFormat" not in make_payload("backbone", _sd())["plugins"]

@@ -88,21 +88,42 @@ def load_checkpoint(path: str | Path, *, select: str | None = None, registry: An
     return checkpoint
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    """Write ``payload`` to ``path`` atomically and return the path.
+def save_checkpoint(payload: dict[str, Any], path: str | Path, *, format: str | None = None,
+                    registry: Any = None) -> Path:
+    """Write ``payload`` to ``path`` atomically through a checkpoint format's ``write``; return the path.
 
-    ``.safetensors`` files get the tensors of ``state_dict`` and the other keys as JSON metadata;
-    anything else is written with ``torch.save``. The payload must be plain data (see
-    :func:`~mska_core.checkpoints.make_payload`); the previous file stays intact until the new one
-    is complete.
+    The format is ``format`` when given, else the writable format whose ``suffixes`` claim the
+    path's suffix (``.safetensors``: the tensors of ``state_dict``, every other key as JSON metadata),
+    else ``mska`` (``torch.save`` of plain data). The payload must be plain data (see
+    :func:`~mska_core.checkpoints.make_payload`); the previous file stays intact until the new one is
+    complete.
     """
-    from mska_core.checkpoints.formats import write_mska, write_safetensors
-
     check_plain(payload)
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return write_safetensors(payload, path)
-    return write_mska(payload, path)
+    fmt = writer_for(path, format=format, registry=registry)
+    fmt.write(payload, path)
+    return path
+
+
+def writer_for(path: Path, *, format: str | None = None, registry: Any = None) -> Any:
+    """The writable :class:`~mska_core.records.CheckpointFormat` that ``save_checkpoint`` uses for ``path``."""
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
+    formats = registry.checkpoint_formats
+    if format is not None:
+        fmt = formats.get(format)
+        if fmt.write is None:
+            writable = ", ".join(f.name for f in formats if f.write is not None) or "none"
+            raise CheckpointError(f"checkpoint format {format!r} can only be read; formats that write: {writable}")
+        return fmt
+    claims = [f for f in formats if f.write is not None and path.suffix in f.suffixes]
+    if len(claims) > 1:
+        names = " and ".join(f"{f.name!r} ({f.provider})" for f in claims[:2])
+        raise CheckpointError(f"{path}: two checkpoint formats write {path.suffix!r} files, {names}; "
+                              "disable one plugin with MSKA_DISABLE_PLUGINS or pass format=")
+    return claims[0] if claims else formats.get("mska")
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:

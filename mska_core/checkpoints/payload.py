@@ -67,12 +67,15 @@ def make_payload(
     epoch: int | None = None,
     global_step: int | None = None,
     config: Any = None,
+    registry: Any = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Build our checkpoint payload: the given fields plus format, version, time and provenance.
 
     ``config`` may be a :class:`~mska_core.config.Config` (stored resolved, as plain data) or plain
     data already. ``extra`` keys (optimizer state, a vocabulary ...) must be plain data too.
+    ``plugins`` records the plugin versions of ``registry``, the one that made the weights (the
+    process-wide registry when not given).
     """
     if kind not in KINDS:
         raise CheckpointError(f"unknown checkpoint kind {kind!r}; valid: {', '.join(KINDS)}")
@@ -93,7 +96,7 @@ def make_payload(
         "global_step": global_step,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mska_core_version": _core_version(),
-        "plugins": _plugin_versions(),
+        "plugins": _plugin_versions(registry),
         "config": config,
     }
     payload.update(extra)
@@ -137,7 +140,9 @@ def _core_version() -> str:
     return __version__
 
 
-def _plugin_versions() -> dict[str, str]:
-    from mska_core.registry import get_registry
+def _plugin_versions(registry: Any) -> dict[str, str]:
+    if registry is None:
+        from mska_core.registry import get_registry
 
-    return dict(get_registry().host.versions())
+        registry = get_registry()
+    return dict(registry.host.versions())

@@ -18,13 +18,14 @@ def _deferred(name: str) -> Callable[..., Any]:
     return call
 
 
+#: name, function stem, the suffixes it writes (none: read-only), description
 _FORMATS = (
-    ("mska", "mska", True, "mska-core payload (torch.save of plain data; DESIGN §6)"),
-    ("safetensors", "safetensors", True, "safetensors; metadata as JSON strings in __metadata__"),
-    ("state_dict", "state_dict", False, "a bare state dict, or one under 'model'/'state_dict'/..."),
-    ("lightning", "lightning", False, "PyTorch Lightning .ckpt (state_dict + pytorch-lightning_version)"),
-    ("dino", "dino", False, "DINO v1 checkpoint.pth (student/teacher; argparse.Namespace allowed)"),
-    ("mska-paper", "mska_paper", False, "sutwangyan/MSKA checkpoints ({'model': ...}), keys converted"),
+    ("mska", "mska", (".pt", ".pth"), "mska-core payload (torch.save of plain data; DESIGN §6)"),
+    ("safetensors", "safetensors", (".safetensors",), "safetensors; metadata as JSON strings in __metadata__"),
+    ("state_dict", "state_dict", (), "a bare state dict, or one under 'model'/'state_dict'/..."),
+    ("lightning", "lightning", (), "PyTorch Lightning .ckpt (state_dict + pytorch-lightning_version)"),
+    ("dino", "dino", (), "DINO v1 checkpoint.pth (student/teacher; argparse.Namespace allowed)"),
+    ("mska-paper", "mska_paper", (), "sutwangyan/MSKA checkpoints ({'model': ...}), keys converted"),
 )
 
 
@@ -35,8 +36,9 @@ def mska_checkpoint_formats() -> list[CheckpointFormat]:
             name=name,
             sniff=_deferred(f"sniff_{stem}"),
             read=_deferred(f"read_{stem}"),
-            write=_deferred(f"write_{stem}") if writable else None,
+            write=_deferred(f"write_{stem}") if suffixes else None,
             description=description,
+            suffixes=suffixes,
         )
-        for name, stem, writable, description in _FORMATS
+        for name, stem, suffixes, description in _FORMATS
     ]
