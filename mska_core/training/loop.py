@@ -520,9 +520,9 @@ class FineTuning:
         payload = make_payload(
             "model", self.model.state_dict(), epoch=epoch + 1, global_step=self.global_step,
             metrics={"dev": metrics}, selection={"metric": key, "lower_is_better": lower},
-            decoder_head=self.model.decoder_head, **self._common(),
+            decoder_head=self.model.decoder_head, registry=self.registry, **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / BEST)
+        save_checkpoint(payload, self.run_dir / BEST, registry=self.registry)
 
     def _save_last(self, epoch: int) -> None:
         if not self.info.is_main:
@@ -535,9 +535,10 @@ class FineTuning:
             optimizer=self.optimizer.state_dict(), rng=rng_state(),
             position={"epoch": self.position[0], "batch": self.position[1]},
             best={"metric": key, "value": self.best_value, "metrics": self.best_metrics},
-            metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, **self._common(),
+            metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, registry=self.registry,
+            **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / LAST)
+        save_checkpoint(payload, self.run_dir / LAST, registry=self.registry)
 
     def _log(self, record: dict[str, Any]) -> None:
         self.records.append(record)
