@@ -53,5 +53,5 @@ class DataError(MskaError):
     """Input data (keypoints, crops, pickles, vocabularies) is missing or malformed."""
 
 
-class RunFolderError(MskaError):
+class RunFolderError(ConfigError):
     """A run folder cannot be used: another run holds it, it already holds a run, or it is not writable."""

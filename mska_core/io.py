@@ -111,3 +111,31 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_jsonl(path: str | Path) -> list:
+    """The records of a JSON-lines file (``metrics.jsonl``); a line that is not JSON is a
+    :class:`~mska_core.errors.DataError` naming the file and the line. A missing file has none."""
+    import json
+
+    from mska_core.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a JSON-lines file (not UTF-8 text); move it away and run again") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise DataError(
+                f"{path}: line {number} is not JSON, so the file is not the JSON-lines record this command "
+                "writes; repair the line or move the file away"
+            ) from None
+    return records

@@ -46,6 +46,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue from <output-dir>/checkpoint.pt with identical results")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume: allow more --epochs than the run was started with")
     parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (schedules unchanged)")
     parser.add_argument("--num-workers", type=int, metavar="N", help="data-loading worker processes")
     parser.add_argument("--seed", type=int, help="random seed ([run] seed)")
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     out = console()
-    result = pretrain(config, console=out)
+    result = pretrain(config, console=out, extend=args.extend)
     summary = {
         "stream": result.stream,
         "output_dir": str(result.output_dir),

@@ -40,6 +40,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--config", "-c", dest="file", metavar="F", help="TOML config (omit for the defaults)")
     add_config_options(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume: allow a larger train.epochs than the run was started with")
     parser.add_argument("--use-mska", action="store_true",
                         help="the MSKA paper's four streams and heads (when the config names none)")
     parser.add_argument("--mska-face-state", metavar="F", help="face encoder weights: [model.init] face")
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         if main_rank:
             out.print(f"[dim]shorthand:[/dim] {note}")
-    tuning = FineTuning(config, resume=args.resume, registry=registry, out=out.print, console=out)
+    tuning = FineTuning(config, resume=args.resume, registry=registry, out=out.print, console=out,
+                        extend=args.extend)
     tuning.prepare()
     if main_rank:
         out.print(f"run folder: {tuning.run_dir}")

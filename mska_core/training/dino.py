@@ -349,15 +349,13 @@ def _device(name: str) -> torch.device:
 
 
 def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            if record.get("step", 0) <= up_to_step:
-                records.append(record)
-    return records
+    from mska_core.io import read_jsonl
+
+    return [r for r in read_jsonl(path) if isinstance(r, dict) and r.get("step", 0) <= up_to_step]
+
+
+#: What ``--resume`` reads from ``checkpoint.pt``.
+RESUME_KEYS = ("state_dict", "teacher", "loss", "optimizer", "rng", "epoch", "global_step", "min_loss", "config")
 
 
 def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
@@ -404,8 +402,13 @@ class _Reporter:
             self.progress.stop()
 
 
-def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> PretrainResult:
-    """Run DINO pretraining as ``config.pretrain`` says; see the module docstring."""
+def pretrain(config: Config, *, registry: Any = None, console: Any = None, extend: bool = False) -> PretrainResult:
+    """Run DINO pretraining as ``config.pretrain`` says; see the module docstring.
+
+    The output folder is locked while the run writes it; a folder that holds a checkpoint is refused
+    unless ``pretrain.resume`` is set, and a resume whose config differs incompatibly from the stored
+    one is refused (``extend=True`` lets ``pretrain.epochs`` grow).
+    """
     from torch.utils.data import DataLoader
 
     from mska_core.checkpoints import make_payload, safe_torch_load, save_checkpoint
@@ -413,18 +416,29 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
     from mska_core.losses.dino import entropy
     from mska_core.synthetic.render import crop_kind
 
-    if registry is None:
-        from mska_core.registry import get_registry
+    from mska_core.registry import registry_for
+    from mska_core.training import runfolder
 
-        registry = get_registry()
+    registry = registry_for(config.plugins, registry)
     cfg = config.pretrain
     stream = resolve_stream(cfg.stream, registry)
     seed = config.run.seed
     device = _device(config.run.device)
     output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = runfolder.RunFolderLock(output_dir).acquire()
     checkpoint_path = output_dir / CHECKPOINT_NAME
     metrics_path = output_dir / METRICS_NAME
+    runfolder.check_start(output_dir, checkpoint_path, resume=cfg.resume)
+    state = None
+    if cfg.resume and checkpoint_path.exists():
+        state = safe_torch_load(checkpoint_path)
+        if not isinstance(state, dict):
+            raise MskaError(f"{checkpoint_path}: holds a {type(state).__name__}, not a pretraining state")
+        runfolder.require_keys(state, RESUME_KEYS, checkpoint_path)
+        from mska_core.training.loop import stored_config
+
+        runfolder.check_resume(stored_config(state["config"]), unstructure(config), loop="pretrain",
+                               source=checkpoint_path, extend=extend)
     save_config(config, output_dir / CONFIG_NAME)
     seed_everything(seed)
 
@@ -466,8 +480,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
     history: list[dict[str, Any]] = []
     skipped: set[str] = set()
     reporter_console = console
-    if cfg.resume and checkpoint_path.exists():
-        state = safe_torch_load(checkpoint_path)
+    if state is not None:
         student.load_state_dict(state["state_dict"])
         teacher.load_state_dict(state["teacher"])
         dino_loss.load_state_dict(state["loss"])
@@ -618,6 +631,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None) -> Pr
     if cfg.export_backbone:
         exported.append(save_checkpoint(make_payload("backbone", state_dict, **common), Path(cfg.export_backbone)))
     ignored = len(getattr(source, "ignored", ()))
+    lock.release()
     return PretrainResult(output_dir=output_dir, checkpoint=checkpoint_path, metrics=metrics_path, stream=stream,
                           epochs=completed, global_step=global_step, min_loss=min_loss, exported=tuple(exported),
                           skipped=tuple(sorted(skipped)), ignored=ignored)

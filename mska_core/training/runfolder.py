@@ -37,6 +37,7 @@ LOCK_NAME = ".mska.lock"
 #: change how a run is watched, where it writes exports or where it stops early, never what it computes.
 RESUMABLE_CHANGES: tuple[str, ...] = (
     "run.device",
+    "run.name",
     "run.output_dir",
     "plugins.",
     "train.progress",
@@ -124,6 +125,9 @@ class RunFolderLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    def __del__(self) -> None:  # a run abandoned by an exception gives the folder up with its object
+        self.release()
 
     def __enter__(self) -> RunFolderLock:
         return self.acquire()
