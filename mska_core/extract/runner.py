@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from mska_core.errors import DataError, MskaError, UnknownNameError
+from mska_core.errors import DataError, MskaError, PluginError, UnknownNameError
 from mska_core.extract.annotations import Annotations, write_split
 from mska_core.extract.boxes import StreamCrop
 from mska_core.extract.clip import ClipFailed, ClipJob, ExtractOptions, extract_clip
@@ -204,9 +204,9 @@ def _run_here(jobs: Sequence[ClipJob], options: ExtractOptions, registry: Any, d
     estimator = None
     try:
         for job in jobs:
+            if estimator is None and isinstance(job.keypoints, EstimatorRef):  # a failure here stops the run
+                estimator = registry.keypoint_estimators.get(job.keypoints.name).build({})
             try:
-                if estimator is None and isinstance(job.keypoints, EstimatorRef):
-                    estimator = registry.keypoint_estimators.get(job.keypoints.name).build({})
                 row = extract_clip(job, options, estimator, frames)
             except (ClipFailed, MskaError) as exc:
                 fail(job.video.id, str(exc))
@@ -266,6 +266,8 @@ def _run_in_workers(jobs: Sequence[ClipJob], options: ExtractOptions, workers: i
                 queued -= 1
                 feed()
                 continue
+            if kind == "fatal":
+                raise PluginError(payload)
             current.pop(pid, None)
             outstanding -= 1
             if kind == "done":
@@ -290,10 +292,14 @@ def _worker(tasks: Any, results: Any, options: ExtractOptions) -> None:
     try:
         while (job := tasks.get()) is not None:
             results.put(("start", pid, job.video.id))
-            try:
-                if estimator is None and isinstance(job.keypoints, EstimatorRef):
+            if estimator is None and isinstance(job.keypoints, EstimatorRef):
+                try:
                     registry = registry_for(options.plugins)
                     estimator = registry.keypoint_estimators.get(job.keypoints.name).build({})
+                except MskaError as exc:  # the estimator cannot run at all: the parent stops the run
+                    results.put(("fatal", pid, str(exc)))
+                    return
+            try:
                 row = extract_clip(job, options, estimator, lambda n: results.put(("frames", pid, n)))
             except (ClipFailed, MskaError) as exc:
                 results.put(("failed", pid, (job.video.id, str(exc))))
