@@ -73,6 +73,7 @@ def check_loss_options(config: Config, source: str, registry: Any) -> None:
             continue
         parameters = signature.parameters.values()
         if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            _try_build(name, spec, loss_cfg.options, source)
             continue
         accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for key in loss_cfg.options:
@@ -96,7 +97,7 @@ def resolve_model(config: Config, registry: Any) -> Config:
     import attrs
 
     from mska_core.config.schema import HeadConfig, StreamConfig
-    from mska_core.encoder.model import resolve_heads
+    from mska_core.encoder.build import resolve_heads
 
     names = selected_streams(config.model, registry)
     streams = {name: config.model.streams.get(name, StreamConfig()) for name in names}
@@ -152,3 +153,28 @@ def check_providers(config: Config, providers: Any, source: str, registry: Any) 
             f"{source}: needs {kind} {name!r}, which no loaded plugin supplies; install the plugin that "
             f"supplies it (registered: {', '.join(catalog.names()) or 'none'})"
         )
+
+
+def _try_build(name: str, spec: Any, options: dict[str, Any], source: str) -> None:
+    """A factory that takes ``**options`` (a deferred import) is built once to learn whether it takes
+    ``options``; an unexpected keyword is a ConfigError, anything else shows when the run builds it."""
+    if not options:
+        return
+    import re
+
+    from mska_core.errors import MskaError
+
+    try:
+        spec.build(**options)
+    except TypeError as exc:
+        match = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        if match:
+            raise ConfigError(
+                f"{source}: unknown key 'losses.{name}.{match.group(1)}'; loss {name!r} ({spec.provider}) does "
+                "not take it (see docs/training.md for each loss's options)"
+            ) from None
+    except MskaError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise ConfigError(f"{source}: losses.{name}: {exc}") from None
+    except Exception:  # noqa: BLE001 - other problems are reported when the run builds the loss
+        pass

@@ -1,19 +1,16 @@
 """The multi-stream encoder (needs torch): :class:`MSKAEncoder`, its batch and output records, and its
-blocks. ``mska_core.encoder.reference`` converts the MSKA reference implementation's checkpoints."""
+blocks. ``mska_core.encoder.reference`` converts the MSKA reference implementation's checkpoints;
+``docs/encoder.md`` describes the module layout and the fast path."""
 
-from mska_core.encoder.model import (
-    PAPER_HEADS,
-    PAPER_STREAMS,
-    AttentionBlock,
-    ClipBatch,
-    ConvNorm,
-    CropBranch,
-    EncoderOutput,
-    KeypointBranch,
-    MSKAEncoder,
-    StreamBranch,
-    VisualHead,
-)
+from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS
+from mska_core.encoder.attention import AttentionBlock
+from mska_core.encoder.build import build_encoder
+from mska_core.encoder.crop import CropBranch
+from mska_core.encoder.head import VisualHead
+from mska_core.encoder.keypoint import KeypointBranch
+from mska_core.encoder.layers import ConvNorm, set_fused_kernels, use_fused_kernels
+from mska_core.encoder.model import MSKAEncoder, StreamBranch
+from mska_core.encoder.records import ClipBatch, EncoderOutput
 
 __all__ = [
     "PAPER_HEADS",
@@ -27,4 +24,7 @@ __all__ = [
     "MSKAEncoder",
     "StreamBranch",
     "VisualHead",
+    "build_encoder",
+    "set_fused_kernels",
+    "use_fused_kernels",
 ]

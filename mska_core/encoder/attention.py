@@ -1,0 +1,226 @@
+"""The spatial–temporal attention block of MSKA (arXiv 2405.05672), one stream at a time.
+
+Per head ``s``, with ``x`` of ``C`` channels over ``T`` frames and ``V`` joints::
+
+    q, k    = split(W_qk (x + pe_joint) + b)                               # [S, I, T, V] each
+    A[s]    = tanh(sum_{c,t} q[s,c,t,u] k[s,c,t,v] / (I T)) * alpha[s] + G[s]   # [V, V]  (paper)
+    A[s]    = softmax_u(alpha[s] sum_{c,t valid} q k / sqrt(I T_valid) + G[s])  # [V, V]  (softmax)
+    y       = lrelu(skip_a(x) + BN(W_a concat_s(x A[s])))                  # "attend"
+    y       = lrelu(skip_m(x) + BN(W_m y))                                  # "mix"
+    out     = lrelu(skip_t(y) + BN(conv_t(y)))                              # temporal conv, kernel k, stride s
+
+The skips are identities, or 1×1 maps with batch norm when the block changes width or stride.
+
+:class:`AttentionBlock` has two implementations of that computation behind one switch, its
+``fused`` attribute (default from :func:`~mska_core.encoder.layers.use_fused_kernels`):
+
+- :meth:`AttentionBlock.forward_plain` is the formula above written as the reference writes it,
+  channels-first ``[N, C, T, V]``, one ``einsum`` per product, the batch norms as modules. It is the
+  reference the fast path is tested against.
+- :meth:`AttentionBlock.forward_fused` computes the same thing time-major and channels-last
+  ``[N, T, V, C]``: the queries and keys of a clip come out of one product already laid out for the
+  scores, the joints are mixed per frame by one batched product whose rows are the attend map's
+  input, the attend map is one product over every head, frame and clip, the batch norms run on
+  those rows with the native kernel (one fused backward), and the temporal convolution is a
+  channels-last convolution. In eval mode the batch norms are folded into the maps before them and
+  the temporal skip into the convolution's centre tap. Nothing is kept between calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mska_core.encoder.layers import LEAKY_SLOPE, ConvNorm, batch_norm_rows, frame_mask, sinusoid, use_fused_kernels
+
+#: Additive bias that hides a joint from softmax attention (finite, so a row never becomes NaN).
+HIDDEN_BIAS = -1.0e4
+
+
+class AttentionBlock(nn.Module):
+    """One spatial–temporal attention block of one stream (see the module docstring).
+
+    ``attention="paper"`` is the reference's tanh attention plus the learned global matrix, which
+    masks nothing (padded frames enter the scores as in the reference); ``"softmax"`` leaves padded
+    frames out of the scores and hides joints never seen in a clip.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        inter_channels: int,
+        num_joints: int,
+        *,
+        num_heads: int,
+        temporal_kernel: int,
+        stride: int,
+        attention: str = "paper",
+        attention_dropout: float = 0.0,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.inter_channels = in_channels, out_channels, inter_channels
+        self.num_joints, self.num_heads = num_joints, num_heads
+        self.kernel, self.stride = temporal_kernel, stride
+        self.attention = attention
+        self.attention_dropout = attention_dropout
+        self.fused = use_fused_kernels() if fused is None else fused
+        heads = num_heads
+        self.qk = nn.Conv2d(in_channels, 2 * heads * inter_channels, 1)
+        self.alpha = nn.Parameter(torch.ones(heads))
+        self.global_attention = nn.Parameter(torch.full((heads, num_joints, num_joints), 1.0 / num_joints))
+        self.attend = ConvNorm(heads * in_channels, out_channels)
+        self.mix = ConvNorm(out_channels, out_channels)
+        self.temporal = ConvNorm(out_channels, out_channels, temporal_kernel, stride)
+        reshapes = in_channels != out_channels or stride != 1
+        self.skip_attend = ConvNorm(in_channels, out_channels) if reshapes else None
+        self.skip_mix = ConvNorm(in_channels, out_channels) if reshapes else None
+        self.skip_temporal = ConvNorm(out_channels, out_channels, 1, stride) if reshapes else None
+        # The reference's spatial positional encoding: a sinusoid over the joint index, [C, V].
+        self.register_buffer("joint_encoding", sinusoid(num_joints, in_channels).t().contiguous(), persistent=False)
+
+    def output_length(self, length: Any) -> Any:
+        """Frames out for ``length`` frames in (an int or a long tensor)."""
+        pad = self.kernel // 2
+        return (length + 2 * pad - self.kernel) // self.stride + 1
+
+    def forward(self, x: Tensor, lengths: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """``x`` ``[N, T, V, C]`` (time-major, channels-last) to ``[N, T', V, C_out]``.
+
+        ``lengths`` ``[N]`` (valid frames) and ``hidden`` ``[N, V]`` (joints never seen) matter to
+        softmax attention only.
+        """
+        if self.fused:
+            return self.forward_fused(x, lengths, hidden)
+        return self.forward_plain(x, lengths, hidden)
+
+    # -- the plain path: the formula, channels-first ---------------------------------------------
+
+    def forward_plain(self, x: Tensor, lengths: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """The block as written in the module docstring; the fast path's reference."""
+        x = x.permute(0, 3, 1, 2)  # [N, C, T, V]
+        N, C, T, V = x.shape
+        S, I = self.num_heads, self.inter_channels
+        q, k = self.qk(x + self.joint_encoding.unsqueeze(1)).view(N, 2, S, I, T, V).unbind(1)  # [N, S, I, T, V]
+        if self.attention == "paper":
+            scores = torch.einsum("nsctu,nsctv->nsuv", q, k) / (I * T)
+            attention = torch.tanh(scores) * self.alpha.view(1, S, 1, 1) + self.global_attention
+        else:
+            attention = self.softmax_weights_plain(q, k, lengths, hidden)
+        attention = F.dropout(attention, self.attention_dropout, self.training)  # [N, S, U, V]
+        mixed = torch.einsum("nctu,nsuv->nsctv", x, attention).reshape(N, S * C, T, V)
+        y = F.leaky_relu(self.skip(self.skip_attend, x) + self.attend(mixed), LEAKY_SLOPE)
+        y = F.leaky_relu(self.skip(self.skip_mix, x) + self.mix(y), LEAKY_SLOPE)
+        z = F.leaky_relu(self.skip(self.skip_temporal, y) + self.temporal(y), LEAKY_SLOPE)
+        return z.permute(0, 2, 3, 1)  # [N, T', V, C_out]
+
+    def softmax_weights_plain(self, q: Tensor, k: Tensor, lengths: Tensor, hidden: Tensor | None) -> Tensor:
+        """``[N, S, U, V]``: how much joint ``v`` reads joint ``u``, a distribution over ``u``."""
+        N, S, I, T, V = q.shape
+        valid = frame_mask(lengths, T).to(q.dtype)  # [N, T]
+        frames = lengths.clamp(min=1).to(q.dtype).view(N, 1, 1, 1)
+        scores = torch.einsum("nsctu,nsctv,nt->nsuv", q, k, valid)
+        logits = scores * self.alpha.view(1, S, 1, 1) * torch.rsqrt(frames * I) + self.global_attention
+        if hidden is not None:
+            logits = logits + hidden.to(logits.dtype).mul(HIDDEN_BIAS).view(N, 1, V, 1)
+        return logits.softmax(dim=2)
+
+    @staticmethod
+    def skip(unit: ConvNorm | None, x: Tensor) -> Tensor:
+        return x if unit is None else unit(x)
+
+    # -- the fast path: time-major, channels-last ------------------------------------------------
+
+    def forward_fused(self, x: Tensor, lengths: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """The same computation as :meth:`forward_plain`, laid out for large products."""
+        N, T, V, C = x.shape
+        S = self.num_heads
+        training = self.training
+        rows = x.reshape(N * T * V, C)
+
+        # Queries and keys of each clip as [2S·I, T·V] (the map of the frame-major rows): each head's
+        # scores are then one product over (channel, frame), with no copy of q or k.
+        weight = self.qk.weight.flatten(1)  # [2S·I, C]
+        joint_bias = torch.addmm(self.qk.bias.unsqueeze(1), weight, self.joint_encoding)  # [2S·I, V]
+        qk = torch.matmul(weight, x.view(N, T * V, C).transpose(1, 2))  # [N, 2S·I, T·V]
+        qk = qk.view(N, 2 * S, -1, T, V).add_(joint_bias.view(2 * S, -1, 1, V))
+        q, k = qk.view(N, 2, S, -1, V).unbind(1)  # [N, S, I·T, V] each
+        if self.attention == "paper":
+            scores = torch.matmul(q.transpose(-1, -2), k)  # [N, S, U, V]
+            attention = torch.addcmul(self.global_attention, torch.tanh(scores / q.shape[2]), self.alpha.view(S, 1, 1))
+            attention = F.dropout(attention, self.attention_dropout, training)
+            by_target = attention.permute(0, 3, 1, 2)  # [N, V, S, U]
+        else:
+            by_target = self.softmax_weights_fused(q, k, lengths, hidden).transpose(1, 2)  # [N, V, S, U]
+        # m[n, t, v, s·C + c] = sum_u A[n, s, u, v] x[n, t, u, c]: one product batched over clips and
+        # frames, whose rows (v, s·C + c) are what the attend map reads (the reference's head order).
+        mixed = torch.matmul(by_target.reshape(N, 1, V * S, V), x).view(N * T * V, S * C)
+
+        residual_attend = rows if self.skip_attend is None else self.skip_attend.rows(rows)
+        residual_mix = rows if self.skip_mix is None else self.skip_mix.rows(rows)
+        attend, attend_bias = self.attend.affine()  # [out, S·C]; the norm folded in eval mode
+        if training:
+            y = batch_norm_rows(torch.addmm(attend_bias, mixed, attend.t()), self.attend.norm) + residual_attend
+        else:
+            y = torch.addmm(residual_attend, mixed, attend.t()).add_(attend_bias)
+        y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
+        y = self.mix.rows(y).add_(residual_mix)
+        y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
+        return self.temporal_fused(y.view(N, T, V, -1))
+
+    def softmax_weights_fused(self, q: Tensor, k: Tensor, lengths: Tensor, hidden: Tensor | None) -> Tensor:
+        """``[N, S, V, U]`` from :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+        Reading joint ``v`` is the query, so ``k`` is the query side and ``q`` the key side. The value
+        is the identity, so the kernel returns the weights themselves (a ``[V, V]`` output instead of
+        one as wide as a clip); padded frames are zeroed in the query, hidden joints get a finite
+        negative bias.
+        """
+        N, S, depth, V = q.shape
+        frames = depth // self.inter_channels
+        valid = frame_mask(lengths, frames).to(q.dtype)  # [N, T]
+        count = lengths.clamp(min=1).to(q.dtype).view(N, 1, 1, 1)
+        scale = self.alpha.view(1, S, 1, 1) * torch.rsqrt(count * self.inter_channels)  # [N, S, 1, 1]
+        masked = k.view(N, S, self.inter_channels, frames, V) * (scale.unsqueeze(-1) * valid.view(N, 1, 1, frames, 1))
+        query = masked.view(N, S, depth, V).transpose(-1, -2)
+        key = q.transpose(-1, -2)
+        bias = self.global_attention.transpose(-1, -2).expand(N, S, V, V)
+        if hidden is not None:
+            bias = bias + hidden.to(bias.dtype).mul(HIDDEN_BIAS).view(N, 1, 1, V)
+        identity = torch.eye(V, dtype=query.dtype, device=query.device).expand(N, S, V, V)
+        dropout = self.attention_dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(
+            query, key, identity, attn_mask=bias.to(query.dtype), dropout_p=dropout, scale=1.0
+        )
+
+    def temporal_fused(self, y: Tensor) -> Tensor:
+        """The temporal convolution with its skip and LeakyReLU: ``[N, T, V, C]`` to ``[N, T', V, C]``."""
+        frames = y.permute(0, 3, 1, 2)  # [N, C, T, V] over channels-last memory
+        padding = (self.kernel // 2, 0)
+        if self.training:
+            z = self.temporal.norm(F.conv2d(frames, self.temporal.conv.weight, self.temporal.conv.bias,
+                                            stride=(self.stride, 1), padding=padding)).permute(0, 2, 3, 1)
+            if self.skip_temporal is not None:
+                # A strided 1×1 convolution reads every stride-th frame (as a product: the
+                # channels-last strided 1×1 convolution's backward is not reliable on every CPU build).
+                picked = y[:, :: self.stride]
+                z = z + self.skip_temporal.rows(picked.reshape(-1, y.shape[-1])).view_as(z)
+            else:
+                z = z + y
+            return F.leaky_relu(z, LEAKY_SLOPE).contiguous()
+        # Eval: conv(y) + skip(y) is one convolution, the skip joined to the centre tap.
+        weight, bias = self.temporal.folded()  # [out, out, k]
+        pad = self.kernel // 2
+        if self.skip_temporal is not None:
+            skip_weight, skip_bias = self.skip_temporal.folded()
+            centre, bias = skip_weight[..., 0], bias + skip_bias
+        else:
+            centre = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        weight = torch.cat([weight[..., :pad], weight[..., pad : pad + 1] + centre.unsqueeze(-1), weight[..., pad + 1 :]], -1)
+        weight = weight.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+        z = F.conv2d(frames, weight, bias, stride=(self.stride, 1), padding=padding).permute(0, 2, 3, 1)
+        return F.leaky_relu(z, LEAKY_SLOPE, inplace=True).contiguous()

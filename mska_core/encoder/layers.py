@@ -1,0 +1,124 @@
+"""Small building blocks shared by the encoder's modules: the convolution + batch-norm unit of the
+reference, the sinusoidal position encoding, frame masks, and the channels-last products the fast
+path runs on."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Negative slope of the reference's LeakyReLU.
+LEAKY_SLOPE = 0.1
+#: Below this many rows :func:`dense` puts the weight on the left of its product.
+_FEW_ROWS = 128
+
+_FUSED = os.environ.get("MSKA_FUSED_KERNELS", "1") not in ("0", "false", "False", "no")
+
+
+def use_fused_kernels() -> bool:
+    """Whether newly built attention blocks take the fast path (default: yes).
+
+    ``MSKA_FUSED_KERNELS=0`` in the environment, or :func:`set_fused_kernels`, makes them take the
+    plain path, which is the reference the fast path is tested against. A built model is switched
+    with :meth:`MSKAEncoder.set_fused_kernels <mska_core.encoder.MSKAEncoder.set_fused_kernels>`.
+    """
+    return _FUSED
+
+
+def set_fused_kernels(enabled: bool) -> None:
+    """Make blocks built from now on take the fast path (``True``) or the plain path (``False``)."""
+    global _FUSED
+    _FUSED = bool(enabled)
+
+
+class ConvNorm(nn.Module):
+    """A convolution over time (kernel ``kernel``, stride ``stride``) followed by batch norm.
+
+    ``kernel=1`` is a per-joint linear map. Weights keep the reference's ``Conv2d`` shape
+    ``[out, in, kernel, 1]`` over ``[N, C, T, V]``; :meth:`forward` is the reference's computation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, (kernel, 1), stride=(stride, 1), padding=(kernel // 2, 0))
+        self.norm = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[N, C_in, T, V]`` to ``[N, C_out, T', V]``."""
+        return self.norm(self.conv(x))
+
+    def rows(self, x: Tensor) -> Tensor:
+        """A 1×1 unit on channels-last rows ``[M, C_in]``: ``[M, C_out]`` (the same computation)."""
+        weight, bias = self.affine()
+        mapped = torch.addmm(bias, x, weight.t())
+        return batch_norm_rows(mapped, self.norm) if self.training else mapped
+
+    def affine(self) -> tuple[Tensor, Tensor]:
+        """``(weight [out, in·kernel], bias [out])`` of the map; in eval mode with the norm folded in."""
+        if self.training:
+            return self.conv.weight.flatten(1), self.conv.bias
+        weight, bias = self.folded()
+        return weight.flatten(1), bias
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """Eval-mode ``(weight [out, in, kernel], bias [out])`` with the batch norm folded in."""
+        norm = self.norm
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        weight = self.conv.weight[..., 0] * scale[:, None, None]
+        bias = (self.conv.bias - norm.running_mean) * scale + norm.bias
+        return weight, bias
+
+
+def batch_norm_rows(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:
+    """``norm`` applied to channels-last ``y`` ``[..., C]``, over every other axis.
+
+    The rows are handed to the module as ``[M, C, 1, 1]`` (a view), so its own kernel, running
+    statistics and momentum apply; its backward is one fused pass.
+    """
+    flat = y.reshape(-1, y.shape[-1])
+    return norm(flat.view(*flat.shape, 1, 1)).view_as(y)
+
+
+def sinusoid(positions: int, size: int) -> Tensor:
+    """``[positions, size]`` sine (even channels) and cosine (odd channels) position encoding."""
+    position = torch.arange(positions, dtype=torch.float32).unsqueeze(1)
+    rate = torch.exp(torch.arange(0, size, 2, dtype=torch.float32) * -(math.log(10000.0) / size))
+    encoding = torch.zeros(positions, size)
+    encoding[:, 0::2] = torch.sin(position * rate)
+    encoding[:, 1::2] = torch.cos(position * rate[: size // 2])
+    return encoding
+
+
+def frame_mask(lengths: Tensor, frames: int) -> Tensor:
+    """``[N, frames]`` bool, true on the first ``lengths[n]`` frames."""
+    return torch.arange(frames, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def conv_over_time(x: Tensor, conv: nn.Conv1d) -> Tensor:
+    """``conv`` (``padding="same"``, zeros) over ``x`` ``[B, T, C]`` as one product of the
+    ``[B·T, C·k]`` windows: ``[B, T, out]``, without leaving the channels-last layout."""
+    kernel = conv.kernel_size[0]
+    left = (kernel - 1) // 2
+    padded = F.pad(x, (0, 0, left, kernel - 1 - left))
+    windows = padded.unfold(1, kernel, 1)  # [B, T, C, k]
+    return dense(windows.reshape(x.shape[0] * x.shape[1], -1), conv.weight.flatten(1), conv.bias).view(
+        x.shape[0], x.shape[1], -1
+    )
+
+
+def dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` of ``x`` ``[..., in]``, computed as ``(weight · xᵀ)ᵀ`` when there are few rows.
+
+    A VisualHead sees one row per output frame (25 for a 100-frame clip) against weights of up to
+    12 MiB; with the weight as the product's left side the CPU kernels stream it once instead of
+    packing it. The result is the same up to float rounding.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] >= _FEW_ROWS or rows.device.type != "cpu":
+        return F.linear(x, weight, bias)
+    out = torch.mm(weight, rows.t()) if bias is None else torch.addmm(bias.unsqueeze(1), weight, rows.t())
+    return out.t().reshape(*x.shape[:-1], weight.shape[0])
