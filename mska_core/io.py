@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -34,12 +34,21 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks the temporary file as being written
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            recorder = _RecordingFile(handle)
+            try:
+                yield recorder
+                handle.flush()
+                os.fsync(handle.fileno())
+            except Exception as exc:
+                # A writer (torch.save) may turn the OSError of a full disk into its own error: raise
+                # the OSError itself, with the destination's name, so the message says what happened.
+                failure = exc if isinstance(exc, OSError) else recorder.error
+                if failure is not None:
+                    raise OSError(failure.errno, failure.strerror, str(path)) from exc
+                raise
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
@@ -61,6 +70,24 @@ def atomic_write_with(path: str | Path, writer: Callable[[IO], None]) -> Path:
 
 
 TEMPORARY_SUFFIX = ".tmp"
+
+
+class _RecordingFile:
+    """A file object that remembers the first OSError its ``write`` raised (and re-raises it)."""
+
+    def __init__(self, handle: IO) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
 
 
 def _temporary_prefix(path: Path) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import sys
 import types
 import typing
@@ -40,20 +41,44 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return structure(Config, data, source)
 
 
+#: A config file larger than this is refused before it is read (configs are a few KB).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed TOML of ``path``; a missing file or a syntax error is a one-line ConfigError."""
+    """The parsed TOML of ``path``; a missing, unreadable, oversized or special file (a FIFO,
+    ``/dev/zero``), a syntax error or absurd nesting is a one-line ConfigError."""
+    import stat
+
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {str(path)!r} not found (looked at {path.resolve()})")
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found (looked at {path.resolve()})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"config path {str(path)!r} is a directory; give a .toml file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"config path {str(path)!r} is not a regular file (a device, FIFO or socket); give a .toml file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: {info.st_size} bytes is too large for a config file (at most {MAX_CONFIG_BYTES}); "
+            "is it the right file?"
+        )
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a usable config: its tables or arrays are nested too deeply") from None
 
 
 def parse_value(text: str) -> Any:
@@ -61,7 +86,7 @@ def parse_value(text: str) -> Any:
     ``"x"``), otherwise taken as a plain string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -165,6 +190,8 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {where}: expected a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: {where}: expected a finite number, got {value!r}")
         return float(value)
     if tp in (int, str, bool):
         if type(value) is not tp:

@@ -7,6 +7,7 @@ module.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import attrs
@@ -47,6 +48,34 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None
         raise FieldValueError(attribute.name, f"must be zero or positive, got {value}")
 
 
+def _all_positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    bad = [v for v in value if v <= 0]
+    if not value or bad:
+        raise FieldValueError(attribute.name, f"every entry must be positive (one per block), got {list(value)}")
+
+
+def _betas(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not all(0 <= beta < 1 for beta in value):
+        raise FieldValueError(attribute.name, f"each beta must be in [0, 1), got {list(value)}")
+
+
+#: Seeds seed torch, numpy and Python's random; numpy takes 32 bits.
+MAX_SEED = 2**32 - 1
+
+
+def _seed(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise FieldValueError(attribute.name, f"must be between 0 and {MAX_SEED} (2**32 - 1), got {value}")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not _DEVICE.match(value):
+        raise FieldValueError(attribute.name, f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+
+
 def _probability(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not 0 <= value <= 1:
         raise FieldValueError(attribute.name, f"must be a probability between 0 and 1, got {value}")
@@ -58,8 +87,8 @@ class RunConfig:
 
     name: str = "mska"
     output_dir: str = "runs"
-    seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    seed: int = attrs.field(default=0, validator=_seed)
+    device: str = attrs.field(default="auto", validator=_device)  # "auto", "cpu", "cuda", "cuda:N", "mps"
 
 
 @attrs.frozen
@@ -74,7 +103,7 @@ class SyntheticConfig:
     max_glosses: int = attrs.field(default=5, validator=_positive)
     frames_per_gloss: int = attrs.field(default=12, validator=_positive)
     crop_size: int = attrs.field(default=56, validator=_positive)
-    seed: int = 1234
+    seed: int = attrs.field(default=1234, validator=_seed)
 
 
 @attrs.frozen
@@ -132,10 +161,12 @@ class ModelConfig:
     layout: str = "coco_wholebody"
     attention: Literal["paper", "softmax"] = "paper"
     in_channels: int = attrs.field(default=3, validator=_positive)
-    channels: tuple[int, ...] = attrs.field(default=PAPER_CHANNELS, converter=tuple)
-    inter_channels: tuple[int, ...] = attrs.field(default=PAPER_INTER_CHANNELS, converter=tuple)
-    temporal_kernels: tuple[int, ...] = attrs.field(default=PAPER_TEMPORAL_KERNELS, converter=tuple)
-    strides: tuple[int, ...] = attrs.field(default=PAPER_STRIDES, converter=tuple)
+    channels: tuple[int, ...] = attrs.field(default=PAPER_CHANNELS, converter=tuple, validator=_all_positive)
+    inter_channels: tuple[int, ...] = attrs.field(default=PAPER_INTER_CHANNELS, converter=tuple,
+                                                  validator=_all_positive)
+    temporal_kernels: tuple[int, ...] = attrs.field(default=PAPER_TEMPORAL_KERNELS, converter=tuple,
+                                                    validator=_all_positive)
+    strides: tuple[int, ...] = attrs.field(default=PAPER_STRIDES, converter=tuple, validator=_all_positive)
     num_heads: int = attrs.field(default=6, validator=_positive)
     attention_dropout: float = attrs.field(default=0.1, validator=_non_negative)  # on the joint attention
     dropout: float = attrs.field(default=0.0, validator=_non_negative)  # on stream features before fusion
@@ -184,7 +215,7 @@ class OptimConfig:
     lr: float = attrs.field(default=1e-3, validator=_positive)
     min_lr: float = attrs.field(default=1e-6, validator=_non_negative)
     weight_decay: float = attrs.field(default=1e-3, validator=_non_negative)
-    betas: tuple[float, float] = attrs.field(default=(0.9, 0.998), converter=tuple)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.998), converter=tuple, validator=_betas)
     warmup_steps: int = attrs.field(default=0, validator=_non_negative)
     schedule: Literal["cosine", "cosine-epoch", "constant"] = "cosine"
     t_max: int | None = attrs.field(default=None, validator=_positive)  # epochs of "cosine-epoch"; None: train.epochs
