@@ -208,6 +208,38 @@ def test_keypoints_from_an_mska_pickle_are_matched_by_clip_name(corpus: Path, tm
     np.testing.assert_array_equal(np.load(out / "keypoints" / "bravo.npy"), entries["train/bravo"]["keypoint"])
 
 
+def write_pose_file(path: Path, points: np.ndarray) -> Path:
+    """``points`` ``[T, 133, 3]`` as a pose-format file with MMPose's COCO-WholeBody-133 header."""
+    from pose_format import Pose
+    from pose_format.numpy import NumPyPoseBody
+    from pose_format.pose_header import PoseHeader, PoseHeaderDimensions
+    from pose_format.utils.generic import cocowholebody_components
+
+    header = PoseHeader(version=0.1, dimensions=PoseHeaderDimensions(width=WIDTH, height=HEIGHT, depth=0),
+                        components=cocowholebody_components())
+    found = points[:, None, :, 2:] > 0
+    data = np.ma.masked_array(points[:, None, :, :2], mask=np.repeat(~found, 2, axis=-1))
+    body = NumPyPoseBody(fps=FPS, data=data, confidence=points[:, None, :, 2])
+    with path.open("wb") as handle:
+        Pose(header, body).write(handle)
+    return path
+
+
+def test_keypoints_from_pose_files_give_the_crops_of_npy_files(extracted, corpus: Path, tmp_path: Path):
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    write_pose_file(folder / "alpha.pose", np.load(corpus / "keypoints" / "alpha.npy"))
+    out = tmp_path / "out"
+    result = run_extract(str(corpus / "videos" / "alpha.mp4"), "--keypoints", str(folder), "--out", str(out),
+                         "--crop-size", "48")
+    assert result.returncode == 0, result.stderr
+    row = (out / "clips.tsv").read_text().splitlines()[1].split("\t")
+    assert row[6:8] == ["coco_wholebody", f"pose:{folder / 'alpha.pose'}"]
+    with np.load(out / "boxes" / "alpha.npz") as ours, np.load(extracted[0] / "boxes" / "alpha.npz") as npy:
+        for key in npy.files:
+            np.testing.assert_array_equal(ours[key], npy[key])
+
+
 # --- failures, re-runs, interruptions -------------------------------------------------------------
 
 

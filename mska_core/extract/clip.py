@@ -18,7 +18,7 @@ import numpy as np
 
 from mska_core.errors import DataError, MskaError
 from mska_core.extract.boxes import BoxTracker, StreamCrop
-from mska_core.extract.crops import cut_crop, write_jpeg
+from mska_core.extract.crops import CropWriter
 from mska_core.extract.keypoints import EstimatorRef, KeypointRef, read_keypoints
 from mska_core.extract.outputs import ClipRow, OutputFolder
 from mska_core.extract.videos import Video, decode_frames, open_video, rgb_array, video_info
@@ -81,8 +81,6 @@ def extract_clip(job: ClipJob, options: ExtractOptions, estimator: Any = None,
 
 def _extract(job: ClipJob, options: ExtractOptions, estimator: Any, on_frames: Callable[[int], None],
              partial: Path) -> ClipRow:
-    from PIL import Image
-
     given = None
     if isinstance(job.keypoints, KeypointRef):
         given = read_keypoints(job.keypoints, options.layouts, options.layout)
@@ -94,28 +92,18 @@ def _extract(job: ClipJob, options: ExtractOptions, estimator: Any, on_frames: C
     try:
         info = video_info(container)
         trackers = {crop.name: BoxTracker(crop, layout, info.width, info.height) for crop in streams}
-        for crop in streams:
-            (partial / "crops" / crop.name).mkdir(parents=True, exist_ok=True)
+        folders = {crop.name: partial / "crops" / crop.name for crop in streams}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        writer = CropWriter(folders, options.crop_size, options.jpeg_quality)
         found: list[np.ndarray] = []
-        frames = 0
-        for frame in decode_frames(container, job.video.path):
-            rgb = rgb_array(frame)
-            if given is not None:
-                if frames >= len(given.points):
-                    raise ClipFailed(f"{job.video.path} has more frames than its {len(given.points)} keypoint "
-                                     f"frames ({job.keypoints.source})")
-                points = given.points[frames]
-            else:
-                points = _estimate(estimator, job.keypoints, rgb, options.layouts[layout], frames)
-                found.append(points)
-            image = Image.fromarray(rgb)
-            for name, tracker in trackers.items():
-                crop = cut_crop(image, tracker.update(points), options.crop_size)
-                write_jpeg(crop, partial / "crops" / name, frames, options.jpeg_quality)
-            frames += 1
-            if frames % PROGRESS_EVERY == 0:
-                on_frames(PROGRESS_EVERY)
-        on_frames(frames % PROGRESS_EVERY)
+        try:
+            frames = _stream_frames(job, options, estimator, on_frames, container, given, layout, trackers,
+                                    writer, found)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
     finally:
         container.close()
     if frames == 0:
@@ -129,6 +117,32 @@ def _extract(job: ClipJob, options: ExtractOptions, estimator: Any, on_frames: C
     return ClipRow(id=job.video.id, video=str(job.video.path), frames=frames, fps=info.fps, width=info.width,
                    height=info.height, layout=layout, source=source, version=version,
                    streams=tuple(trackers))
+
+
+def _stream_frames(job: ClipJob, options: ExtractOptions, estimator: Any, on_frames: Callable[[int], None],
+                   container: Any, given: Any, layout: str, trackers: Mapping[str, BoxTracker],
+                   writer: CropWriter, found: list[np.ndarray]) -> int:
+    """Decode the clip frame by frame; hand each frame and its crop boxes to ``writer``. Returns the
+    number of frames; the estimator's points are appended to ``found``."""
+    from PIL import Image
+
+    frames = 0
+    for frame in decode_frames(container, job.video.path):
+        rgb = rgb_array(frame)
+        if given is not None:
+            if frames >= len(given.points):
+                raise ClipFailed(f"{job.video.path} has more frames than its {len(given.points)} keypoint "
+                                 f"frames ({job.keypoints.source})")
+            points = given.points[frames]
+        else:
+            points = _estimate(estimator, job.keypoints, rgb, options.layouts[layout], frames)
+            found.append(points)
+        writer.submit(Image.fromarray(rgb), frames, {name: t.update(points) for name, t in trackers.items()})
+        frames += 1
+        if frames % PROGRESS_EVERY == 0:
+            on_frames(PROGRESS_EVERY)
+    on_frames(frames % PROGRESS_EVERY)
+    return frames
 
 
 def _streams_in_layout(job: ClipJob, layout: str) -> list[StreamCrop]:

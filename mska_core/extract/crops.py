@@ -1,7 +1,14 @@
-"""Cutting a square crop out of a frame, resizing it, and writing it as a JPEG file."""
+"""Cutting a square crop out of a frame, resizing it, and writing it as a JPEG file.
+
+:class:`CropWriter` does that on a second thread while the caller decodes the next frame: Pillow's
+resizing and JPEG encoding and the file writes release the GIL, so the two overlap.
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +42,61 @@ def _within(box: Box, size: tuple[int, int]) -> bool:
     width, height = size
     return box.x >= 0 and box.y >= 0 and box.x + box.side <= width and box.y + box.side <= height
 
+
+
+class CropWriter:
+    """Writes each frame's crops (one per stream) on background threads.
+
+    Frames are independent (each crop's file name is its frame index), so ``threads`` threads take
+    frames from one queue; creating files is mostly waiting on the file system, which they overlap. At
+    most ``depth`` frames wait, so memory stays bounded. :meth:`close` waits for the last file and raises
+    the first error a thread met; :meth:`abort` stops them without raising.
+    """
+
+    def __init__(self, folders: Mapping[str, Path], size: int, quality: int, threads: int = 2,
+                 depth: int = 8) -> None:
+        self.folders = dict(folders)
+        self.size = size
+        self.quality = quality
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._run, name=f"mska-crop-writer-{i}", daemon=True)
+                         for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, image: Any, index: int, boxes: Mapping[str, Box]) -> None:
+        """Queue frame ``index`` (a Pillow image the caller no longer changes) and its boxes by stream."""
+        if self._error is not None:
+            error = self._error
+            self.abort()
+            raise error
+        self._queue.put((image, index, dict(boxes)))
+
+    def close(self) -> None:
+        """Wait until every queued crop is written; raise a thread's error if one had one."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop writing (queued frames are dropped) and wait for the threads."""
+        self._error = self._error or RuntimeError("crop writing aborted")
+        self._stop()
+
+    def _stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            image, index, boxes = item
+            try:
+                for name, box in boxes.items():
+                    write_jpeg(cut_crop(image, box, self.size), self.folders[name], index, self.quality)
+            except BaseException as exc:  # noqa: BLE001 - handed to the submitting thread
+                self._error = exc

@@ -110,13 +110,16 @@ def run_extraction(request: ExtractRequest, registry: Any = None, progress: Prog
 
     for clip_id, reason in list(failed):
         progress.clip_failed(clip_id, reason)
-    progress.start(len(todo))
+    pool = WorkerPool(options, min(request.workers, len(todo))) if request.workers > 1 and len(todo) > 1 else None
+    progress.start(len(todo))  # after the workers started: the progress bar runs a thread
     try:
-        if request.workers > 1 and len(todo) > 1:
-            _run_in_workers(todo, options, min(request.workers, len(todo)), done, fail, progress.frames)
+        if pool is not None:
+            pool.run(todo, done, fail, progress.frames)
         else:
             _run_here(todo, options, registry, done, fail, progress.frames)
     finally:
+        if pool is not None:
+            pool.stop()
         progress.stop()
         write_clips(out.clips_tsv, rows)
     split_table = None
@@ -216,81 +219,103 @@ def _run_here(jobs: Sequence[ClipJob], options: ExtractOptions, registry: Any, d
         _close(estimator)
 
 
-def _run_in_workers(jobs: Sequence[ClipJob], options: ExtractOptions, workers: int,
-                    done: Callable[[ClipRow], None], fail: Callable[[str, str], None],
-                    frames: Callable[[int], None]) -> None:
-    """Each worker process takes clips from a queue; at most two clips per worker wait in it."""
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    tasks: Any = context.Queue()
-    results: Any = context.Queue()
-    processes = [context.Process(target=_worker, args=(tasks, results, options), daemon=True)
-                 for _ in range(workers)]
-    for process in processes:
-        process.start()
-    pending: Iterator[ClipJob] = iter(jobs)
-    queued = 0
-    current: dict[int, str] = {}  # worker pid -> clip id it works on
-    outstanding = len(jobs)
+class WorkerPool:
+    """Worker processes that take clips from a queue (at most two per worker wait in it).
 
-    def feed() -> None:
-        nonlocal queued
-        while queued < 2 * workers:
-            job = next(pending, None)
-            if job is None:
-                return
-            tasks.put(job)
-            queued += 1
+    Processes are forked where the platform allows it and this process runs a single thread (quick to
+    start, and plugins registered in this process are there too); otherwise spawned.
+    """
 
-    try:
+    def __init__(self, options: ExtractOptions, workers: int) -> None:
+        import threading
+
+        methods = multiprocessing.get_all_start_methods()
+        method = "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
+        context = multiprocessing.get_context(method)
+        self.workers = workers
+        self.tasks: Any = context.Queue()
+        self.results: Any = context.Queue()
+        self.processes = [context.Process(target=_worker, args=(self.tasks, self.results, options, os.getpid()),
+                                          daemon=True) for _ in range(workers)]
+        for process in self.processes:
+            process.start()
+
+    def run(self, jobs: Sequence[ClipJob], done: Callable[[ClipRow], None], fail: Callable[[str, str], None],
+            frames: Callable[[int], None]) -> None:
+        """Extract ``jobs``; report each clip through ``done`` or ``fail`` and progress through ``frames``."""
+        pending: Iterator[ClipJob] = iter(jobs)
+        queued = 0
+        current: dict[int, str] = {}  # worker pid -> clip id it works on
+        outstanding = len(jobs)
+
+        def feed() -> None:
+            nonlocal queued
+            while queued < 2 * self.workers:
+                job = next(pending, None)
+                if job is None:
+                    return
+                self.tasks.put(job)
+                queued += 1
+
         feed()
         while outstanding:
             try:
-                message = results.get(timeout=0.5)
+                kind, pid, payload = self.results.get(timeout=0.5)
             except queue.Empty:
-                for process in processes:
+                for process in self.processes:
                     if not process.is_alive() and process.pid in current:
                         clip_id = current.pop(process.pid)
                         fail(clip_id, f"the worker process extracting it died (exit code {process.exitcode})")
                         outstanding -= 1
-                if not any(p.is_alive() for p in processes) and outstanding:
+                if outstanding and not any(p.is_alive() for p in self.processes):
                     for job in pending:
                         fail(job.video.id, "no worker process left to extract it")
                     return
                 continue
-            kind, pid, payload = message
             if kind == "frames":
                 frames(payload)
-                continue
-            if kind == "start":
+            elif kind == "start":
                 current[pid] = payload
                 queued -= 1
                 feed()
-                continue
-            if kind == "fatal":
+            elif kind == "fatal":
                 raise PluginError(payload)
-            current.pop(pid, None)
-            outstanding -= 1
-            if kind == "done":
-                done(payload)
             else:
-                fail(*payload)
-    finally:
-        for _ in processes:
-            tasks.put(None)
-        for process in processes:
+                current.pop(pid, None)
+                outstanding -= 1
+                if kind == "done":
+                    done(payload)
+                else:
+                    fail(*payload)
+
+    def stop(self) -> None:
+        """Tell the workers to finish and wait for them (a worker still busy after 5 s is terminated)."""
+        for _ in self.processes:
+            self.tasks.put(None)
+        for process in self.processes:
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
 
 
-def _worker(tasks: Any, results: Any, options: ExtractOptions) -> None:
+def _next_job(tasks: Any, parent: int) -> ClipJob | None:
+    """The next job, or ``None`` when told to stop or when the parent process is gone."""
+    while True:
+        try:
+            return tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent was killed: nobody waits for our results
+                return None
+
+
+def _worker(tasks: Any, results: Any, options: ExtractOptions, parent: int) -> None:
     """A worker process: extract clips from ``tasks`` until ``None``; report on ``results``."""
     from mska_core.registry import registry_for
 
     pid = os.getpid()
     estimator = None
     try:
-        while (job := tasks.get()) is not None:
+        while (job := _next_job(tasks, parent)) is not None:
             results.put(("start", pid, job.video.id))
             if estimator is None and isinstance(job.keypoints, EstimatorRef):
                 try:

@@ -1,0 +1,206 @@
+"""Throughput of ``mska extract`` (decode + crop + write) against PyAV decoding alone of the same videos.
+
+The videos are made here: H.264 mp4 files of a signer-like scene (a textured, lit background and a face
+and two hands moving over it) with COCO-WholeBody keypoints of the face and hands, so extraction cuts
+three crops per frame (face, hand_left, hand_right) as it would on real data. Every measurement runs
+in this process, interleaved with the baseline, and the median of ``--repeat`` runs is reported:
+
+- decode only (the baseline): ``container.decode(video=0)`` over every frame of every clip;
+- decode + RGB: the same with each frame converted to an RGB array (what extraction needs);
+- extract, 1 worker and 2 workers: :func:`mska_core.extract.run_extraction` into a fresh folder
+  (for 2 workers, including starting the worker processes).
+
+    python -m bench.extract [--clips 4] [--frames 120] [--size 640x480] [--repeat 3]
+                            [--json bench/results/extract.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FACE, LEFT_HAND, RIGHT_HAND = range(23, 91), range(91, 112), range(112, 133)
+
+
+def scene(width: int, height: int, frames: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """RGB frames of a moving face and two hands over a textured background, and their keypoints
+    ``[T, 133, 3]`` (face and hand points on each part's outline)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 40, size=(height, width, 3), dtype=np.uint8)
+    ramp = np.linspace(60, 160, width, dtype=np.float32)[None, :, None]
+    background = np.clip(ramp + texture, 0, 255).astype(np.uint8)
+    points = np.zeros((frames, 133, 3), dtype=np.float32)
+    images = []
+    unit = min(width, height)
+    for t in range(frames):
+        phase = 2 * np.pi * t / max(frames, 1)
+        parts = {
+            FACE: (width * 0.5 + unit * 0.02 * np.sin(phase), height * 0.3, unit * 0.12, (215, 170, 140)),
+            LEFT_HAND: (width * 0.3 + unit * 0.1 * np.cos(phase), height * 0.7 + unit * 0.08 * np.sin(phase),
+                        unit * 0.07, (205, 160, 130)),
+            RIGHT_HAND: (width * 0.7 - unit * 0.1 * np.cos(phase), height * 0.65 + unit * 0.1 * np.sin(2 * phase),
+                         unit * 0.07, (205, 160, 130)),
+        }
+        image = Image.fromarray(np.roll(background, t, axis=1))
+        draw = ImageDraw.Draw(image)
+        for joints, (cx, cy, radius, colour) in parts.items():
+            draw.ellipse((cx - radius, cy - radius * 1.2, cx + radius, cy + radius * 1.2), fill=colour)
+            angles = np.linspace(0, 2 * np.pi, len(joints), endpoint=False)
+            points[t, list(joints), 0] = cx + radius * np.cos(angles)
+            points[t, list(joints), 1] = cy + radius * 1.2 * np.sin(angles)
+            points[t, list(joints), 2] = 1.0
+        images.append(np.asarray(image))
+    return images, points
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> None:
+    import av
+
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "20", "preset": "fast"}
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def decode_only(videos: list[Path], rgb: bool) -> int:
+    from mska_core.extract.videos import decode_frames, open_video, rgb_array
+
+    count = 0
+    for path in videos:
+        container = open_video(path)
+        try:
+            for frame in decode_frames(container, path):
+                if rgb:
+                    rgb_array(frame)
+                count += 1
+        finally:
+            container.close()
+    return count
+
+
+def extract(videos: list[Path], keypoints: Path, out: Path, workers: int) -> int:
+    from mska_core.extract import ExtractRequest, run_extraction
+
+    report = run_extraction(ExtractRequest(videos=tuple(map(str, videos)), out=out, keypoints=str(keypoints),
+                                           workers=workers))
+    if report.failed:
+        raise SystemExit(f"extraction failed: {report.failed}")
+    return report.frames
+
+
+def folder_bytes(folder: Path) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            parts = path.relative_to(folder).parts
+            key = f"crops/{parts[1]}" if parts[0] == "crops" else parts[0]  # a stream's crops, keypoints, ...
+            sizes[key] = sizes.get(key, 0) + path.stat().st_size
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the videos")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default=None,
+                        help="folder for the videos and outputs (default: the system's temporary folder)")
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "extract.json"))
+    args = parser.parse_args()
+    os.environ["MSKA_LOAD_PLUGINS"] = ""  # only mska-core's own streams: face, hand_left, hand_right
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    work = Path(tempfile.mkdtemp(prefix="mska-bench-extract-", dir=args.dir))
+    try:
+        videos = []
+        (work / "keypoints").mkdir()
+        for index in range(args.clips):
+            frames, points = scene(width, height, args.frames, seed=index)
+            videos.append(work / f"clip{index}.mp4")
+            write_video(videos[-1], frames)
+            np.save(work / "keypoints" / f"clip{index}.npy", points)
+        runs = {
+            "decode only (baseline)": lambda: decode_only(videos, rgb=False),
+            "decode + RGB array": lambda: decode_only(videos, rgb=True),
+            "extract, 1 worker": lambda: extract(videos, work / "keypoints", work / "out1", 1),
+            "extract, 2 workers": lambda: extract(videos, work / "keypoints", work / "out2", 2),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in runs}
+        total = args.clips * args.frames
+        for name, run in runs.items():  # warm-up: file cache, imports
+            assert run() == total, name
+        sizes = folder_bytes(work / "out1")
+        for _ in range(args.repeat):  # interleaved, so load on the machine affects all alike
+            for name, run in runs.items():
+                for out in work.glob("out*"):  # extraction starts from an empty folder, untimed
+                    shutil.rmtree(out)
+                start = time.perf_counter()
+                run()
+                samples[name].append(total / (time.perf_counter() - start))
+        video_bytes = sum(path.stat().st_size for path in videos)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    rates = {name: statistics.median(values) for name, values in samples.items()}
+    baseline = rates["decode only (baseline)"]
+    crops = {key: value for key, value in sizes.items() if key.startswith("crops/")}
+    per_clip = sum(sizes.values()) / args.clips
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mska extract, {args.clips} clips x {args.frames} frames of {width}x{height} in "
+                        f"{args.dir or tempfile.gettempdir()} (median of {args.repeat}; higher is better)")
+    table.add_column("run")
+    table.add_column("frames/s", justify="right")
+    table.add_column("x decode only", justify="right")
+    for name, rate in rates.items():
+        table.add_row(name, f"{rate:.0f}", f"{rate / baseline:.2f}")
+    console = Console()
+    console.print(table)
+    sizes_table = Table(title="bytes on disk per clip")
+    sizes_table.add_column("what")
+    sizes_table.add_column("bytes/clip", justify="right")
+    sizes_table.add_column("bytes/frame", justify="right")
+    for key in sorted(sizes):
+        sizes_table.add_row(key, f"{sizes[key] / args.clips:,.0f}", f"{sizes[key] / total:,.0f}")
+    sizes_table.add_row("all outputs", f"{per_clip:,.0f}", f"{per_clip / args.frames:,.0f}")
+    sizes_table.add_row("the mp4 video (input)", f"{video_bytes / args.clips:,.0f}",
+                        f"{video_bytes / total:,.0f}")
+    console.print(sizes_table)
+
+    result = {
+        "benchmark": "extract",
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "settings": {"dir": str(Path(args.dir or tempfile.gettempdir()).resolve()), "clips": args.clips, "frames": args.frames, "width": width, "height": height,
+                     "repeat": args.repeat, "crop_size": 112, "streams": sorted(k.split("/")[1] for k in crops)},
+        "frames_per_second": rates,
+        "ratio_to_decode_only": {name: rate / baseline for name, rate in rates.items()},
+        "samples": samples,
+        "bytes_per_clip": {key: value / args.clips for key, value in sizes.items()},
+        "bytes_per_clip_total": per_clip,
+        "video_bytes_per_clip": video_bytes / args.clips,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
