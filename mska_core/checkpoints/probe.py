@@ -90,26 +90,28 @@ class FileProbe:
     def _classify_safetensors(self, handle: Any) -> bool:
         if self.size < 10 or self.head[8:9] != b"{":
             return False
+        from mska_core.checkpoints.safe import MAX_SAFETENSORS_HEADER, safetensors_header_problem
+
         length = int.from_bytes(self.head[:8], "little")
         if length > self.size - 8:
             self.container = "safetensors"
             self.problem = f"a safetensors file cut short: its header alone needs {length} bytes, the file has {self.size}"
             return True
+        if length > MAX_SAFETENSORS_HEADER:
+            self.container = "safetensors"
+            self.problem = f"a safetensors header of {length} bytes (at most {MAX_SAFETENSORS_HEADER} are read)"
+            return True
         handle.seek(8)
         try:
             header = json.loads(handle.read(length))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return False
         if not isinstance(header, dict):
             return False
         self.container, self.header = "safetensors", header
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-        data = self.size - 8 - length
-        if ends and max(ends) > data:
-            self.problem = (
-                f"a safetensors file cut short: its header describes {max(ends)} bytes of tensors, "
-                f"the file holds {data}"
-            )
+        problem = safetensors_header_problem(header, self.size - 8 - length)
+        if problem is not None:
+            self.problem = problem if problem.startswith("a safetensors") else f"a damaged safetensors file: {problem}"
         return True
 
     @property

@@ -5,6 +5,12 @@ plain containers and refuses to import anything else. Known formats that need on
 through an explicit allow-list (:data:`ALLOWED_GLOBALS`: DINO v1 stores its ``argparse.Namespace``).
 When torch refuses a file we scan its pickle (without executing it) to name what it would have
 imported, so the message says exactly why.
+
+Before torch reads a file, :func:`check_pickle_bounds` bounds what unpickling it may cost: the pickle
+is at most :data:`MAX_PICKLE_BYTES` long and :data:`MAX_PICKLE_OPS` instructions, every tensor storage
+it declares fits in the bytes the file holds for it, and nothing it calls may allocate more than the
+file's size (``bytearray(10**12)``). The check reads the pickle's instructions with
+:mod:`pickletools` and follows its stack symbolically; it never executes anything.
 """
 
 from __future__ import annotations
@@ -37,6 +43,213 @@ def allowed_globals() -> list[Any]:
     return [argparse.Namespace]
 
 
+#: The longest pickle (``data.pkl``, or the pickles at the start of a legacy file) we unpickle. A
+#: checkpoint's pickle describes its tensors (a few hundred bytes each); the tensors live beside it.
+MAX_PICKLE_BYTES = 64 * 1024 * 1024
+#: The most pickle instructions we scan and unpickle.
+MAX_PICKLE_OPS = 20_000_000
+
+#: Bytes per element of the storage types a torch pickle names.
+_STORAGE_BYTES = {
+    "Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
+    "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "QInt8": 1, "QUInt8": 1, "QInt32": 4,
+    "Untyped": 1,
+}
+
+# Callables that the weights_only unpickler permits and that allocate as much as an integer argument asks.
+_ALLOCATING = ("builtins.bytearray", "builtins.bytes")
+
+
+class _Global:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Call:
+    def __init__(self, name: str, args: Any) -> None:
+        self.name, self.args = name, args
+
+
+_MARK = object()
+_UNKNOWN = object()
+
+
+def _storage_bytes(pid: Any) -> tuple[str, int] | None:
+    """``(key, bytes)`` of a storage persistent id ``('storage', type, key, location, numel, ...)``."""
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+        return None
+    kind, key, numel = pid[1], pid[2], pid[4]
+    if not isinstance(numel, int) or isinstance(numel, bool):
+        return None
+    name = kind.name.rsplit(".", 1)[-1] if isinstance(kind, _Global) else ""
+    per = _STORAGE_BYTES.get(name.removesuffix("Storage"), 16) if name else 1
+    return str(key), numel * per
+
+
+def _scan(stream: Any, budget: list[int]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Follow one pickle's stack symbolically: the storages it declares and the sizes that allocating
+    calls ask for. ``budget`` holds the instructions still allowed (shared across a file's pickles)."""
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    storages: list[tuple[str, int]] = []
+    allocations: list[tuple[str, int]] = []
+
+    def pop_mark() -> list[Any]:
+        items = []
+        while stack:
+            item = stack.pop()
+            if item is _MARK:
+                break
+            items.append(item)
+        return items[::-1]
+
+    for op, arg, _pos in pickletools.genops(stream):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooLarge(f"more than {MAX_PICKLE_OPS} pickle instructions")
+        name = op.name
+        if name == "MARK":
+            stack.append(_MARK)
+        elif name in ("GLOBAL", "INST"):
+            module, attr = str(arg).split(" ", 1)
+            stack.append(_Global(f"{module}.{attr}"))
+        elif name == "STACK_GLOBAL":
+            attr, module = (stack.pop() if stack else ""), (stack.pop() if stack else "")
+            stack.append(_Global(f"{module}.{attr}"))
+        elif name in ("TUPLE", "LIST", "DICT", "FROZENSET"):
+            items = pop_mark()
+            stack.append(tuple(items) if name == "TUPLE" else _UNKNOWN)
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items, stack[-n:] = stack[-n:], []
+            stack.append(tuple(items))
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+            pop_mark()
+        elif name in ("APPEND", "POP"):
+            if stack:
+                stack.pop()
+        elif name == "SETITEM":
+            del stack[-2:]
+        elif name == "POP_MARK":
+            pop_mark()
+        elif name == "DUP":
+            stack.append(stack[-1] if stack else _UNKNOWN)
+        elif name in ("REDUCE", "NEWOBJ"):
+            args = stack.pop() if stack else ()
+            func = stack.pop() if stack else None
+            called = func.name if isinstance(func, _Global) else "?"
+            if called in _ALLOCATING and isinstance(args, tuple) and args and isinstance(args[0], int) \
+                    and not isinstance(args[0], bool):
+                allocations.append((called, args[0]))
+            stack.append(_Call(called, args))
+        elif name == "NEWOBJ_EX":
+            del stack[-3:]
+            stack.append(_UNKNOWN)
+        elif name == "BUILD":
+            if stack:
+                stack.pop()
+        elif name in ("BINPERSID", "PERSID"):
+            pid = stack.pop() if name == "BINPERSID" and stack else arg
+            storage = _storage_bytes(pid)
+            if storage is not None:
+                storages.append(storage)
+            stack.append(_UNKNOWN)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = stack[-1] if stack else _UNKNOWN
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1] if stack else _UNKNOWN
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(int(arg), _UNKNOWN))
+        elif name in ("PROTO", "FRAME", "STOP"):
+            pass
+        elif op.stack_after:  # constants (ints, strings, bytes, None, booleans) and empty containers
+            stack.append(arg if arg is not None or name == "NONE" else _UNKNOWN)
+    return storages, allocations
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def check_pickle_bounds(path: str | Path) -> None:
+    """Refuse a torch file whose unpickling could take unbounded time or memory; see the module docstring.
+
+    Raises :class:`~mska_core.errors.UnsafeCheckpointError`; reads only the pickle, never executes it.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if zipfile.is_zipfile(path):
+            _check_zip(path, size)
+        else:
+            _check_legacy(path, size)
+    except _TooLarge as exc:
+        raise UnsafeCheckpointError(
+            f"{path}: refused before reading: {exc}; nothing from the file was run (a checkpoint's pickle "
+            "only describes its tensors — re-save the weights from code you trust)"
+        ) from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            pickle.UnpicklingError):
+        return  # not a pickle we can follow: torch's own reader gives the precise error
+
+
+def _check_zip(path: Path, size: int) -> None:
+    with zipfile.ZipFile(path) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        pickles = [name for name in infos if name == "data.pkl" or name.endswith("/data.pkl")]
+        if not pickles:
+            return
+        info = infos[pickles[0]]
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise _TooLarge(f"its pickle is {info.file_size} bytes (at most {MAX_PICKLE_BYTES})")
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > 100 * max(info.compress_size, 1):
+            raise _TooLarge(f"its pickle is compressed {info.file_size // max(info.compress_size, 1)}-fold")
+        prefix = pickles[0][: -len("data.pkl")]
+        with archive.open(info) as stream:
+            storages, allocations = _scan(stream, [MAX_PICKLE_OPS])
+        for key, wanted in storages:
+            record = infos.get(f"{prefix}data/{key}")
+            held = record.file_size if record is not None else 0
+            if wanted > held:
+                raise _TooLarge(
+                    f"its pickle declares a tensor storage {key!r} of {wanted} bytes, but the file holds {held} "
+                    "bytes for it"
+                )
+        _check_allocations(allocations, size)
+
+
+def _check_legacy(path: Path, size: int) -> None:
+    with open(path, "rb") as handle:
+        if handle.read(1) != b"\x80":
+            return
+        handle.seek(0)
+        budget = [MAX_PICKLE_OPS]
+        storages: list[tuple[str, int]] = []
+        allocations: list[tuple[str, int]] = []
+        # magic number, protocol version, system info, the object itself (then storage keys and data)
+        for _ in range(4):
+            start = handle.tell()
+            found, asked = _scan(handle, budget)
+            storages += found
+            allocations += asked
+            if handle.tell() - 0 > MAX_PICKLE_BYTES:
+                raise _TooLarge(f"its pickle is more than {MAX_PICKLE_BYTES} bytes")
+            if handle.tell() == start:
+                break
+    total = sum(wanted for _, wanted in storages)
+    if total > size:
+        raise _TooLarge(f"its pickle declares {total} bytes of tensor storage, but the file has {size} bytes")
+    _check_allocations(allocations, size)
+
+
+def _check_allocations(allocations: list[tuple[str, int]], size: int) -> None:
+    for called, amount in allocations:
+        if amount > max(size, 1 << 20):
+            raise _TooLarge(f"its pickle calls {called}({amount}), asking for more memory than the file's size")
+
+
 def safe_torch_load(path: str | Path, *, allow: Sequence[Any] = (), mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with an optional explicit allow-list of globals.
 
@@ -48,6 +261,7 @@ def safe_torch_load(path: str | Path, *, allow: Sequence[Any] = (), mmap: bool =
     import torch
 
     path = Path(path)
+    check_pickle_bounds(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol-version chatter of the weights_only unpickler
@@ -136,3 +350,48 @@ def _first_line(exc: BaseException) -> str:
     line = text[0] if text else type(exc).__name__
     line = line.replace("[enforce fail at inline_container.cc:", "[").strip()
     return line[:200]
+
+
+#: The largest safetensors JSON header we parse (the safetensors library's own limit).
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+
+_SAFETENSORS_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}
+
+
+def safetensors_header_problem(header: Any, data_size: int) -> str | None:
+    """What is wrong with a parsed safetensors header whose file holds ``data_size`` bytes of tensor
+    data, or ``None``: every entry needs a known dtype, a shape of non-negative integers and
+    ``data_offsets`` inside the data that match the shape; ``__metadata__`` maps strings to strings."""
+    if not isinstance(header, dict):
+        return f"its header is a JSON {type(header).__name__}, not an object"
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in entry.items()):
+                return "its __metadata__ is not a table of strings"
+            continue
+        if not isinstance(entry, dict):
+            return f"its header entry {name!r} is not an object"
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in _SAFETENSORS_BYTES:
+            return f"tensor {name!r} has an unknown dtype {dtype!r}"
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            return f"tensor {name!r} has a shape that is not a list of non-negative integers"
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            return f"tensor {name!r} has data_offsets that are not two ascending integers"
+        if offsets[1] > data_size:
+            return (f"a safetensors file cut short: tensor {name!r} ends at byte {offsets[1]} of the data, the "
+                    f"file holds {data_size}")
+        count = 1
+        for dim in shape:
+            count *= dim
+        if count * _SAFETENSORS_BYTES[dtype] != offsets[1] - offsets[0]:
+            return (f"tensor {name!r}: shape {shape} of {dtype} needs {count * _SAFETENSORS_BYTES[dtype]} "
+                    f"bytes, its data_offsets give {offsets[1] - offsets[0]}")
+    return None
