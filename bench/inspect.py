@@ -6,6 +6,10 @@ temporary folder, and measures, each in a fresh subprocess and interleaved with 
 - ``describe(path)`` (what ``mska inspect --json`` runs: mmap + weights_only for torch files, the
   JSON header alone for safetensors) against ``torch.load(path, weights_only=True)`` and
   ``safetensors.torch.load_file``;
+- ``diff_checkpoints(a, b)`` (what ``mska inspect A --diff B`` runs: both files memory-mapped,
+  tensor by tensor, pages handed back after each) of two such torch files (B: every other tensor
+  changed by 1e-3) against the baseline of ``torch.load`` of both files, then the same comparison
+  key by key (``torch.equal`` and the largest absolute difference);
 - wall time of the operation itself (after imports), wall time of the whole process, and the peak
   resident memory of the process (``resource.getrusage``, ``ru_maxrss``).
 
@@ -39,9 +43,20 @@ _MEASURE = textwrap.dedent(
     path, what = sys.argv[1], sys.argv[2]
     if what != "describe-no-torch":
         import torch  # the header-only path must show it never needs torch
-    from mska_core.checkpoints import describe
+    from mska_core.checkpoints import describe, diff_checkpoints
     start = time.perf_counter()
-    if what.startswith("describe"):
+    if what == "diff":
+        report = diff_checkpoints(path, sys.argv[3])
+        count = report.totals()["changed"]
+    elif what == "torch.load both + compare":
+        a = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        b = torch.load(sys.argv[3], map_location="cpu", weights_only=True)["state_dict"]
+        count = 0
+        for k in a:  # the same facts the diff reports: equal, largest difference, largest magnitude
+            equal = torch.equal(a[k], b[k])
+            largest = float((a[k] - b[k]).abs().max()), float(a[k].abs().max()), float(b[k].abs().max())
+            count += not equal
+    elif what.startswith("describe"):
         info = describe(path)
         count = info["totals"]["tensors"]
     elif what == "torch.load":
@@ -68,23 +83,28 @@ _WRITE = textwrap.dedent(
     payload = make_payload("model", state, epoch=1)
     save_checkpoint(payload, folder + "/big.pt")
     save_checkpoint(payload, folder + "/big.safetensors")
+    for i, key in enumerate(state):  # B: every other tensor changed a little (a fine-tuned copy)
+        if i % 2:
+            state[key] += 1e-3
+    save_checkpoint(make_payload("model", state, epoch=2), folder + "/big_b.pt")
     """
 )
 
 
-def write_files(folder: Path, gib: float) -> tuple[Path, Path]:
+def write_files(folder: Path, gib: float) -> tuple[Path, Path, Path]:
     """Write the two files in a child process: Linux keeps a process's peak RSS across exec, so the
     parent must never hold the tensors or every measured child would inherit that peak."""
     env = dict(os.environ, MSKA_LOAD_PLUGINS="")
     subprocess.run([sys.executable, "-c", _WRITE, str(folder), str(gib)], env=env, check=True)
-    return folder / "big.pt", folder / "big.safetensors"
+    return folder / "big.pt", folder / "big.safetensors", folder / "big_b.pt"
 
 
-def measure(path: Path, what: str) -> dict[str, float]:
+def measure(path: Path, what: str, other: Path | None = None) -> dict[str, float]:
     env = dict(os.environ, MSKA_LOAD_PLUGINS="")
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", _MEASURE, str(path), what], capture_output=True, text=True,
-                            env=env, check=True)
+    extra = [str(other)] if other is not None else []
+    result = subprocess.run([sys.executable, "-c", _MEASURE, str(path), what, *extra], capture_output=True,
+                            text=True, env=env, check=True)
     data = json.loads(result.stdout)
     data["process_seconds"] = time.perf_counter() - start
     return data
@@ -99,18 +119,20 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="mska-inspect-bench-"))
     try:
-        torch_file, st_file = write_files(folder, args.gib)
+        torch_file, st_file, changed_file = write_files(folder, args.gib)
         cases = {
-            "describe (torch zip, mmap)": (torch_file, "describe"),
-            "torch.load (baseline)": (torch_file, "torch.load"),
-            "describe (safetensors header)": (st_file, "describe"),
-            "describe (safetensors header, torch never imported)": (st_file, "describe-no-torch"),
-            "safetensors load_file (baseline)": (st_file, "load_file"),
+            "diff A B (mmap, tensor by tensor)": (torch_file, "diff", changed_file),
+            "torch.load both + compare (baseline)": (torch_file, "torch.load both + compare", changed_file),
+            "describe (torch zip, mmap)": (torch_file, "describe", None),
+            "torch.load (baseline)": (torch_file, "torch.load", None),
+            "describe (safetensors header)": (st_file, "describe", None),
+            "describe (safetensors header, torch never imported)": (st_file, "describe-no-torch", None),
+            "safetensors load_file (baseline)": (st_file, "load_file", None),
         }
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
         for _ in range(args.repeat):  # interleaved, so machine load affects all alike
-            for name, (path, what) in cases.items():
-                samples[name].append(measure(path, what))
+            for name, (path, what, other) in cases.items():
+                samples[name].append(measure(path, what, other))
         env = dict(os.environ, MSKA_LOAD_PLUGINS="")
         imports_rss = int(subprocess.run([sys.executable, "-c", _IMPORTS_ONLY], capture_output=True, text=True,
                                          env=env, check=True).stdout)
@@ -123,6 +145,7 @@ def main() -> None:
         for name, runs in samples.items()
     }
     pairs = {
+        "diff of two torch zip files": ("diff A B (mmap, tensor by tensor)", "torch.load both + compare (baseline)"),
         "torch zip": ("describe (torch zip, mmap)", "torch.load (baseline)"),
         "safetensors": ("describe (safetensors header)", "safetensors load_file (baseline)"),
         "safetensors, torch never imported": (
@@ -151,7 +174,7 @@ def main() -> None:
     for name, row in results.items():
         console.print(f"{name}: peak RSS above the imports {(row['peak_rss'] - imports_rss) / 2**20:+.0f} MiB")
     for label, ratio in ratios.items():
-        console.print(f"{label}: describe / baseline time {ratio['time']:.4f}, peak RSS {ratio['peak_rss']:.3f}")
+        console.print(f"{label}: ours / baseline time {ratio['time']:.4f}, peak RSS {ratio['peak_rss']:.3f}")
 
     out = {
         "benchmark": "inspect",

@@ -31,7 +31,7 @@ from mska_core.errors import CheckpointError, MskaError
 
 IDENTICAL, CHANGED, SHAPE, ONLY_A, ONLY_B = "identical", "changed", "shape", "only in A", "only in B"
 #: Elements compared at a time: bounds the temporaries of one comparison whatever a tensor's size.
-CHUNK = 1 << 22
+CHUNK = 1 << 20
 _PAGE = mmap.PAGESIZE
 _MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now (file-backed ones are simply dropped)
 
@@ -189,8 +189,9 @@ def compare_tensors(key: str, x: Any, y: Any, *, key_b: str | None = None) -> Te
             if equal and not torch.equal(cx, cy):
                 equal = False
             fx, fy = cx.to(work), cy.to(work)
-            max_abs = max(max_abs, float((fx - fy).abs().max()))
-            scale = max(scale, float(fx.abs().max()), float(fy.abs().max()))
+            max_abs = max(max_abs, float(torch.sub(fx, fy).abs_().max()))
+            for low, high in (torch.aminmax(fx), torch.aminmax(fy)):  # the largest magnitude, no copy
+                scale = max(scale, -float(low), float(high))
     finally:
         release(x)
         release(y)
