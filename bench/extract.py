@@ -94,10 +94,11 @@ def decode_only(videos: list[Path], rgb: bool) -> int:
 
 
 def extract(videos: list[Path], keypoints: Path, out: Path, workers: int) -> int:
+    from mska_core.config.schema import ExtractConfig
     from mska_core.extract import ExtractRequest, run_extraction
 
     report = run_extraction(ExtractRequest(videos=tuple(map(str, videos)), out=out, keypoints=str(keypoints),
-                                           workers=workers))
+                                           settings=ExtractConfig(workers=workers)))
     if report.failed:
         raise SystemExit(f"extraction failed: {report.failed}")
     return report.frames
@@ -165,6 +166,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from mska_core.config.schema import ExtractConfig
+
     table = Table(title=f"mska extract, {args.clips} clips x {args.frames} frames of {width}x{height} in "
                         f"{args.dir or tempfile.gettempdir()} (median of {args.repeat}; higher is better)")
     table.add_column("run")
@@ -188,8 +191,9 @@ def main() -> None:
     result = {
         "benchmark": "extract",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "settings": {"dir": str(Path(args.dir or tempfile.gettempdir()).resolve()), "clips": args.clips, "frames": args.frames, "width": width, "height": height,
-                     "repeat": args.repeat, "crop_size": 112, "streams": sorted(k.split("/")[1] for k in crops)},
+        "settings": {"dir": str(Path(args.dir or tempfile.gettempdir()).resolve()), "clips": args.clips,
+                     "frames": args.frames, "width": width, "height": height, "repeat": args.repeat,
+                     "crop_size": ExtractConfig().crop_size, "streams": sorted(k.split("/")[1] for k in crops)},
         "frames_per_second": rates,
         "ratio_to_decode_only": {name: rate / baseline for name, rate in rates.items()},
         "samples": samples,

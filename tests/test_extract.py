@@ -301,8 +301,8 @@ def test_sigkill_during_extraction_leaves_no_half_written_clip(tmp_path: Path):
     process = subprocess.Popen(args, env=mska_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:  # kill in the middle of a clip
-            if (out / "clips.tsv").is_file() and len(list(out.glob(".partial/*/crops/face/*.jpg"))) >= 5:
+        while time.monotonic() < deadline and process.poll() is None:  # kill in the middle of the 2nd clip
+            if len(list(out.rglob("*.jpg"))) >= 48 * 3 + 6:
                 break
             time.sleep(0.01)
         assert process.poll() is None, "extraction ended before it could be killed"
@@ -347,6 +347,19 @@ def test_bad_usage_is_one_line_and_exit_code_2(corpus: Path, tmp_path: Path):
         assert len(result.stderr.strip().splitlines()) == 1, (extra, result.stderr)
     assert run_extract(videos, "--out", out).returncode == 2  # neither --keypoints nor --estimator
     assert not (tmp_path / "out" / "clips.tsv").exists()
+
+
+def test_flags_win_over_set_and_the_config_file(tmp_path: Path):
+    from mska_core.cli import build_parser
+    from mska_core.cli.extract_cmd import resolve_config
+
+    config = tmp_path / "extract.toml"
+    config.write_text('[extract]\ncrop_size = 64\nworkers = 3\nstreams = ["face"]\n')
+    args = build_parser().parse_args(["extract", "v.mp4", "--out", "o", "--keypoints", "k", "--config", str(config),
+                                      "--set", "extract.jpeg_quality=75", "--set", "extract.workers=4",
+                                      "--crop-size", "96"])
+    settings = resolve_config(args).extract
+    assert (settings.crop_size, settings.workers, settings.jpeg_quality, settings.streams) == (96, 4, 75, ("face",))
 
 
 def test_two_worker_processes_write_what_one_process_writes(extracted, corpus: Path, tmp_path: Path):

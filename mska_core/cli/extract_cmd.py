@@ -76,13 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.registry import registry_for
 
     config = resolve_config(args)
-    settings = config.extract
     registry = registry_for(config.plugins)
     request = ExtractRequest(
         videos=tuple(args.videos), out=Path(args.out), keypoints=args.keypoints, estimator=args.estimator,
-        streams=settings.streams, crop_size=settings.crop_size, jpeg_quality=settings.jpeg_quality,
-        layout=settings.layout, workers=settings.workers, annotations=args.annotations, split=args.split,
-        plugins=config.plugins,
+        annotations=args.annotations, split=args.split, settings=config.extract, plugins=config.plugins,
     )
     out = console()
     progress = _RichProgress(out, enabled=not args.no_progress)

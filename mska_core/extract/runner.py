@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from mska_core.config.schema import ExtractConfig
 from mska_core.errors import DataError, MskaError, PluginError, UnknownNameError
 from mska_core.extract.annotations import Annotations, write_split
 from mska_core.extract.boxes import StreamCrop
@@ -28,19 +29,16 @@ from mska_core.extract.videos import find_videos
 
 @attrs.frozen
 class ExtractRequest:
-    """What to extract: the command line of ``mska extract``, resolved."""
+    """What to extract: the inputs of ``mska extract`` and its ``[extract]`` settings (defaults in
+    :class:`~mska_core.config.schema.ExtractConfig`)."""
 
     videos: tuple[str, ...]
     out: Path
     keypoints: str | None = None
     estimator: str | None = None
-    streams: tuple[str, ...] = ()
-    crop_size: int = 112
-    jpeg_quality: int = 90
-    layout: str | None = None
-    workers: int = 1
     annotations: str | None = None
     split: str | None = None
+    settings: ExtractConfig = attrs.field(factory=ExtractConfig)
     plugins: Any = None  # the config's [plugins] table (worker processes load the same plugins)
 
 
@@ -110,7 +108,7 @@ def run_extraction(request: ExtractRequest, registry: Any = None, progress: Prog
 
     for clip_id, reason in list(failed):
         progress.clip_failed(clip_id, reason)
-    pool = WorkerPool(options, min(request.workers, len(todo))) if request.workers > 1 and len(todo) > 1 else None
+    pool = WorkerPool(options, min(request.settings.workers, len(todo))) if request.settings.workers > 1 and len(todo) > 1 else None
     progress.start(len(todo))  # after the workers started: the progress bar runs a thread
     try:
         if pool is not None:
@@ -147,10 +145,10 @@ def _plan(request: ExtractRequest, registry: Any) -> tuple[list[ClipJob], list[t
     if request.split is not None and (request.split in RESERVED_SPLITS or "/" in request.split):
         raise DataError(f"--split {request.split!r} is a folder of the output; use train, dev or test")
     layouts = {layout.name: layout.num_joints for layout in registry.layouts}
-    if request.layout is not None and request.layout not in layouts:
-        raise UnknownNameError(f"[extract] layout {request.layout!r} is not registered; registered: "
+    if request.settings.layout is not None and request.settings.layout not in layouts:
+        raise UnknownNameError(f"[extract] layout {request.settings.layout!r} is not registered; registered: "
                                f"{', '.join(layouts)}")
-    crops = _stream_crops(request.streams, registry)
+    crops = _stream_crops(request.settings.streams, registry)
     videos = find_videos(request.videos)
     if not videos:
         raise DataError(f"no videos ({', '.join(('mp4', 'avi', 'mkv', 'webm', 'mov'))}) found in "
@@ -177,9 +175,9 @@ def _plan(request: ExtractRequest, registry: Any) -> tuple[list[ClipJob], list[t
         if ref is None:
             failed.append((video.id, files.describe_missing(video.id)))
             continue
-        jobs.append(ClipJob(video=video, keypoints=ref, streams=crops, named_streams=bool(request.streams)))
-    options = ExtractOptions(out=Path(request.out), crop_size=request.crop_size,
-                             jpeg_quality=request.jpeg_quality, layouts=layouts, layout=request.layout,
+        jobs.append(ClipJob(video=video, keypoints=ref, streams=crops, named_streams=bool(request.settings.streams)))
+    options = ExtractOptions(out=Path(request.out), crop_size=request.settings.crop_size,
+                             jpeg_quality=request.settings.jpeg_quality, layouts=layouts, layout=request.settings.layout,
                              plugins=request.plugins)
     return jobs, failed, options
 
