@@ -46,8 +46,9 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed TOML of ``path``; a missing, unreadable, oversized or special file (a FIFO,
-    ``/dev/zero``), a syntax error or absurd nesting is a one-line ConfigError."""
+    """The parsed TOML of ``path``; a missing, unreadable or oversized file, a device or pipe that
+    never ends (``/dev/zero``), a syntax error or absurd nesting is a one-line ConfigError. At most
+    :data:`MAX_CONFIG_BYTES` are read."""
     import stat
 
     path = Path(path)
@@ -59,9 +60,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"config path {str(path)!r} is a directory; give a .toml file")
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"config path {str(path)!r} is not a regular file (a device, FIFO or socket); give a .toml file")
-    if info.st_size > MAX_CONFIG_BYTES:
+    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_CONFIG_BYTES:
         raise ConfigError(
             f"{path}: {info.st_size} bytes is too large for a config file (at most {MAX_CONFIG_BYTES}); "
             "is it the right file?"
@@ -71,6 +70,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:  # a device or pipe that does not end (/dev/zero, `yes |`)
+        raise ConfigError(
+            f"{path}: more than {MAX_CONFIG_BYTES} bytes without an end; a config file is a few KB of TOML — "
+            "is it the right file?"
+        )
     try:
         return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -39,8 +39,19 @@ def load_trained(path: str | Path, *, registry: Any = None, device: Any = "cpu")
         raise CheckpointError(
             f"{path}: not a fine-tuned model (kind {kind!r}); give the best.pt or last.pt of a 'mska train' run"
         )
-    registry = registry or get_registry()
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(
+                f"{path}: the checkpoint lacks its {key!r} (or it is not a table), which rebuilding the model "
+                "needs; it is damaged or was not written by mska train — use the run's other checkpoint"
+            )
+    from mska_core.config.checks import check_providers
+    from mska_core.registry import registry_for
+
     config = config_from_dict(payload["config"], source=f"{path} (stored config)")
+    registry = registry_for(config.plugins, registry or get_registry())
+    # A stored config names its streams; one a missing plugin supplied is named with its distribution.
+    check_providers(config, payload.get("providers"), str(path), registry)
     vocabularies = Vocabularies.from_dict(payload["vocabularies"])
     translation = None
     if "translation" in config.losses and config.losses["translation"].weight > 0:
