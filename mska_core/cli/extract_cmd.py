@@ -33,7 +33,8 @@ def add_parser(subparsers: Any) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--keypoints", metavar="PATH",
                         help="a folder of ID.npy / ID.pose files, one such file, or an MSKA pickle")
-    source.add_argument("--estimator", metavar="NAME", help="a registered keypoint estimator (mska plugins --all)")
+    source.add_argument("--estimator", metavar="NAME",
+                        help="a registered keypoint estimator (mska plugins --all lists them)")
     parser.add_argument("--streams", type=_names, metavar="A,B",
                         help="streams to crop (default: every stream with a crop region in the layout)")
     parser.add_argument("--crop-size", type=int, metavar="PX", help="side of the square crops in pixels")

@@ -86,7 +86,8 @@ def _extract(job: ClipJob, options: ExtractOptions, estimator: Any, on_frames: C
         given = read_keypoints(job.keypoints, options.layouts, options.layout)
         layout, source, version = given.layout, job.keypoints.source, ""
     else:
-        layout, source, version = job.keypoints.layout, f"estimator:{job.keypoints.name}", job.keypoints.version
+        layout, version = job.keypoints.layout, job.keypoints.version
+        source = f"estimator:{job.keypoints.name}"
     streams = _streams_in_layout(job, layout)
     container = open_video(job.video.path)
     try:

@@ -81,14 +81,17 @@ class KeypointFiles:
 
     def describe_missing(self, clip_id: str) -> str:
         if self.path.is_dir():
-            return f"no keypoints for {clip_id!r} (looked for {clip_id}.npy or {clip_id}.pose under {self.path})"
+            return (f"no keypoints for {clip_id!r} (looked for {clip_id}.npy or {clip_id}.pose under "
+                    f"{self.path})")
         return f"no keypoints for {clip_id!r} in {self.path}"
 
     def _index_folder(self) -> None:
-        for file in sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix in KEYPOINT_FILE_SUFFIXES):
+        files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix in KEYPOINT_FILE_SUFFIXES)
+        for file in files:
             other = self._refs.get(file.stem)
             if other is not None:
-                raise DataError(f"two keypoint files for clip {file.stem!r}: {other.path} and {file}; keep one")
+                raise DataError(f"two keypoint files for clip {file.stem!r}: {other.path} and {file}; "
+                                "keep one")
             self._refs[file.stem] = KeypointRef(file.suffix[1:], file, file.stem)
 
     def _index_pickle(self) -> None:
@@ -135,7 +138,8 @@ def resolve_layout(num_joints: int, layouts: Mapping[str, int], layout: str | No
     """``layout`` if given (checking the joint count), else the one registered layout with ``num_joints``."""
     if layout is not None:
         if layout not in layouts:
-            raise DataError(f"[extract] layout {layout!r} is not registered; registered: {', '.join(layouts)}")
+            raise DataError(f"[extract] layout {layout!r} is not registered; registered: "
+                            f"{', '.join(layouts)}")
         if layouts[layout] != num_joints:
             raise DataError(f"{where}: {num_joints} joints, but layout {layout!r} has {layouts[layout]}")
         return layout

@@ -52,9 +52,9 @@ class ClipRow:
 
     @classmethod
     def from_cells(cls, cells: list[str]) -> ClipRow:
-        return cls(id=cells[0], video=cells[1], frames=int(cells[2]), fps=float(cells[3]), width=int(cells[4]),
-                   height=int(cells[5]), layout=cells[6], source=cells[7], version=cells[8],
-                   streams=tuple(s for s in cells[9].split(",") if s))
+        return cls(id=cells[0], video=cells[1], frames=int(cells[2]), fps=float(cells[3]),
+                   width=int(cells[4]), height=int(cells[5]), layout=cells[6], source=cells[7],
+                   version=cells[8], streams=tuple(s for s in cells[9].split(",") if s))
 
 
 @attrs.frozen

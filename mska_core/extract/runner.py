@@ -76,66 +76,78 @@ class Progress:
     def stop(self) -> None: ...
 
 
-def run_extraction(request: ExtractRequest, registry: Any = None, progress: Progress | None = None) -> ExtractReport:
+def run_extraction(request: ExtractRequest, registry: Any = None,
+                   progress: Progress | None = None) -> ExtractReport:
     """Extract every clip of ``request`` into ``request.out``; see ``docs/data.md`` for what is written."""
     from mska_core.registry import get_registry
 
     registry = registry or get_registry()
     progress = progress or Progress()
     started = time.perf_counter()
+    plan = _plan(request, registry)
     out = OutputFolder(Path(request.out))
-    jobs, failed, options = _plan(request, registry)
     out.root.mkdir(parents=True, exist_ok=True)
     rows = read_clips(out.clips_tsv)
     write_clips(out.clips_tsv, rows)  # drops a line torn by a killed run before anything is appended
-    skipped = [job.video.id for job in jobs
-               if out.is_finished(rows.get(job.video.id), [crop.name for crop in job.streams])]
-    todo = [job for job in jobs if job.video.id not in set(skipped)]
+    skipped = [job.video.id for job in plan.jobs if _finished(out, rows, job)]
+    todo = [job for job in plan.jobs if job.video.id not in skipped]
     written: list[ClipRow] = []
-    frames = 0
+    failed = list(plan.failed)
 
     def done(row: ClipRow) -> None:
-        nonlocal frames
         append_clip(out.clips_tsv, row)  # the clip is finished from here on
         rows[row.id] = row
         written.append(row)
-        frames += row.frames
         progress.clip_done(row)
 
     def fail(clip_id: str, reason: str) -> None:
         failed.append((clip_id, reason))
         progress.clip_failed(clip_id, reason)
 
-    for clip_id, reason in list(failed):
+    for clip_id, reason in plan.failed:
         progress.clip_failed(clip_id, reason)
-    pool = WorkerPool(options, min(request.settings.workers, len(todo))) if request.settings.workers > 1 and len(todo) > 1 else None
+    workers = min(request.settings.workers, len(todo))
+    pool = WorkerPool(plan.options, workers) if workers > 1 else None
     progress.start(len(todo))  # after the workers started: the progress bar runs a thread
     try:
         if pool is not None:
             pool.run(todo, done, fail, progress.frames)
         else:
-            _run_here(todo, options, registry, done, fail, progress.frames)
+            _run_here(todo, plan.options, registry, done, fail, progress.frames)
     finally:
         if pool is not None:
             pool.stop()
         progress.stop()
         write_clips(out.clips_tsv, rows)
     split_table = None
-    if request.annotations and request.split:
-        finished = [job.video.id for job in jobs if out.is_finished(rows.get(job.video.id),
-                                                                   [crop.name for crop in job.streams])]
-        annotations = Annotations.read(Path(request.annotations))
-        split_table = write_split(out.root, request.split, [rows[i] for i in finished], annotations)
-    return ExtractReport(written=tuple(written), skipped=tuple(skipped), failed=tuple(failed), frames=frames,
-                         seconds=time.perf_counter() - started, split_table=split_table)
+    if plan.annotations is not None and request.split:
+        finished = [rows[job.video.id] for job in plan.jobs if _finished(out, rows, job)]
+        split_table = write_split(out.root, request.split, finished, plan.annotations)
+    return ExtractReport(written=tuple(written), skipped=tuple(skipped), failed=tuple(failed),
+                         frames=sum(row.frames for row in written), seconds=time.perf_counter() - started,
+                         split_table=split_table)
+
+
+def _finished(out: OutputFolder, rows: dict[str, ClipRow], job: ClipJob) -> bool:
+    return out.is_finished(rows.get(job.video.id), [crop.name for crop in job.streams])
 
 
 # --- planning -------------------------------------------------------------------------------------
 
 
-def _plan(request: ExtractRequest, registry: Any) -> tuple[list[ClipJob], list[tuple[str, str]], ExtractOptions]:
-    """The jobs to run, the clips that failed before starting (no keypoints, no annotation), and the
-    options shared by every clip. Bad usage raises (exit code 2)."""
+@attrs.frozen
+class _Plan:
+    """The jobs to run, the clips that failed before starting (no keypoints, no annotation line), the
+    options every clip shares, and the annotations (with ``--annotations``)."""
+
+    jobs: list[ClipJob]
+    failed: list[tuple[str, str]]
+    options: ExtractOptions
+    annotations: Annotations | None
+
+
+def _plan(request: ExtractRequest, registry: Any) -> _Plan:
+    """What to do for ``request``; bad usage raises (exit code 2)."""
     if (request.keypoints is None) == (request.estimator is None):
         raise DataError("give exactly one of --keypoints PATH (existing keypoint files) and --estimator NAME "
                         "(a registered keypoint estimator; `mska plugins --all` lists them)")
@@ -159,8 +171,8 @@ def _plan(request: ExtractRequest, registry: Any) -> tuple[list[ClipJob], list[t
     if request.estimator is not None:
         record = registry.keypoint_estimators.get(request.estimator)
         if record.layout not in layouts:
-            raise DataError(f"keypoint estimator {record.name!r} gives layout {record.layout!r}, which no plugin "
-                            f"registers (registered: {', '.join(layouts)})")
+            raise DataError(f"keypoint estimator {record.name!r} gives layout {record.layout!r}, which no "
+                            f"plugin registers (registered: {', '.join(layouts)})")
         provider = record.provider
         source: Callable[[str], Any] = lambda clip_id: EstimatorRef(  # noqa: E731
             record.name, record.layout, getattr(provider, "version", "") or "")
@@ -175,11 +187,12 @@ def _plan(request: ExtractRequest, registry: Any) -> tuple[list[ClipJob], list[t
         if ref is None:
             failed.append((video.id, files.describe_missing(video.id)))
             continue
-        jobs.append(ClipJob(video=video, keypoints=ref, streams=crops, named_streams=bool(request.settings.streams)))
+        jobs.append(ClipJob(video=video, keypoints=ref, streams=crops,
+                            named_streams=bool(request.settings.streams)))
     options = ExtractOptions(out=Path(request.out), crop_size=request.settings.crop_size,
-                             jpeg_quality=request.settings.jpeg_quality, layouts=layouts, layout=request.settings.layout,
-                             plugins=request.plugins)
-    return jobs, failed, options
+                             jpeg_quality=request.settings.jpeg_quality, layouts=layouts,
+                             layout=request.settings.layout, plugins=request.plugins)
+    return _Plan(jobs=jobs, failed=failed, options=options, annotations=annotations)
 
 
 def _stream_crops(names: Sequence[str], registry: Any) -> tuple[StreamCrop, ...]:
@@ -200,8 +213,9 @@ def _stream_crops(names: Sequence[str], registry: Any) -> tuple[StreamCrop, ...]
 # --- running --------------------------------------------------------------------------------------
 
 
-def _run_here(jobs: Sequence[ClipJob], options: ExtractOptions, registry: Any, done: Callable[[ClipRow], None],
-              fail: Callable[[str, str], None], frames: Callable[[int], None]) -> None:
+def _run_here(jobs: Sequence[ClipJob], options: ExtractOptions, registry: Any,
+              done: Callable[[ClipRow], None], fail: Callable[[str, str], None],
+              frames: Callable[[int], None]) -> None:
     estimator = None
     try:
         for job in jobs:
@@ -233,8 +247,9 @@ class WorkerPool:
         self.workers = workers
         self.tasks: Any = context.Queue()
         self.results: Any = context.Queue()
-        self.processes = [context.Process(target=_worker, args=(self.tasks, self.results, options, os.getpid()),
-                                          daemon=True) for _ in range(workers)]
+        arguments = (self.tasks, self.results, options, os.getpid())
+        self.processes = [context.Process(target=_worker, args=arguments, daemon=True)
+                          for _ in range(workers)]
         for process in self.processes:
             process.start()
 

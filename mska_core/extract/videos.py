@@ -42,7 +42,8 @@ def find_videos(paths: Sequence[str | Path]) -> list[Video]:
     for given in paths:
         root = Path(given)
         if root.is_dir():
-            candidates = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            candidates = sorted(p for p in root.rglob("*")
+                                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
         elif root.is_file():
             candidates = [root]
         else:
