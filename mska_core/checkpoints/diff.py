@@ -3,8 +3,9 @@
 Both files are read through the registered checkpoint formats, so any two formats compare (an
 export against a trained model, a reference checkpoint against ours). Torch zip files are
 memory-mapped and safetensors files mapped straight from their header's offsets; each pair of
-tensors is compared in chunks and its pages are handed back to the kernel afterwards, so a pair of
-large files never sits in memory whole (on Linux; elsewhere the kernel pages them out as it needs).
+tensors is compared in chunks and its pages are unmapped afterwards (:class:`Releaser`), so a pair
+of large files never sits in the process's memory whole (on Linux; elsewhere the kernel pages them
+out as it needs).
 
 Keys are compared in A's naming. ``maps`` (``--map A_PREFIX=B_PREFIX``) line up two layouts: B's keys
 under ``B_PREFIX`` are renamed to ``A_PREFIX`` + the rest, and only keys under the mapped prefixes
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 import mmap
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ IDENTICAL, CHANGED, SHAPE, ONLY_A, ONLY_B = "identical", "changed", "shape", "on
 #: Elements compared at a time: bounds the temporaries of one comparison whatever a tensor's size.
 CHUNK = 1 << 20
 _PAGE = mmap.PAGESIZE
-_MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now (file-backed ones are simply dropped)
+_MADV_DONTNEED = 4  # Linux: unmap these pages; a file's clean pages are mapped again from the page cache
 
 
 @attrs.frozen
@@ -146,6 +147,7 @@ def diff_checkpoints(a: str | Path, b: str | Path, *, prefix: str | None = None,
         registry = get_registry()
     format_a, tensors_a = _open(a, select, registry)
     format_b, tensors_b = _open(b, select, registry)
+    release = Releaser([a, b])
     keys_a = {k: k for k in tensors_a if _under(k, [m[0] for m in maps])}
     keys_b = {}  # A-space name -> B's own key
     for key in tensors_b:
@@ -163,12 +165,14 @@ def diff_checkpoints(a: str | Path, b: str | Path, *, prefix: str | None = None,
         elif in_b is None:
             entries.append(_one_side(ONLY_A, key, tensors_a[key]))
         else:
-            entries.append(compare_tensors(key, tensors_a[key], tensors_b[in_b], key_b=in_b if in_b != key else None))
+            entries.append(compare_tensors(key, tensors_a[key], tensors_b[in_b], key_b=in_b if in_b != key else None,
+                                           release=release))
     return DiffReport(str(a), str(b), format_a, format_b, tuple(maps), prefix, tuple(entries), depth)
 
 
-def compare_tensors(key: str, x: Any, y: Any, *, key_b: str | None = None) -> TensorDiff:
-    """One key: shapes, then every element in chunks (pages released after each tensor)."""
+def compare_tensors(key: str, x: Any, y: Any, *, key_b: str | None = None,
+                    release: Callable[[Any], None] | None = None) -> TensorDiff:
+    """One key: shapes, then every element in chunks; ``release`` is called on both tensors after."""
     import torch
 
     shape_a, shape_b = tuple(x.shape), tuple(y.shape)
@@ -193,32 +197,54 @@ def compare_tensors(key: str, x: Any, y: Any, *, key_b: str | None = None) -> Te
             for low, high in (torch.aminmax(fx), torch.aminmax(fy)):  # the largest magnitude, no copy
                 scale = max(scale, -float(low), float(high))
     finally:
-        release(x)
-        release(y)
+        if release is not None:
+            release(x)
+            release(y)
     if equal:
         return TensorDiff(status=IDENTICAL, max_abs=0.0, max_rel=0.0, **base)
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
     return TensorDiff(status=CHANGED, max_abs=max_abs, max_rel=max_rel, **base)
 
 
-def release(tensor: Any) -> None:
-    """Ask the kernel to page out the memory behind ``tensor`` (a no-op where that is not possible).
+class Releaser:
+    """Hands the pages of a compared tensor back to the kernel when they map one of ``files``.
 
-    Pages of a memory-mapped file are dropped and read again from the file if touched later;
-    ``MADV_PAGEOUT`` never discards data, so this is safe on any memory.
+    On Linux the file-backed mappings of ``files`` are read from ``/proc/self/maps``; a tensor whose
+    storage lies in one is unmapped with ``MADV_DONTNEED`` after its comparison, which drops it
+    from the process's memory but not from the page cache (a later read maps it again from there).
+    Tensors in ordinary memory (what a format's conversion produced) are left to Python. Elsewhere
+    this does nothing and the kernel pages the files out as it needs.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        storage = tensor.untyped_storage()
-        pointer, size = storage.data_ptr(), storage.nbytes()
-    except (AttributeError, RuntimeError):
-        return
-    if not pointer or size < _PAGE:
-        return
-    start = pointer - pointer % _PAGE
-    end = pointer + size
-    _madvise(start, end - start)
+
+    def __init__(self, files: Sequence[str | Path]) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        if not sys.platform.startswith("linux"):
+            return
+        names = {str(Path(f).expanduser().resolve()) for f in files}
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+                for line in maps:
+                    fields = line.split(None, 5)
+                    if len(fields) == 6 and fields[5].strip() in names:
+                        low, high = (int(x, 16) for x in fields[0].split("-"))
+                        self.ranges.append((low, high))
+        except OSError:
+            self.ranges = []
+
+    def __call__(self, tensor: Any) -> None:
+        if not self.ranges:
+            return
+        try:
+            storage = tensor.untyped_storage()
+            pointer, size = storage.data_ptr(), storage.nbytes()
+        except (AttributeError, RuntimeError):
+            return
+        for low, high in self.ranges:
+            if low <= pointer and pointer + size <= high:
+                start = max(low, pointer - pointer % _PAGE)
+                end = min(high, -(-(pointer + size) // _PAGE) * _PAGE)
+                _madvise(start, end - start)
+                return
 
 
 def _madvise(start: int, length: int) -> None:
@@ -231,8 +257,8 @@ def _madvise(start: int, length: int) -> None:
             _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
         except (OSError, AttributeError):
             _LIBC = False
-    if _LIBC:
-        _LIBC.madvise(start, length, _MADV_PAGEOUT)
+    if _LIBC and length > 0:
+        _LIBC.madvise(start, length, _MADV_DONTNEED)
 
 
 _LIBC: Any = None
