@@ -8,7 +8,9 @@ in this process, interleaved with the baseline, and the median of ``--repeat`` r
 - decode only (the baseline): ``container.decode(video=0)`` over every frame of every clip;
 - decode + RGB: the same with each frame converted to an RGB array (what extraction needs);
 - extract, 1 worker and 2 workers: :func:`mska_core.extract.run_extraction` into a fresh folder
-  (for 2 workers, including starting the worker processes).
+  (for 2 workers, including starting the worker processes);
+- for scale, creating as many small files as extraction writes crops (three per frame), with no video:
+  what the folder's file system charges for the one-file-per-crop layout.
 
     python -m bench.extract [--clips 4] [--frames 120] [--size 640x480] [--repeat 3]
                             [--json bench/results/extract.json]
@@ -93,6 +95,17 @@ def decode_only(videos: list[Path], rgb: bool) -> int:
     return count
 
 
+def create_files(folder: Path, frames: int, per_frame: int, size: int = 3000) -> int:
+    """Create ``per_frame`` files of ``size`` bytes per frame (what extraction's crops cost the file
+    system, without decoding or encoding anything); returns the frames."""
+    data = bytes(size)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(frames):
+        for stream in range(per_frame):
+            (folder / f"{stream}-{index:06d}.jpg").write_bytes(data)
+    return frames
+
+
 def extract(videos: list[Path], keypoints: Path, out: Path, workers: int) -> int:
     from mska_core.config.schema import ExtractConfig
     from mska_core.extract import ExtractRequest, run_extraction
@@ -141,6 +154,7 @@ def main() -> None:
             "decode + RGB array": lambda: decode_only(videos, rgb=True),
             "extract, 1 worker": lambda: extract(videos, work / "keypoints", work / "out1", 1),
             "extract, 2 workers": lambda: extract(videos, work / "keypoints", work / "out2", 2),
+            "create 3 files/frame, no video": lambda: create_files(work / "out-files", total, 3),
         }
         samples: dict[str, list[float]] = {name: [] for name in runs}
         total = args.clips * args.frames
