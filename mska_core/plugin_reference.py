@@ -1,0 +1,142 @@
+"""The hook and record reference of ``docs/plugins.md``, generated from the contract itself.
+
+Everything here is read from :mod:`mska_core.hookspecs` (the hooks, their return types and the
+version they appeared in), :mod:`mska_core.records` (each record's fields, types and defaults) and
+:mod:`mska_core.errors` (what plugin code raises), so a hook or field added there appears in the
+reference when it is regenerated. A test keeps the page in step::
+
+    python -m mska_core.plugin_reference --update docs/plugins.md
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from typing import Any
+
+import attrs
+
+BEGIN = "<!-- BEGIN GENERATED: python -m mska_core.plugin_reference -->"
+END = "<!-- END GENERATED -->"
+
+
+def _first_paragraph(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return " ".join(doc.split("\n\n")[0].split()).replace("``", "`")
+
+
+def _added_in(obj: Any) -> str:
+    match = re.search(r"Added in (\d+\.\d+(?:\.\d+)?)", inspect.getdoc(obj) or "")
+    return match.group(1) if match else "?"
+
+
+def _default(field: attrs.Attribute) -> str:
+    default = field.default
+    if default is attrs.NOTHING:
+        return "required"
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:
+            return "derived (see above)"
+        return f"`{default.factory()!r}`"
+    return f"`{default!r}`"
+
+
+def _type(field: attrs.Attribute) -> str:
+    text = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", repr(field.type))
+    return f"`{text}`".replace("|", "\\|")
+
+
+def render() -> str:
+    """The generated part of ``docs/plugins.md``."""
+    from mska_core import errors, hookspecs
+    from mska_core.records import RECORD_TYPES
+
+    out = [BEGIN, "", "### Reference (generated)", "",
+           "Every hook takes no arguments and returns an iterable of one record type:", "",
+           "| hook | returns | added in |", "|---|---|---|"]
+    for hook in hookspecs.HOOK_NAMES:
+        spec = getattr(hookspecs, hook)
+        returns = str(inspect.signature(spec).return_annotation).replace("'", "")
+        out.append(f"| `{hook}()` | `{returns}` | {_added_in(spec)} |")
+    out.append("")
+    records = list(dict.fromkeys(RECORD_TYPES.values()))
+    nested = [t for t in _nested_records(records) if t not in records]
+    for record in [*records, *nested]:
+        out += [f"#### `{record.__name__}`", "", _first_paragraph(record), "",
+                "| field | type | default | meaning |", "|---|---|---|---|"]
+        meanings = _field_notes(record)
+        for field in attrs.fields(record):
+            if field.name == "provider":
+                continue
+            out.append(f"| `{field.name}` | {_type(field)} | {_default(field)} | {meanings.get(field.name, '')} |")
+        out.append("")
+    out += ["`provider` (a `Provider(plugin, distribution, version)`) is set by the registry on every record; "
+            "plugins never set it.", "",
+            "#### Exceptions", "",
+            "Code a plugin supplies (hooks, factories, loaders, `sniff`/`read`/`write`, encoder factories, loss "
+            "builds and forwards) raises one of these for bad input: the user sees its message as one line and "
+            "`mska` exits 2. Any other exception — `SystemExit` and a self-raised `KeyboardInterrupt` included "
+            "— is a bug of the plugin: it becomes a `PluginError` that names the plugin, its distribution and "
+            "version (a hook that raises marks its plugin failed).", "",
+            "| exception | raise it when |", "|---|---|"]
+    for cls in _error_classes(errors.MskaError):
+        out.append(f"| `{cls.__name__}` | {_first_paragraph(cls)} |")
+    out += ["", END]
+    return "\n".join(out) + "\n"
+
+
+def _field_notes(record: type) -> dict[str, str]:
+    """``{field: text}`` from the record docstring's bullets that start with the field's name."""
+    notes: dict[str, str] = {}
+    doc = inspect.getdoc(record) or ""
+    for bullet in re.split(r"\n(?=- )", doc):
+        match = re.match(r"- ``(\w+)(?:\([^`]*\))?(?: -> [^`]*)?``", bullet)
+        if match:
+            text = " ".join(bullet[2:].split()).replace("|", "\\|").replace("``", "`")
+            notes.setdefault(match.group(1), text.split("\n\n")[0])
+    return notes
+
+
+def _nested_records(records: list[type]) -> list[type]:
+    """attrs classes that fields of ``records`` name (e.g. a crop region), in first-seen order."""
+    import mska_core.records as module
+
+    found: list[type] = []
+    for record in records:
+        for field in attrs.fields(record):
+            text = field.type if isinstance(field.type, str) else ""
+            for name in re.findall(r"[A-Z][A-Za-z]+", text):
+                candidate = getattr(module, name, None)
+                if isinstance(candidate, type) and attrs.has(candidate) and name != "Provider" \
+                        and candidate not in found:
+                    found.append(candidate)
+    return found
+
+
+def _error_classes(root: type) -> list[type]:
+    out = [root]
+    for sub in root.__subclasses__():
+        if sub.__module__ == root.__module__:
+            out += [c for c in _error_classes(sub) if c not in out]
+    return out
+
+
+def update(path: str) -> None:
+    """Replace the generated part of the file at ``path`` (or append it) with :func:`render`."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if BEGIN in text and END in text:
+        start, end = text.index(BEGIN), text.index(END) + len(END) + 1
+        text = text[:start] + render() + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + render()
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--update"] and len(sys.argv) == 3:
+        update(sys.argv[2])
+    else:
+        sys.stdout.write(render())

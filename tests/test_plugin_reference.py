@@ -1,0 +1,31 @@
+"""The generated hook and record reference in docs/plugins.md is in step with the contract."""
+
+from __future__ import annotations
+
+import attrs
+from pathlib import Path
+
+from mska_core import hookspecs
+from mska_core.plugin_reference import render
+from mska_core.records import RECORD_TYPES
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+
+def test_plugin_guide_holds_the_generated_reference():
+    assert render() in GUIDE.read_text(), (
+        "regenerate with: python -m mska_core.plugin_reference --update docs/plugins.md"
+    )
+
+
+def test_reference_lists_every_hook_record_field_and_error():
+    text = render()
+    for hook in hookspecs.HOOK_NAMES:
+        assert f"| `{hook}()` | `Iterable[{RECORD_TYPES[hook].__name__}]` |" in text
+    for record in RECORD_TYPES.values():
+        assert f"#### `{record.__name__}`" in text
+        for field in attrs.fields(record):
+            if field.name != "provider":
+                assert f"| `{field.name}` |" in text
+    for error in ("MskaError", "PluginError", "ConfigError", "CheckpointError", "DataError"):
+        assert f"| `{error}` |" in text
