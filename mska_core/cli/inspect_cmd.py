@@ -294,8 +294,8 @@ def _run_folder(args: argparse.Namespace) -> int:
     from mska_core.errors import MskaError
 
     if args.against or args.diff or args.tensors:
-        raise MskaError(f"{args.path}: is a run folder; --against, --diff and --tensors take a checkpoint file "
-                        "(for example best.pt inside it)")
+        raise MskaError(f"{args.path}: is a folder; --against, --diff and --tensors take a checkpoint file "
+                        "(such as best.pt in a run folder)")
     info = describe_run(args.path)
     if args.json:
         emit_json(info)
