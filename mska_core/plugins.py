@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core-backbones", "mska_core.backbones.plugin"),
     ("core-checkpoints", "mska_core.checkpoints.plugin"),
     ("core-losses", "mska_core.losses.plugin"),
+    ("core-data", "mska_core.data.sources"),
 )
 
 LOADED, FAILED, DISABLED, SKIPPED = "loaded", "failed", "disabled", "not loaded"

@@ -399,7 +399,7 @@ def test_the_guides_two_pretraining_commands_and_its_verification_run(mska, tmp_
     from mska_core.synthetic.render import write_synthetic_crops
 
     write_synthetic_crops(tmp_path / "data/single_signer/processed/face", "face", 8, 28, seed=0)
-    write_synthetic_crops(tmp_path / "data/single_signer/processed/hand_l", "hand_left", 8, 28, seed=0)
+    write_synthetic_crops(tmp_path / "data/single_signer/processed/hand_l", "hand", 8, 28, seed=0, mirror=True)
     face = mska("pretrain", "--stream", "face", "--train-dir", "data/single_signer/processed/face",
                 "--output-dir", "work_dirs/dino_face", "--epochs", "50", "--export-checkpoint",
                 "--output-path", "work_dirs/dino_face/encoder_face.pt", *GUIDE_SMALL, cwd=tmp_path)

@@ -10,7 +10,6 @@ from mska_core.synthetic.render import (
     FACE_EXPRESSIONS,
     HAND_SHAPES,
     CropStyle,
-    crop_kind,
     label_names,
     render_crop,
     synthetic_crop,
@@ -70,10 +69,12 @@ def test_synthetic_crops_are_deterministic_per_seed_and_index() -> None:
     assert not torch.equal(first[0], first[1])
 
 
-def test_hand_weight_group_renders_hands_and_other_streams_faces() -> None:
-    assert crop_kind("hand") == crop_kind("hand_left") == crop_kind("hand_right") == "hand"
-    assert crop_kind("face") == crop_kind("mouth") == "face"
-    assert not torch.equal(synthetic_crop("hand_left", 0, 32, 0), synthetic_crop("hand_right", 0, 32, 0))
+def test_a_mirrored_hand_is_the_same_hand_shape_drawn_the_other_way() -> None:
+    right, left = synthetic_crop("hand", 0, 32, 0), synthetic_crop("hand", 0, 32, 0, mirror=True)
+    assert not torch.equal(right, left)
+    assert synthetic_label("hand", 0, 0) == synthetic_label("hand", 0, 0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        synthetic_crop("hand_left", 0, 32, 0)  # a stream name is not a sprite
 
 
 def test_write_synthetic_crops_writes_png_files(tmp_path) -> None:
@@ -88,9 +89,8 @@ def test_write_synthetic_crops_writes_png_files(tmp_path) -> None:
 
 def test_every_synthetic_crop_has_the_label_of_the_expression_or_hand_shape_that_drew_it() -> None:
     assert label_names("face") == tuple(FACE_EXPRESSIONS) and label_names("hand") == tuple(HAND_SHAPES)
-    labels = [synthetic_label("hand_left", i, 3) for i in range(64)]
+    labels = [synthetic_label("hand", i, 3) for i in range(64)]
     assert set(labels) == set(range(len(HAND_SHAPES)))  # every shape occurs
-    assert labels == [synthetic_label("hand_right", i, 3) for i in range(64)]  # a left hand mirrors a right one
     assert {synthetic_label("face", i, 3) for i in range(64)} == set(range(len(FACE_EXPRESSIONS)))
 
 

@@ -99,15 +99,12 @@ def run(args: argparse.Namespace) -> int:
     tick = time.perf_counter()
     train_args = argparse.Namespace(
         file=args.config, overrides=[f"run.output_dir={json.dumps(str(work))}", *args.overrides],
-        use_mska=False, no_progress=False, mska_face_state=None, mska_hand_state=None,
-        face_backbone=None, hand_left_backbone=None, hand_right_backbone=None,
+        use_mska=False, no_progress=False, states={}, backbones={},
     )
     if exports:
-        train_args.mska_face_state = str(exports["face"][0])
-        train_args.mska_hand_state = str(exports["hand"][0])
-        train_args.face_backbone = f"file::{exports['face'][1]}"
-        train_args.hand_left_backbone = f"file::{exports['hand'][1]}"
-        train_args.hand_right_backbone = f"file::{exports['hand'][1]}"
+        train_args.states = {"face": str(exports["face"][0]), "hand": str(exports["hand"][0])}
+        train_args.backbones = {"face": f"file::{exports['face'][1]}", "hand_left": f"file::{exports['hand'][1]}",
+                                "hand_right": f"file::{exports['hand'][1]}"}
         for stream in ("face", "hand_left", "hand_right"):
             train_args.overrides.append(f"model.streams.{stream}.img_size={crop_size}")
     config, notes = resolve_config(train_args, registry)

@@ -1,15 +1,20 @@
 """``mska train --config F [--set k=v]... [--resume]``: fine-tune a multi-stream model.
 
-The shorthands of the SLT fine-tuning guide are sugar for config keys:
+The shorthands of the SLT fine-tuning guide are sugar for config keys, derived from what the plugins
+register (no stream name is written here):
 
-==========================  ===============================================================
-``--use-mska``              the MSKA paper's four streams and four heads, when the config names none
-``--mska-face-state F``     ``[model.init] face = F``
-``--mska-hand-state F``     ``[model.init] hand = F`` (both hands: weight group ``hand``)
-``--face-backbone S``       ``[model.streams.face] backbone = S`` (and ``[data] crops = true``)
-``--hand-left-backbone S``  ``[model.streams.hand_left] backbone = S``
-``--hand-right-backbone S`` ``[model.streams.hand_right] backbone = S``
-==========================  ===============================================================
+============================  ==================================================================
+``--use-mska``                the MSKA paper's four streams and four heads, when the config names none
+``--mska-GROUP-state F``      ``[model.init] GROUP = F`` for any weight group or stream
+                              (``--mska-hand-state``: both hands, weight group ``hand``)
+``--STREAM-backbone S``       ``[model.streams.STREAM] backbone = S`` for any registered stream
+                              (and ``[data] crops = true``), e.g. ``--face-backbone``,
+                              ``--hand-left-backbone``
+============================  ==================================================================
+
+In these options a ``_`` of a name is written ``-`` (``hand_left`` -> ``--hand-left-backbone``); the
+form ``--OPTION=VALUE`` works too. An option that names no registered stream or weight group is an
+error that lists the valid ones.
 
 Torchrun: ``torchrun --nproc_per_node=N -m mska_core train ...`` trains with DistributedDataParallel.
 """
@@ -18,17 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mska_core.cli.output import add_config_options, console, emit_json
 
-SHORTHANDS = (
-    ("mska_face_state", "model.init.face"),
-    ("mska_hand_state", "model.init.hand"),
-    ("face_backbone", "model.streams.face.backbone"),
-    ("hand_left_backbone", "model.streams.hand_left.backbone"),
-    ("hand_right_backbone", "model.streams.hand_right.backbone"),
-)
+#: ``--STREAM-backbone`` and ``--mska-GROUP-state``: the per-stream and per-weight-group shorthands.
+_BACKBONE = re.compile(r"^--(?!mska-)([A-Za-z][A-Za-z0-9.\-]*)-backbone$")
+_STATE = re.compile(r"^--mska-([A-Za-z][A-Za-z0-9.\-]*)-state$")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -44,14 +47,64 @@ def add_parser(subparsers: Any) -> None:
                         help="with --resume: allow a larger train.epochs than the run was started with")
     parser.add_argument("--use-mska", action="store_true",
                         help="the MSKA paper's four streams and heads (when the config names none)")
-    parser.add_argument("--mska-face-state", metavar="F", help="face encoder weights: [model.init] face")
-    parser.add_argument("--mska-hand-state", metavar="F", help="hand encoder weights for both hands: [model.init] hand")
-    parser.add_argument("--face-backbone", metavar="SPEC", help="face crop backbone, e.g. file::backbone.pt:dinov2_vits14")
-    parser.add_argument("--hand-left-backbone", metavar="SPEC", help="left-hand crop backbone spec")
-    parser.add_argument("--hand-right-backbone", metavar="SPEC", help="right-hand crop backbone spec")
+    parser.add_argument_group(  # documented here; _with_stream_options collects them
+        "stream shorthands (any registered stream or weight group; '_' written '-')",
+        "--mska-GROUP-state F sets [model.init] GROUP (e.g. --mska-face-state F; --mska-hand-state F "
+        "for both hands); --STREAM-backbone SPEC sets [model.streams.STREAM] backbone (e.g. "
+        "--face-backbone file::backbone.pt:dinov2_vits14, --hand-left-backbone SPEC).",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="write the run's summary as JSON on stdout")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, backbones={}, states={})
+    parser.parse_known_args = _with_stream_options(parser)  # type: ignore[method-assign]
+
+
+def _with_stream_options(parser: argparse.ArgumentParser) -> Callable[..., Any]:
+    """``parser.parse_known_args`` that also collects ``--STREAM-backbone`` and ``--mska-GROUP-state`` into
+    ``args.backbones`` and ``args.states`` ({name as written: value}); whatever else argparse did not
+    recognise stays unrecognised (an error, as usual)."""
+
+    parse_known_args = parser.parse_known_args
+
+    def parse(args: Sequence[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        namespace, extras = parse_known_args(args, namespace)
+        rest: list[str] = []
+        backbones, states = dict(namespace.backbones), dict(namespace.states)
+        items = iter(extras)
+        for item in items:
+            option, eq, value = item.partition("=")
+            match_backbone, match_state = _BACKBONE.match(option), _STATE.match(option)
+            if not (match_backbone or match_state):
+                rest.append(item)
+                continue
+            if not eq:
+                value = next(items, None)
+                if value is None or value.startswith("--"):
+                    parser.error(f"argument {option}: expected one argument")
+            if match_backbone:
+                backbones[match_backbone.group(1)] = value
+            else:
+                states[match_state.group(1)] = value  # type: ignore[union-attr]
+        namespace.backbones, namespace.states = backbones, states
+        return namespace, rest
+
+    return parse
+
+
+def _resolve_names(written: dict[str, str], valid: Sequence[str], option: str) -> dict[str, str]:
+    """``{name: value}`` for options written with ``-`` for ``_``; an unknown name is a ConfigError."""
+    from mska_core.errors import ConfigError
+
+    by_option = {name.replace("_", "-"): name for name in valid}
+    resolved = {}
+    for name, value in written.items():
+        key = name if name in valid else by_option.get(name)
+        if key is None:
+            shown = ", ".join(option.replace("NAME", n.replace("_", "-")) for n in valid)
+            raise ConfigError(f"{option.replace('NAME', name)}: no registered stream or weight group "
+                              f"{name!r}; valid: {shown or 'none'}")
+        resolved[key] = value
+    return resolved
 
 
 def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[str]]:
@@ -67,8 +120,11 @@ def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[s
     notes: list[str] = []
     model = data.setdefault("model", {})
     layout = model.get("layout", "coco_wholebody")
-    given = {attr: getattr(args, attr) for attr, _ in SHORTHANDS if getattr(args, attr, None)}
-    touches_streams = any(attr.endswith("backbone") for attr in given)
+    stream_names = [spec.name for spec in registry.streams]
+    groups = list(dict.fromkeys([spec.weight_group for spec in registry.streams] + stream_names))
+    backbones = _resolve_names(getattr(args, "backbones", {}), stream_names, "--NAME-backbone")
+    states = _resolve_names(getattr(args, "states", {}), groups, "--mska-NAME-state")
+    touches_streams = bool(backbones)
     if (args.use_mska or touches_streams) and implicit_streams:
         # Naming one stream selects only the named ones: name every stream the config used implicitly.
         if args.use_mska:
@@ -81,13 +137,14 @@ def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[s
         if args.use_mska and not model.get("heads"):
             model["heads"] = {name: {"streams": list(streams)} for name, streams in PAPER_HEADS.items()}
         notes.append(f"streams: {', '.join(names)}")
-    for attr, key in SHORTHANDS:
-        if attr in given:
-            apply_override(data, f"{key}={json.dumps(given[attr])}")
-            notes.append(f"{key} = {given[attr]}")
+    shorthands = {**{f"model.init.{group}": path for group, path in states.items()},
+                  **{f"model.streams.{stream}.backbone": spec for stream, spec in backbones.items()}}
+    for key, value in shorthands.items():
+        apply_override(data, f"{key}={json.dumps(value)}")
+        notes.append(f"{key} = {value}")
     if touches_streams and "crops" not in data.get("data", {}):
         apply_override(data, "data.crops=true")
-        notes.append("data.crops = true (crop backbones read face and hand crops)")
+        notes.append("data.crops = true (crop backbones read the streams' crops)")
     if args.no_progress:
         apply_override(data, "train.progress=false")
     config = structure(Config, data, args.file or "<defaults>")

@@ -28,7 +28,10 @@ DESCRIPTIONS: dict[str, str] = {
     "run.output_dir": "folder that holds run folders",
     "run.device": "`auto` (a GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`",
     "run.seed": "seed of every random generator (Python, torch, data order, augmentation)",
-    "data.source": "where clips come from: the embedded synthetic corpus, MSKA pickles, or our directory format",
+    "data.source": "a registered data source: `synthetic` (the embedded corpus), `mska-pickle`, `directory`, "
+                   "`pose` (.pose files) or a plugin's (`mska plugins` lists them)",
+    "data.invalid": "clips with NaN/inf values, confidences outside [0, 1], no frames or non-UTF-8 text: "
+                    "`refuse` stops with the clips named, `repair` fixes or drops them (docs/data.md)",
     "data.dev": "the dev split's file, relative to `path`",
     "data.test": "the test split's file, relative to `path`",
     "data.crops": "also give the model per-frame face and hand crops (streams with a backbone read them)",

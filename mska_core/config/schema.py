@@ -121,8 +121,8 @@ class AugmentConfig:
 class DataConfig:
     """``[data]``: where clips come from and how they are prepared."""
 
-    source: Literal["synthetic", "mska-pickle", "directory"] = "synthetic"
-    path: str | None = None  # the folder that holds the splits (pickles or our directory format)
+    source: str = "synthetic"  # a registered data source: synthetic, mska-pickle, directory, pose, a plugin's
+    path: str | None = None  # the folder that holds the splits (pickles, our directory format, .pose files)
     train: str | None = None  # a split's file, relative to ``path`` (defaults per source, docs/data.md)
     dev: str | None = None
     test: str | None = None
@@ -132,6 +132,9 @@ class DataConfig:
     frame_width: int = attrs.field(default=210, validator=_positive)
     frame_height: int = attrs.field(default=260, validator=_positive)
     normalize: bool = False
+    # A clip with NaN/inf values, confidences outside [0, 1], no frames or text that is not UTF-8 is
+    # refused (the run stops, naming the clips) or repaired (docs/data.md); a wrong joint count never loads.
+    invalid: Literal["refuse", "repair"] = "refuse"
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
 

@@ -1,7 +1,8 @@
 """From a ``[data]`` table to splits, and from splits to a torch dataset of prepared clips.
 
-- :func:`load_corpus` reads the three splits of the configured source (the synthetic corpus, MSKA
-  pickles, or our directory format).
+- :func:`load_corpus` reads the three splits of the configured source (a registered data source:
+  the synthetic corpus, MSKA pickles, our directory format, ``.pose`` files, or a plugin's) and
+  validates every clip.
 - :class:`ClipDataset` prepares one clip: temporal augmentation (training split only), the gloss and
   text ids from the run's vocabularies, and rendered crops when the model reads crops. Every random
   draw comes from a generator seeded by (run seed, epoch, sample index), so an interrupted run that
@@ -11,59 +12,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from torch.utils.data import Dataset
 
-from mska_core.data.samples import SPLITS, Corpus, Sample
+from mska_core.data.samples import Corpus, Sample
 from mska_core.errors import DataError
 
-#: Split file names of an MSKA data folder when ``[data] train/dev/test`` are not set.
-PICKLE_NAMES = {"train": "labels.train", "dev": "labels.dev", "test": "labels.test"}
+if TYPE_CHECKING:
+    from mska_core.records import StreamSpec
 
 
-def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: int | None = None) -> Corpus:
-    """The train, dev and test splits of ``data_cfg`` (a :class:`~mska_core.config.DataConfig`)."""
-    if data_cfg.source == "synthetic":
-        from mska_core.synthetic.corpus import make_corpus
+def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: int | None = None,
+                registry: Any = None) -> Corpus:
+    """The train, dev and test splits of ``data_cfg`` (a :class:`~mska_core.config.DataConfig`),
+    validated.
 
-        if layout != "coco_wholebody":
-            raise DataError(
-                f"the synthetic corpus is in layout 'coco_wholebody', but model.layout is {layout!r}; "
-                "set model.layout = \"coco_wholebody\" or give [data] source/path"
-            )
-        return make_corpus(data_cfg.synthetic)
-    if not data_cfg.path:
-        raise DataError(f"data.path: source {data_cfg.source!r} needs the folder that holds its splits")
-    root = Path(data_cfg.path)
-    if not root.is_dir():
-        raise DataError(f"data.path: {str(root)!r} is not a folder")
-    splits: dict[str, list[Sample]] = {}
-    for split in SPLITS:
-        name = getattr(data_cfg, split)
-        if data_cfg.source == "mska-pickle":
-            from mska_core.data.pickles import load_split
+    ``data_cfg.source`` names a registered :class:`~mska_core.records.DataSource` (an unknown name
+    lists the registered ones); its ``open`` reads the splits in ``layout``, and every clip is then
+    checked as :mod:`mska_core.data.validate` describes, under ``data_cfg.invalid``. ``num_joints``
+    defaults to the layout's. Without ``registry`` the process-wide one is used.
+    """
+    from mska_core.data.validate import validate_corpus
+    from mska_core.errors import RegistryError
 
-            splits[split] = load_split(root / (name or PICKLE_NAMES[split]), width=data_cfg.frame_width,
-                                       height=data_cfg.frame_height, num_joints=num_joints or 133)
-        else:
-            from mska_core.data.directory import read_split
+    if registry is None:
+        from mska_core.registry import get_registry
 
-            splits[split] = read_split(root, split, name, normalize=data_cfg.normalize,
-                                       width=data_cfg.frame_width, height=data_cfg.frame_height)
-        _check_joints(splits[split], num_joints, f"{root} ({split})")
-    return Corpus(**splits, source=f"{data_cfg.source}: {root}", layout=layout)
-
-
-def _check_joints(samples: Sequence[Sample], num_joints: int | None, where: str) -> None:
-    for sample in samples:
-        if num_joints is not None and sample.keypoints.shape[1] != num_joints:
-            raise DataError(
-                f"{where}: clip {sample.name!r} has {sample.keypoints.shape[1]} joints, the layout has "
-                f"{num_joints}; set model.layout to the layout of the data"
-            )
+        registry = get_registry()
+    try:
+        source = registry.data_sources.get(data_cfg.source)
+    except RegistryError as exc:
+        raise DataError(f"data.source: {exc}") from None
+    try:
+        layout_record = registry.layouts.get(layout)
+    except RegistryError as exc:
+        raise DataError(f"model.layout: {exc}") from None
+    corpus = source.open(data_cfg, layout_record)
+    if not isinstance(corpus, Corpus):
+        raise DataError(f"data source {source.name!r} ({source.provider}) returned a "
+                        f"{type(corpus).__name__}, not a Corpus")
+    return validate_corpus(corpus, num_joints=num_joints or layout_record.num_joints, policy=data_cfg.invalid)
 
 
 @attrs.frozen
@@ -84,10 +74,13 @@ class ClipDataset(Dataset):
     """A split as a map-style torch dataset of :class:`ClipItem`.
 
     ``train`` turns on augmentation; :meth:`set_epoch` changes the draws from one epoch to the next.
+    ``crop_streams`` are the :class:`~mska_core.records.StreamSpec` of the streams that read crops;
+    each gets the crops its crop region describes in ``layout``.
     """
 
     def __init__(self, samples: Sequence[Sample], vocabularies: Any, augment_cfg: Any, *, train: bool,
-                 seed: int = 0, crop_streams: Sequence[str] = (), crop_size: int = 56) -> None:
+                 seed: int = 0, crop_streams: Sequence[StreamSpec] = (), crop_size: int = 56,
+                 layout: str = "coco_wholebody") -> None:
         self.samples = list(samples)
         self.vocabularies = vocabularies
         self.augment_cfg = augment_cfg
@@ -96,6 +89,7 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.crop_streams = tuple(crop_streams)
         self.crop_size = crop_size
+        self.layout = layout
         self._crops: dict[int, dict[str, Any]] = {}
 
     def clip_crops(self, index: int) -> dict[str, Any]:
@@ -105,7 +99,7 @@ class ClipDataset(Dataset):
         if cached is None:
             from mska_core.synthetic.corpus import clip_crops
 
-            cached = clip_crops(self.samples[index].keypoints, self.crop_streams, self.crop_size)
+            cached = clip_crops(self.samples[index].keypoints, self.crop_streams, self.crop_size, self.layout)
             self._crops[index] = cached
         return cached
 

@@ -20,6 +20,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from mska_core.data.samples import Sample
 from mska_core.errors import DataError
 
@@ -51,6 +53,42 @@ def read_keypoint_file(path: str | Path) -> Any:
     return torch.from_numpy(np.ascontiguousarray(array[..., :3], dtype=np.float32))
 
 
+@attrs.frozen
+class Annotation:
+    """One row of an annotations table: the clip's id, gloss and text, and where the row is."""
+
+    clip_id: str
+    gloss: str
+    text: str
+    line: int
+
+
+def read_annotations(tsv: str | Path, what: str = "table") -> list[Annotation]:
+    """The rows of an annotations TSV (``id``, ``gloss``, ``text`` with that header line).
+
+    Text is decoded as UTF-8 with ``surrogateescape``: a byte that is not UTF-8 survives reading and
+    is reported per clip by :mod:`mska_core.data.validate`.
+    """
+    from mska_core.data.validate import decode_text
+
+    tsv = Path(tsv)
+    if not tsv.is_file():
+        raise DataError(f"{tsv}: the {what} is missing (expected id, gloss, text; see docs/data.md)")
+    lines = decode_text(tsv.read_bytes()).splitlines()
+    rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows or tuple(c.strip().lower() for c in rows[0][:3]) != HEADER:
+        raise DataError(f"{tsv}: the first line must be the header 'id<TAB>gloss<TAB>text'")
+    annotations = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise DataError(f"{tsv}:{line}: expected id, gloss and text separated by tabs")
+        text = row[2].strip() if len(row) > 2 else ""
+        annotations.append(Annotation(row[0].strip(), row[1].strip(), text, line))
+    return annotations
+
+
 def read_split(root: str | Path, split: str, table: str | None = None, *, normalize: bool = False,
                width: int = 210, height: int = 260) -> list[Sample]:
     """The samples of ``split`` under ``root`` (the TSV is ``table`` or ``SPLIT.tsv``)."""
@@ -58,24 +96,14 @@ def read_split(root: str | Path, split: str, table: str | None = None, *, normal
 
     root = Path(root)
     tsv = root / (table or f"{split}.tsv")
-    if not tsv.is_file():
-        raise DataError(f"{tsv}: the {split} table is missing (expected id, gloss, text; see docs/data.md)")
-    with tsv.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or tuple(c.strip().lower() for c in rows[0][:3]) != HEADER:
-        raise DataError(f"{tsv}: the first line must be the header 'id<TAB>gloss<TAB>text'")
     samples = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) < 2:
-            raise DataError(f"{tsv}:{line}: expected id, gloss and text separated by tabs")
-        clip_id, gloss, text = row[0].strip(), row[1].strip(), (row[2].strip() if len(row) > 2 else "")
-        path = _clip_path(root / split, clip_id, tsv, line)
+    for row in read_annotations(tsv, f"{split} table"):
+        path = _clip_path(root / split, row.clip_id, tsv, row.line)
         keypoints = read_keypoint_file(path)
         if normalize:
             keypoints = normalize_pixels(keypoints, width, height)
-        samples.append(Sample(name=clip_id, keypoints=keypoints, gloss=gloss, text=text))
+        samples.append(Sample(name=row.clip_id, keypoints=keypoints, gloss=row.gloss, text=row.text,
+                              path=str(path)))
     return samples
 
 

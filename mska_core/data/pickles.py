@@ -151,10 +151,18 @@ def load_split(path: str | Path, *, width: int, height: int, num_joints: int = 1
                             f"[T, {num_joints}, 3]")
         samples.append(
             Sample(
-                name=str(entry.get("name", key)),
+                name=_text(entry.get("name", key)),
                 keypoints=normalize_pixels(keypoints[..., :3], width, height),
-                gloss=str(entry["gloss"]),
-                text=str(entry.get("text") or ""),
+                gloss=_text(entry["gloss"]),
+                text=_text(entry.get("text") or ""),
+                path=str(path),
             )
         )
     return samples
+
+
+def _text(value: Any) -> str:
+    """A pickled string; bytes are decoded as UTF-8, keeping bad bytes for validation to report."""
+    from mska_core.data.validate import decode_text
+
+    return decode_text(value) if isinstance(value, bytes) else str(value)

@@ -15,7 +15,8 @@ class Sample:
 
     ``keypoints`` is a float tensor ``[T, J, 3]`` (x, y, confidence) with x and y in [-1, 1], y up,
     in the layout of the corpus (``coco_wholebody``: J = 133). ``gloss`` is the white-space separated
-    gloss sequence, ``text`` the translation.
+    gloss sequence, ``text`` the translation. ``path`` is the file the clip was read from (for
+    messages; empty for generated clips).
     """
 
     name: str
@@ -23,6 +24,7 @@ class Sample:
     gloss: str
     text: str
     signer: int = 0
+    path: str = ""
 
     @property
     def num_frames(self) -> int:

@@ -16,18 +16,23 @@ glosses:
   can learn it from the recognised glosses.
 
 Coordinates are already what the reference's normalisation produces: x and y in [-1, 1], y up.
-With ``[data] crops = true``, face and hand crops are rendered from the clip's points by
-:mod:`mska_core.synthetic.render` (see :func:`clip_crops`).
+With ``[data] crops = true``, crops are rendered from the clip's points by
+:mod:`mska_core.synthetic.render` for every stream whose crop region names a sprite (see
+:func:`clip_crops`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from mska_core.data.samples import Corpus, Sample
 from mska_core.errors import DataError
+
+if TYPE_CHECKING:
+    from mska_core.records import StreamSpec
 
 #: Gloss names and their translations; beyond this list glosses are called SIGN<n> -> sign<n>.
 LEXICON: tuple[tuple[str, str], ...] = (
@@ -314,28 +319,25 @@ def _skeleton(track: dict[str, Any]) -> Any:
     return pts
 
 
-#: The COCO-WholeBody points each crop is rendered from, and the kind of crop.
-CROP_SOURCES: dict[str, tuple[range, str]] = {
-    "face": (range(23, 91), "face"),
-    "hand_left": (range(91, 112), "hand"),
-    "hand_right": (range(112, 133), "hand"),
-}
+def clip_crops(keypoints: Any, streams: Sequence[StreamSpec], size: int,
+               layout: str = "coco_wholebody") -> dict[str, Any]:
+    """Rendered crops ``{stream: uint8 [T, 3, size, size]}`` of a clip ``[T, J, 3]`` in ``layout``.
 
-
-def clip_crops(keypoints: Any, streams: Any, size: int) -> dict[str, Any]:
-    """Rendered crops ``{stream: uint8 [T, 3, size, size]}`` of a clip's face and hands.
-
-    Only streams in :data:`CROP_SOURCES` get crops; others are skipped.
+    A stream gets crops when its :class:`~mska_core.records.CropRegion` names a sprite (``render_as``)
+    and has joints in ``layout``: each frame's crop is that sprite drawn from those joints. Other
+    streams are skipped; no stream name is known here.
     """
     import torch
 
     from mska_core.synthetic.render import render_crop
 
     crops = {}
-    for stream in streams:
-        if stream not in CROP_SOURCES:
+    for spec in streams:
+        region = spec.crop_region
+        joints = region.joints_for(layout) if region is not None and region.render_as else ()
+        if not joints:
             continue
-        joints, kind = CROP_SOURCES[stream]
         points = keypoints[:, list(joints)]  # [T, P, 3]
-        crops[stream] = torch.stack([render_crop(frame, size, kind, y_up=True) for frame in points])
+        sprite = region.render_as
+        crops[spec.name] = torch.stack([render_crop(frame, size, sprite, y_up=True) for frame in points])
     return crops

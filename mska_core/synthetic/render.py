@@ -16,7 +16,8 @@ unless ``y_up=True``; any scale, since the crop is framed on the points' boundin
 
 Points with confidence 0 are ignored; with none left the crop is background only. Everything is
 deterministic: a crop depends only on its points and :class:`CropStyle`, and the synthetic generator's
-crop ``i`` depends only on ``(seed, i)``.
+crop ``i`` depends only on ``(kind, seed, i)``. Which sprite a stream gets is its crop region's
+``render_as`` (:class:`mska_core.records.CropRegion`): the renderer knows no stream names.
 
 Each synthetic crop is drawn from a class: one of :data:`HAND_SHAPES` (finger curls of a small
 hand-shape alphabet) or one of :data:`FACE_EXPRESSIONS` (eye and mouth opening, brows), with the pose,
@@ -35,7 +36,14 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+#: The sprites the renderer draws; a stream's crop region names one in ``render_as``.
 KINDS = ("face", "hand")
+
+
+def _check_kind(kind: str, where: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
 
 #: Rendering happens at this multiple of the requested size and is then downsampled (anti-aliasing).
 _SUPERSAMPLE = 2
@@ -127,8 +135,7 @@ def render_crop(points: Any, size: int, kind: str, *, style: CropStyle | None = 
     """
     import torch
 
-    if kind not in KINDS:
-        raise ValueError(f"render_crop: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    _check_kind(kind, "render_crop")
     array = np.asarray(points.detach().cpu() if hasattr(points, "detach") else points, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] < 2:
         raise ValueError(f"render_crop: points must be [P, 2] or [P, 3], got shape {tuple(array.shape)}")
@@ -138,18 +145,10 @@ def render_crop(points: Any, size: int, kind: str, *, style: CropStyle | None = 
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def crop_kind(stream: str, weight_group: str | None = None) -> str:
-    """Which kind of crop the synthetic generator draws for a stream: hands for the ``hand`` weight
-    group (or a name containing ``hand``), faces for everything else."""
-    names = (stream, weight_group or "")
-    return "hand" if any("hand" in name for name in names) else "face"
-
-
 def label_names(kind: str) -> tuple[str, ...]:
     """The classes of synthetic ``kind`` crops, in label order: :data:`FACE_EXPRESSIONS` or
     :data:`HAND_SHAPES`."""
-    if kind not in KINDS:
-        raise ValueError(f"label_names: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    _check_kind(kind, "label_names")
     return tuple(FACE_EXPRESSIONS if kind == "face" else HAND_SHAPES)
 
 
@@ -160,8 +159,7 @@ def synthetic_points(kind: str, rng: np.random.Generator, *, mirror: bool = Fals
     ``label`` picks the expression or hand shape (see :func:`label_names`); ``None`` draws one from
     ``rng``.
     """
-    if kind not in KINDS:
-        raise ValueError(f"synthetic_points: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    _check_kind(kind, "synthetic_points")
     names = label_names(kind)
     if label is None:
         label = int(rng.integers(len(names)))
@@ -172,42 +170,46 @@ def synthetic_points(kind: str, rng: np.random.Generator, *, mirror: bool = Fals
     return _hand_points(rng, HAND_SHAPES[names[label]], mirror=mirror)
 
 
-def _synthetic_rng(stream: str, index: int, seed: int) -> tuple[str, np.random.Generator, int]:
-    """The kind, the generator and the class of synthetic crop ``index``; the class is the first draw."""
-    kind = crop_kind(stream)
+def _synthetic_rng(kind: str, index: int, seed: int) -> tuple[np.random.Generator, int]:
+    """The generator and the class of synthetic ``kind`` crop ``index``; the class is the first draw."""
+    _check_kind(kind, "synthetic crop")
     rng = np.random.default_rng([int(seed), int(index), KINDS.index(kind)])
-    return kind, rng, int(rng.integers(len(label_names(kind))))
+    return rng, int(rng.integers(len(label_names(kind))))
 
 
-def synthetic_label(stream: str, index: int, seed: int) -> int:
-    """The class of crop ``index`` of the synthetic generator for ``stream`` (an index into
-    :func:`label_names` of its kind), without drawing the crop."""
-    return _synthetic_rng(stream, index, seed)[2]
+def synthetic_label(kind: str, index: int, seed: int) -> int:
+    """The class of synthetic ``kind`` crop ``index`` (an index into :func:`label_names` of ``kind``),
+    without drawing the crop."""
+    return _synthetic_rng(kind, index, seed)[1]
 
 
-def synthetic_crop(stream: str, index: int, size: int, seed: int) -> torch.Tensor:
-    """Crop ``index`` of the synthetic generator for ``stream``: a uint8 tensor ``[3, size, size]``.
+def synthetic_crop(kind: str, index: int, size: int, seed: int, *, mirror: bool = False) -> torch.Tensor:
+    """Synthetic ``kind`` crop ``index`` (``"face"`` or ``"hand"``): a uint8 tensor ``[3, size, size]``.
 
-    Depends only on ``(stream's kind, seed, index)``; a left hand is the mirror pose of a right one.
-    Its class is :func:`synthetic_label` with the same arguments.
+    Depends only on ``(kind, seed, index)``; ``mirror=True`` draws a hand as its mirror image (a left
+    hand where the default is a right one). Its class is :func:`synthetic_label` with the same
+    arguments. Which kind a stream gets is its crop region's ``render_as``
+    (:func:`mska_core.synthetic.crops.sprite_for`).
     """
-    kind, rng, label = _synthetic_rng(stream, index, seed)
-    points = synthetic_points(kind, rng, mirror=stream.endswith("left"), label=label)
+    rng, label = _synthetic_rng(kind, index, seed)
+    points = synthetic_points(kind, rng, mirror=mirror, label=label)
     return render_crop(points, size, kind, style=signer_style(rng), margin=float(rng.uniform(0.08, 0.3)))
 
 
-def synthetic_crops(stream: str, count: int, size: int, seed: int) -> torch.Tensor:
-    """``count`` synthetic crops for ``stream`` as a uint8 tensor ``[count, 3, size, size]``."""
+def synthetic_crops(kind: str, count: int, size: int, seed: int, *, mirror: bool = False) -> torch.Tensor:
+    """``count`` synthetic ``kind`` crops as a uint8 tensor ``[count, 3, size, size]``."""
     import torch
 
     if count <= 0:
         return torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    return torch.stack([synthetic_crop(stream, i, size, seed) for i in range(count)])
+    return torch.stack([synthetic_crop(kind, i, size, seed, mirror=mirror) for i in range(count)])
 
 
-def write_synthetic_crops(folder: Any, stream: str, count: int, size: int, seed: int = 0) -> list[Any]:
-    """Write ``count`` synthetic crops for ``stream`` as PNG files into ``folder`` (a crop folder that
-    ``mska pretrain --train-dir`` reads) and return their paths. Files are written atomically."""
+def write_synthetic_crops(folder: Any, kind: str, count: int, size: int, seed: int = 0, *,
+                          mirror: bool = False) -> list[Any]:
+    """Write ``count`` synthetic ``kind`` crops as PNG files ``KIND_NNNNNN.png`` into ``folder`` (a crop
+    folder that ``mska pretrain --train-dir`` reads) and return their paths. Files are written
+    atomically."""
     import io
     from pathlib import Path
 
@@ -218,10 +220,10 @@ def write_synthetic_crops(folder: Any, stream: str, count: int, size: int, seed:
     folder = Path(folder)
     paths = []
     for i in range(count):
-        crop = synthetic_crop(stream, i, size, seed)
+        crop = synthetic_crop(kind, i, size, seed, mirror=mirror)
         buffer = io.BytesIO()
         Image.fromarray(crop.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-        paths.append(atomic_write_bytes(folder / f"{stream}_{i:06d}.png", buffer.getvalue()))
+        paths.append(atomic_write_bytes(folder / f"{kind}_{i:06d}.png", buffer.getvalue()))
     return paths
 
 

@@ -154,22 +154,23 @@ def knn_accuracy(features: torch.Tensor, labels: torch.Tensor, *, k: int = 10, t
 class Probe:
     """k-NN accuracy of a backbone's features on held-out labelled synthetic crops.
 
-    The crops are ``count`` synthetic crops of the stream's kind drawn with ``seed`` from index
-    ``start`` on (pass the size of the training set, so that none was trained on), labelled with the
-    face expression or hand shape that generated them (:func:`mska_core.synthetic.render.synthetic_label`),
-    at ``size`` px without augmentation and normalised like the views.
+    The crops are ``count`` synthetic ``kind`` crops (``"face"`` or ``"hand"``) drawn with ``seed``
+    from index ``start`` on (pass the size of the training set, so that none was trained on), labelled
+    with the face expression or hand shape that generated them
+    (:func:`mska_core.synthetic.render.synthetic_label`), at ``size`` px without augmentation and
+    normalised like the views.
     """
 
-    def __init__(self, stream: str, count: int, size: int, seed: int, start: int = 0) -> None:
+    def __init__(self, kind: str, count: int, size: int, seed: int, start: int = 0) -> None:
         from mska_core.data.crops import IMAGENET_MEAN, IMAGENET_STD
         from mska_core.synthetic.render import synthetic_crop, synthetic_label
 
         indices = range(start, start + count)
-        images = torch.stack([synthetic_crop(stream, i, size, seed) for i in indices]).float() / 255.0
+        images = torch.stack([synthetic_crop(kind, i, size, seed) for i in indices]).float() / 255.0
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.images = (images - mean) / std  # [count, 3, size, size]
-        self.labels = torch.tensor([synthetic_label(stream, i, seed) for i in indices])
+        self.labels = torch.tensor([synthetic_label(kind, i, seed) for i in indices])
 
     @torch.no_grad()
     def features(self, backbone: nn.Module, batch_size: int = 64) -> torch.Tensor:
@@ -311,21 +312,29 @@ def local_size(cfg: PretrainConfig, backbone: nn.Module) -> int:
     return patch * max(1, round(cfg.img_size * LOCAL_TO_GLOBAL / patch))
 
 
-def crop_source(cfg: PretrainConfig, seed: int) -> Any:
+def crop_source(cfg: PretrainConfig, seed: int, sprite: str | None) -> Any:
+    """The crop folders of ``cfg.train_dirs``, else synthetic ``sprite`` crops (the stream's
+    ``render_as``)."""
     from mska_core.data.crops import CropFolder
     from mska_core.synthetic.crops import SyntheticCrops
 
     if cfg.train_dirs:
         return CropFolder(cfg.train_dirs)
-    return SyntheticCrops(cfg.stream, cfg.synthetic_images, cfg.img_size, seed)
+    if sprite is None:
+        raise ConfigError(
+            f"pretrain.stream: {cfg.stream!r} declares no crop region with a sprite (render_as) to draw "
+            "synthetic crops from; give --train-dir, a folder of crops"
+        )
+    return SyntheticCrops(sprite, cfg.synthetic_images, cfg.img_size, seed)
 
 
-def make_probe(cfg: PretrainConfig, stream: str, seed: int) -> Probe | None:
-    """The k-NN probe of a run: ``cfg.probe_images`` held-out synthetic crops of the stream's kind (from
-    index ``cfg.synthetic_images`` on, so never a training crop), or ``None`` when ``probe_every`` is 0."""
-    if cfg.probe_every <= 0 or cfg.probe_images < 2:
+def make_probe(cfg: PretrainConfig, sprite: str | None, seed: int) -> Probe | None:
+    """The k-NN probe of a run: ``cfg.probe_images`` held-out synthetic ``sprite`` crops (from index
+    ``cfg.synthetic_images`` on, so never a training crop), or ``None`` when ``probe_every`` is 0 or the
+    stream has no sprite."""
+    if cfg.probe_every <= 0 or cfg.probe_images < 2 or sprite is None:
         return None
-    return Probe(stream, cfg.probe_images, cfg.img_size, seed, start=cfg.synthetic_images)
+    return Probe(sprite, cfg.probe_images, cfg.img_size, seed, start=cfg.synthetic_images)
 
 
 def _mean(values: Any) -> float:
@@ -414,7 +423,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
     from mska_core.checkpoints import make_payload, safe_torch_load, save_checkpoint
     from mska_core.data.crops import EpochShuffle, MultiCrop, MultiCropDataset, collate_views
     from mska_core.losses.dino import entropy
-    from mska_core.synthetic.render import crop_kind
+    from mska_core.synthetic.crops import sprite_for
 
     from mska_core.registry import registry_for
     from mska_core.training import runfolder
@@ -422,6 +431,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
     registry = registry_for(config.plugins, registry)
     cfg = config.pretrain
     stream = resolve_stream(cfg.stream, registry)
+    sprite = sprite_for(stream, registry)
     seed = config.run.seed
     device = _device(config.run.device)
     output_dir = Path(cfg.output_dir)
@@ -455,7 +465,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
     arch_config = dict(getattr(backbone, "arch_config", None) or {})
 
     # data
-    source = crop_source(cfg, seed)
+    source = crop_source(cfg, seed, sprite)
     augment = MultiCrop(global_size=cfg.img_size, local_size=local_size(cfg, backbone), local_crops=cfg.local_crops,
                         global_scale=cfg.global_crop_scale, local_scale=cfg.local_crop_scale,
                         jitter=cfg.color_jitter, grayscale=cfg.grayscale)
@@ -500,13 +510,13 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
             f"(+{cfg.local_crops} local crops of {augment.local_size} px), {source.describe()}, "
             f"batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, {cfg.epochs} epochs, on {device}"
         )
-    probe = make_probe(cfg, stream, seed)
+    probe = make_probe(cfg, sprite, seed)
     probe_init = None  # the initial backbone's figure, recorded with the first epoch
     if probe is not None and start_epoch == 0 and global_step == 0:
         probe_init = probe(teacher.backbone)
         if console is not None:
             console.print(f"k-NN probe of the initial backbone on {len(probe.labels)} held-out synthetic "
-                          f"{crop_kind(stream)} crops: {probe_init:.3f}")
+                          f"{sprite} crops: {probe_init:.3f}")
     reporter = _Reporter(reporter_console, cfg.progress, cfg.epochs * steps_per_epoch, global_step)
     stopped = False
     try:

@@ -245,7 +245,8 @@ class FineTuning:
             raise ConfigError(f"--resume: no {LAST} in {self.run_dir}; start the run without --resume")
         torch.manual_seed(config.run.seed)
         layout = self.registry.layouts.get(config.model.layout)
-        self.corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints)
+        self.corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints,
+                                  registry=self.registry)
         self.state = None
         if self.resume:
             from mska_core.checkpoints import safe_torch_load
@@ -276,12 +277,13 @@ class FineTuning:
         self.frozen = freeze_streams(self.model.encoder, config.model)
         streams = crop_streams(config)
         size = crop_size(config, streams)
+        specs = [self.registry.streams.get(name) for name in streams]
         self.collate = Collator(self.vocabularies)
         seed = config.run.seed
         self.train_set = ClipDataset(self.corpus.train, self.vocabularies, config.data.augment, train=True,
-                                     seed=seed, crop_streams=streams, crop_size=size)
+                                     seed=seed, crop_streams=specs, crop_size=size, layout=layout.name)
         self.dev_set = ClipDataset(self.corpus.dev, self.vocabularies, config.data.augment, train=False,
-                                   seed=seed, crop_streams=streams, crop_size=size)
+                                   seed=seed, crop_streams=specs, crop_size=size, layout=layout.name)
         self.optimizer = make_optimizer(self.model, config.optim)
         self.steps_per_epoch = math.ceil(len(self.train_set) / config.train.batch_size)
         self.total_steps = self.steps_per_epoch * config.train.epochs

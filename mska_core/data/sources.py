@@ -1,0 +1,120 @@
+"""The data sources mska-core supplies (a built-in plugin): ``synthetic``, ``mska-pickle``,
+``directory`` and ``pose``.
+
+Each is a :class:`~mska_core.records.DataSource` whose ``open(data, layout)`` reads the three splits
+named by the ``[data]`` table in the model's :class:`~mska_core.records.KeypointLayout`. Validation of
+the clips (``[data] invalid``) happens after ``open``, in :func:`mska_core.data.datasets.load_corpus`,
+for every source alike. See ``docs/data.md`` for the formats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mska_core.data.samples import SPLITS, Corpus, Sample
+from mska_core.errors import DataError
+from mska_core.hookspecs import hookimpl
+from mska_core.records import DataSource
+
+#: Split file names of an MSKA data folder when ``[data] train/dev/test`` are not set.
+PICKLE_NAMES = {"train": "labels.train", "dev": "labels.dev", "test": "labels.test"}
+
+
+def _root(data: Any) -> Path:
+    """``[data] path``, which must be a folder."""
+    if not data.path:
+        raise DataError(f"data.path: source {data.source!r} needs the folder that holds its splits")
+    root = Path(data.path)
+    if not root.is_dir():
+        raise DataError(f"data.path: {str(root)!r} is not a folder")
+    return root
+
+
+def open_synthetic(data: Any, layout: Any) -> Corpus:
+    """The embedded synthetic corpus of ``[data.synthetic]`` (COCO-WholeBody only)."""
+    from mska_core.synthetic.corpus import make_corpus
+
+    if layout.name != "coco_wholebody":
+        raise DataError(
+            f"the synthetic corpus is in layout 'coco_wholebody', but model.layout is {layout.name!r}; "
+            "set model.layout = \"coco_wholebody\" or give [data] source/path"
+        )
+    return make_corpus(data.synthetic)
+
+
+def open_mska_pickle(data: Any, layout: Any) -> Corpus:
+    """MSKA / TwoStream pickles, one per split, normalised as the reference does."""
+    from mska_core.data.pickles import load_split
+
+    root = _root(data)
+    splits = {
+        split: load_split(root / (getattr(data, split) or PICKLE_NAMES[split]), width=data.frame_width,
+                          height=data.frame_height, num_joints=layout.num_joints)
+        for split in SPLITS
+    }
+    return Corpus(**splits, source=f"mska-pickle: {root}", layout=layout.name)
+
+
+def open_directory(data: Any, layout: Any) -> Corpus:
+    """Our directory format: ``SPLIT.tsv`` and ``SPLIT/ID.npy`` (or ``.npz``) per clip."""
+    from mska_core.data.directory import read_split
+
+    root = _root(data)
+    splits = {
+        split: read_split(root, split, getattr(data, split), normalize=data.normalize, width=data.frame_width,
+                          height=data.frame_height)
+        for split in SPLITS
+    }
+    return Corpus(**splits, source=f"directory: {root}", layout=layout.name)
+
+
+def open_pose(data: Any, layout: Any) -> Corpus:
+    """``.pose`` files: ``SPLIT.tsv`` (id, gloss, text) and ``SPLIT/ID.pose`` or ``ID.pose`` beside the
+    tables. Pixels are normalised with each file's own frame size (x / width, flipped y / height, to
+    [-1, 1]); every file must be in the model's layout."""
+    from mska_core.data.directory import read_annotations
+
+    root = _root(data)
+    splits = {}
+    for split in SPLITS:
+        tsv = root / (getattr(data, split) or f"{split}.tsv")
+        splits[split] = [_pose_sample(root, split, row, layout.name, tsv)
+                         for row in read_annotations(tsv, f"{split} table")]
+    return Corpus(**splits, source=f"pose: {root}", layout=layout.name)
+
+
+def _pose_sample(root: Path, split: str, row: Any, layout: str, tsv: Path) -> Sample:
+    import torch
+
+    from mska_core.data.pickles import normalize_pixels
+    from mska_core.data.pose import read_pose
+
+    candidates = (root / split / f"{row.clip_id}.pose", root / f"{row.clip_id}.pose")
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise DataError(f"{tsv}:{row.line}: no pose file for {row.clip_id!r} (looked for "
+                        f"{' and '.join(str(c) for c in candidates)})")
+    clip = read_pose(path)
+    if clip.layout != layout:
+        raise DataError(f"{path}: clip {row.clip_id!r} is in layout {clip.layout!r}, but model.layout is "
+                        f"{layout!r}; set model.layout = \"{clip.layout}\"")
+    if clip.width <= 0 or clip.height <= 0:
+        raise DataError(f"{path}: the pose header has no frame size ({clip.width} x {clip.height}), so its "
+                        "pixels cannot be normalised")
+    keypoints = normalize_pixels(torch.from_numpy(clip.keypoints), clip.width, clip.height)
+    return Sample(name=row.clip_id, keypoints=keypoints, gloss=row.gloss, text=row.text, path=str(path))
+
+
+@hookimpl
+def mska_data_sources() -> list[DataSource]:
+    return [
+        DataSource(name="synthetic", open=open_synthetic,
+                   description="the embedded synthetic corpus ([data.synthetic]); renders crops"),
+        DataSource(name="mska-pickle", open=open_mska_pickle,
+                   description="MSKA / TwoStream keypoint pickles, one per split"),
+        DataSource(name="directory", open=open_directory,
+                   description="SPLIT.tsv (id, gloss, text) and SPLIT/ID.npy|.npz keypoints"),
+        DataSource(name="pose", open=open_pose,
+                   description="SPLIT.tsv (id, gloss, text) and .pose files (pose-format)"),
+    ]
