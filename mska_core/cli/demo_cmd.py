@@ -13,7 +13,9 @@ Everything is written under ``--workdir``; the closing table gives each stage's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     def stage(name: str, argv: list[str]) -> None:
         out.rule(name)
         tick = time.perf_counter()
-        code = mska_main(argv)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the --json summary
+            code = mska_main(argv)
         if code != 0:
             raise MskaError(f"demo: stage '{name}' failed (exit {code}): mska {' '.join(argv)}")
         stages.append((name, time.perf_counter() - tick, ""))
