@@ -93,3 +93,20 @@ def test_a_shorthand_without_its_value_and_an_unknown_option_are_usage_errors(ca
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_pretraining_draws_the_sprite_of_the_stream_or_weight_group():
+    from mska_core.synthetic.crops import sprite_for
+
+    registry = make_registry(BrowStreams())
+    assert [sprite_for(name, registry) for name in ("face", "hand", "hand_left", "brow_raise", "brows")] == [
+        "face", "hand", "hand", "face", "face"]
+    assert sprite_for("body", registry) is None and sprite_for("chest", registry) is None
+
+
+def test_pretraining_a_stream_without_a_sprite_needs_crop_folders_and_writes_nothing(tmp_path, mska):
+    out = tmp_path / "dino_body"
+    proc = mska("pretrain", "--stream", "body", "--output-dir", str(out), "--epochs", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'body' declares no crop region with a sprite" in proc.stderr and "--train-dir" in proc.stderr
+    assert not out.exists()

@@ -314,18 +314,27 @@ def local_size(cfg: PretrainConfig, backbone: nn.Module) -> int:
 
 def crop_source(cfg: PretrainConfig, seed: int, sprite: str | None) -> Any:
     """The crop folders of ``cfg.train_dirs``, else synthetic ``sprite`` crops (the stream's
-    ``render_as``)."""
+    ``render_as``, see :func:`synthetic_sprite`)."""
     from mska_core.data.crops import CropFolder
     from mska_core.synthetic.crops import SyntheticCrops
 
     if cfg.train_dirs:
         return CropFolder(cfg.train_dirs)
-    if sprite is None:
+    return SyntheticCrops(sprite, cfg.synthetic_images, cfg.img_size, seed)
+
+
+def synthetic_sprite(cfg: PretrainConfig, stream: str, registry: Any) -> str | None:
+    """The sprite of ``stream`` (:func:`mska_core.synthetic.crops.sprite_for`), checked before anything
+    is written: pretraining without ``--train-dir`` needs one."""
+    from mska_core.synthetic.crops import sprite_for
+
+    found = sprite_for(stream, registry)
+    if found is None and not cfg.train_dirs:
         raise ConfigError(
-            f"pretrain.stream: {cfg.stream!r} declares no crop region with a sprite (render_as) to draw "
+            f"pretrain.stream: {stream!r} declares no crop region with a sprite (render_as) to draw "
             "synthetic crops from; give --train-dir, a folder of crops"
         )
-    return SyntheticCrops(sprite, cfg.synthetic_images, cfg.img_size, seed)
+    return found
 
 
 def make_probe(cfg: PretrainConfig, sprite: str | None, seed: int) -> Probe | None:
@@ -423,7 +432,6 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
     from mska_core.checkpoints import make_payload, safe_torch_load, save_checkpoint
     from mska_core.data.crops import EpochShuffle, MultiCrop, MultiCropDataset, collate_views
     from mska_core.losses.dino import entropy
-    from mska_core.synthetic.crops import sprite_for
 
     from mska_core.registry import registry_for
     from mska_core.training import runfolder
@@ -431,7 +439,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
     registry = registry_for(config.plugins, registry)
     cfg = config.pretrain
     stream = resolve_stream(cfg.stream, registry)
-    sprite = sprite_for(stream, registry)
+    sprite = synthetic_sprite(cfg, stream, registry)
     seed = config.run.seed
     device = _device(config.run.device)
     output_dir = Path(cfg.output_dir)
