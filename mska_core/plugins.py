@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core-backbones", "mska_core.backbones.plugin"),
     ("core-checkpoints", "mska_core.checkpoints.plugin"),
     ("core-losses", "mska_core.losses.plugin"),
+    ("core-synthetic", "mska_core.synthetic.source"),
     ("core-data", "mska_core.data.sources"),
 )
 
@@ -163,29 +164,41 @@ def guarded(function: Callable[..., Any], provider: Any, what: str) -> Callable[
     ``KeyboardInterrupt`` included, becomes "``what`` of plugin ... failed: ...". The signature is kept
     (``inspect.signature`` follows ``__wrapped__``).
     """
-    from mska_core.errors import MskaError
-
-    if getattr(function, "__mska_guarded__", False):
+    if isinstance(function, _Guarded):
         return function
+    return _Guarded(function, provider, what)
 
-    @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> Any:
+
+class _Guarded:
+    """A plugin callable with failures attributed (see :func:`guarded`); picklable when the callable
+    is, so records can cross to worker processes."""
+
+    def __init__(self, function: Callable[..., Any], provider: Any, what: str) -> None:
+        self.function, self.provider, self.what = function, provider, what
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from mska_core.errors import MskaError
+
         try:
             with plugin_output_to_stderr():
-                result = function(*args, **kwargs)
+                result = self.function(*args, **kwargs)
         except MskaError:
             raise
         except BaseException as exc:  # noqa: BLE001 - attribution of plugin failures is the point
             if _is_user_interrupt(exc) or isinstance(exc, (GeneratorExit, MemoryError)):
                 raise
             raise PluginError(
-                f"{what} of {provider} failed: {_describe(exc)}; report it to the plugin's authors, or "
-                f"disable the plugin with MSKA_DISABLE_PLUGINS={getattr(provider, 'plugin', '?')}"
+                f"{self.what} of {self.provider} failed: {_describe(exc)}; report it to the plugin's authors, "
+                f"or disable the plugin with MSKA_DISABLE_PLUGINS={getattr(self.provider, 'plugin', '?')}"
             ) from exc
-        return _guard_module(result, provider, what)
+        return _guard_module(result, self.provider, self.what)
 
-    call.__mska_guarded__ = True  # type: ignore[attr-defined]
-    return call
+    def __reduce__(self) -> Any:
+        return (_Guarded, (self.function, self.provider, self.what))
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:  # stays a plain callable on classes
+        return self
 
 
 def _guard_module(result: Any, provider: Any, what: str) -> Any:
