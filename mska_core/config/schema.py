@@ -243,6 +243,7 @@ class TrainConfig:
     translation_beam_size: int = attrs.field(default=3, validator=_positive)
     max_text_length: int = attrs.field(default=40, validator=_positive)  # decoded tokens
     progress: bool = True  # the rich progress bar (rank 0, on a terminal)
+    compile: bool = False  # torch.compile the encoder for training and evaluation (docs/encoder.md)
 
 
 @attrs.frozen

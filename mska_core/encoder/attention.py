@@ -146,19 +146,21 @@ class AttentionBlock(nn.Module):
         # scores are then one product over (channel, frame), with no copy of q or k.
         weight = self.qk.weight.flatten(1)  # [2S·I, C]
         joint_bias = torch.addmm(self.qk.bias.unsqueeze(1), weight, self.joint_encoding)  # [2S·I, V]
-        qk = torch.matmul(weight, x.view(N, T * V, C).transpose(1, 2))  # [N, 2S·I, T·V]
-        qk = qk.view(N, 2 * S, -1, T, V).add_(joint_bias.view(2 * S, -1, 1, V))
-        q, k = qk.view(N, 2, S, -1, V).unbind(1)  # [N, S, I·T, V] each
+        qk = torch.matmul(weight, x.reshape(N, T * V, C).transpose(1, 2))  # [N, 2S·I, T·V]
+        qk = qk.reshape(N, 2 * S, -1, T, V).add_(joint_bias.reshape(2 * S, -1, 1, V))
+        q, k = qk.reshape(N, 2, S, -1, V).unbind(1)  # [N, S, I·T, V] each
         if self.attention == "paper":
             scores = torch.matmul(q.transpose(-1, -2), k)  # [N, S, U, V]
-            attention = torch.addcmul(self.global_attention, torch.tanh(scores / q.shape[2]), self.alpha.view(S, 1, 1))
-            attention = F.dropout(attention, self.attention_dropout, training)
-            by_target = attention.permute(0, 3, 1, 2)  # [N, V, S, U]
+            # The elementwise steps run on [N, V, S, U] (the layout the mixing reads), contiguous, so
+            # that every backward sees one layout (compiled graphs rely on it).
+            by_target = scores.permute(0, 3, 1, 2).contiguous()  # [N, V, S, U]
+            by_target = torch.tanh(by_target / q.shape[2]) * self.alpha.reshape(S, 1) + self.global_by_target()
+            by_target = F.dropout(by_target, self.attention_dropout, training)
         else:
-            by_target = self.softmax_weights_fused(q, k, lengths, hidden).transpose(1, 2)  # [N, V, S, U]
+            by_target = self.softmax_weights_fused(q, k, lengths, hidden).transpose(1, 2).contiguous()  # [N, V, S, U]
         # m[n, t, v, s·C + c] = sum_u A[n, s, u, v] x[n, t, u, c]: one product batched over clips and
         # frames, whose rows (v, s·C + c) are what the attend map reads (the reference's head order).
-        mixed = torch.matmul(by_target.reshape(N, 1, V * S, V), x).view(N * T * V, S * C)
+        mixed = torch.matmul(by_target.reshape(N, 1, V * S, V), x).reshape(N * T * V, S * C)
 
         residual_attend = rows if self.skip_attend is None else self.skip_attend.rows(rows)
         residual_mix = rows if self.skip_mix is None else self.skip_mix.rows(rows)
@@ -170,7 +172,11 @@ class AttentionBlock(nn.Module):
         y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
         y = self.mix.rows(y).add_(residual_mix)
         y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
-        return self.temporal_fused(y.view(N, T, V, -1))
+        return self.temporal_fused(y.reshape(N, T, V, -1))
+
+    def global_by_target(self) -> Tensor:
+        """The global matrices as ``[V, S, U]``: ``G[s, u, v]`` at ``[v, s, u]``."""
+        return self.global_attention.permute(2, 0, 1).contiguous()
 
     def softmax_weights_fused(self, q: Tensor, k: Tensor, lengths: Tensor, hidden: Tensor | None) -> Tensor:
         """``[N, S, V, U]`` from :func:`torch.nn.functional.scaled_dot_product_attention`.
@@ -183,14 +189,14 @@ class AttentionBlock(nn.Module):
         N, S, depth, V = q.shape
         frames = depth // self.inter_channels
         valid = frame_mask(lengths, frames).to(q.dtype)  # [N, T]
-        count = lengths.clamp(min=1).to(q.dtype).view(N, 1, 1, 1)
-        scale = self.alpha.view(1, S, 1, 1) * torch.rsqrt(count * self.inter_channels)  # [N, S, 1, 1]
-        masked = k.view(N, S, self.inter_channels, frames, V) * (scale.unsqueeze(-1) * valid.view(N, 1, 1, frames, 1))
-        query = masked.view(N, S, depth, V).transpose(-1, -2)
+        count = lengths.clamp(min=1).to(q.dtype).reshape(N, 1, 1, 1)
+        scale = self.alpha.reshape(1, S, 1, 1) * torch.rsqrt(count * self.inter_channels)  # [N, S, 1, 1]
+        masked = k.reshape(N, S, self.inter_channels, frames, V) * (scale.unsqueeze(-1) * valid.reshape(N, 1, 1, frames, 1))
+        query = masked.reshape(N, S, depth, V).transpose(-1, -2)
         key = q.transpose(-1, -2)
         bias = self.global_attention.transpose(-1, -2).expand(N, S, V, V)
         if hidden is not None:
-            bias = bias + hidden.to(bias.dtype).mul(HIDDEN_BIAS).view(N, 1, 1, V)
+            bias = bias + hidden.to(bias.dtype).mul(HIDDEN_BIAS).reshape(N, 1, 1, V)
         identity = torch.eye(V, dtype=query.dtype, device=query.device).expand(N, S, V, V)
         dropout = self.attention_dropout if self.training else 0.0
         return F.scaled_dot_product_attention(

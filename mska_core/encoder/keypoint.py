@@ -48,7 +48,7 @@ class KeypointBranch(nn.Module):
         x = points.contiguous()  # [N, T, V, C]: time-major, channels-last
         N, T, V, C = x.shape
         hidden = hidden_joints(x, lengths) if self.blocks[0].attention == "softmax" else None
-        x = F.leaky_relu(self.input_map.rows(x.view(N * T * V, C)), LEAKY_SLOPE).view(N, T, V, -1)
+        x = F.leaky_relu(self.input_map.rows(x.reshape(N * T * V, C)), LEAKY_SLOPE).reshape(N, T, V, -1)
         for block in self.blocks:
             x = block(x, lengths, hidden)
             lengths = block.output_length(lengths)

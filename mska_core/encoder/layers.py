@@ -80,7 +80,7 @@ def batch_norm_rows(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:
     statistics and momentum apply; its backward is one fused pass.
     """
     flat = y.reshape(-1, y.shape[-1])
-    return norm(flat.view(*flat.shape, 1, 1)).view_as(y)
+    return norm(flat.reshape(*flat.shape, 1, 1)).reshape(y.shape)
 
 
 def sinusoid(positions: int, size: int) -> Tensor:
@@ -105,7 +105,7 @@ def conv_over_time(x: Tensor, conv: nn.Conv1d) -> Tensor:
     left = (kernel - 1) // 2
     padded = F.pad(x, (0, 0, left, kernel - 1 - left))
     windows = padded.unfold(1, kernel, 1)  # [B, T, C, k]
-    return dense(windows.reshape(x.shape[0] * x.shape[1], -1), conv.weight.flatten(1), conv.bias).view(
+    return dense(windows.reshape(x.shape[0] * x.shape[1], -1), conv.weight.flatten(1), conv.bias).reshape(
         x.shape[0], x.shape[1], -1
     )
 

@@ -28,6 +28,13 @@ from mska_core.encoder.records import ClipBatch, EncoderOutput
 from mska_core.errors import DataError
 
 
+@torch.compiler.disable
+def output_record(*fields: Any) -> EncoderOutput:
+    """The :class:`EncoderOutput` of ``fields``, built outside a compiled graph (TorchDynamo cannot
+    trace the ``__init__`` of a frozen attrs class; the tensors stay the graph's outputs)."""
+    return EncoderOutput(*fields)
+
+
 class StreamBranch(nn.Module):
     """One stream: a keypoint branch and/or a crop branch (either may be ``None``)."""
 
@@ -151,7 +158,7 @@ class MSKAEncoder(nn.Module):
             fused = torch.cat([features[s] for s in streams], -1) if len(streams) > 1 else features[streams[0]]
             head_inputs[head] = fused
             gloss_features[head], logits[head] = self.heads[head](fused, mask)
-        return EncoderOutput(features, head_inputs, out_lengths, logits, gloss_features, mask)
+        return output_record(features, head_inputs, out_lengths, logits, gloss_features, mask)
 
     def joint_index(self, name: str, device: Any) -> Tensor:
         """The joints of stream ``name`` in this model's layout, as a long tensor on ``device``."""

@@ -275,15 +275,20 @@ class FineTuning:
         if self.state is None:
             self.init_report = load_initial_weights(self.model.encoder, config.model)
         self.frozen = freeze_streams(self.model.encoder, config.model)
+        if config.train.compile:
+            # In place (nn.Module.compile): parameters, state_dict keys and checkpoints stay the same.
+            self.model.encoder.compile()
         streams = crop_streams(config)
         size = crop_size(config, streams)
         specs = [self.registry.streams.get(name) for name in streams]
         self.collate = Collator(self.vocabularies)
         seed = config.run.seed
         self.train_set = ClipDataset(self.corpus.train, self.vocabularies, config.data.augment, train=True,
-                                     seed=seed, crop_streams=specs, crop_size=size, layout=layout.name)
+                                     seed=seed, crop_streams=specs, crop_size=size, layout=layout.name,
+                                     render_crops=self.corpus.render_crops)
         self.dev_set = ClipDataset(self.corpus.dev, self.vocabularies, config.data.augment, train=False,
-                                   seed=seed, crop_streams=specs, crop_size=size, layout=layout.name)
+                                   seed=seed, crop_streams=specs, crop_size=size, layout=layout.name,
+                                   render_crops=self.corpus.render_crops)
         self.optimizer = make_optimizer(self.model, config.optim)
         self.steps_per_epoch = math.ceil(len(self.train_set) / config.train.batch_size)
         self.total_steps = self.steps_per_epoch * config.train.epochs
