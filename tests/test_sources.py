@@ -312,3 +312,16 @@ def test_pose_files_train_and_predict_never_guesses_from_an_all_nan_clip(tmp_pat
     good, nan = json.loads(repaired.stdout)
     assert isinstance(good["gloss"], str) and good["translation"] is not None
     assert nan["gloss"] is None and nan["translation"] is None and nan["error"] == "no usable keypoints"
+
+
+def test_crop_streams_on_a_source_that_renders_no_crops_are_a_clear_error(tmp_path):
+    from mska_core.config import AugmentConfig
+    from mska_core.data.datasets import ClipDataset
+    from mska_core.data.vocab import Vocabularies
+    from mska_core.registry import get_registry
+
+    corpus = load_corpus(DataConfig(source="directory", path=str(_directory_corpus(tmp_path, {"a": _clip().numpy()}))))
+    assert corpus.render_crops is None  # only the synthetic source renders crops
+    with pytest.raises(DataError, match=r"data.crops: streams face read crops, but this data source renders none"):
+        ClipDataset(corpus.train, Vocabularies.from_samples(corpus.train), AugmentConfig(), train=True,
+                    crop_streams=[get_registry().streams.get("face")], render_crops=corpus.render_crops)

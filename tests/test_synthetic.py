@@ -40,7 +40,7 @@ def test_a_plugin_stream_with_a_crop_region_gets_synthetic_crops_with_no_change_
     registry = make_registry(BrowStreams())
     specs = [registry.streams.get("brow_raise"), registry.streams.get("chest")]
     dataset = ClipDataset(corpus.train, Vocabularies.from_samples(corpus.train), AugmentConfig(enabled=False),
-                          train=False, crop_streams=specs, crop_size=24)
+                          train=False, crop_streams=specs, crop_size=24, render_crops=corpus.render_crops)
     item = dataset[0]
     assert set(item.crops) == {"brow_raise"}  # "chest" names no sprite: the synthetic source skips it
     crops = item.crops["brow_raise"]

@@ -51,7 +51,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
     streams = crop_streams(config)
     dataset = ClipDataset(corpus.split(split), trained.vocabularies, config.data.augment, train=False,
                           seed=config.run.seed, crop_streams=[registry.streams.get(s) for s in streams],
-                          crop_size=crop_size(config, streams), layout=layout.name)
+                          crop_size=crop_size(config, streams), layout=layout.name, render_crops=corpus.render_crops)
     beam = beam_size or config.train.test_beam_size
     metrics, predictions = evaluate(
         trained.model, dataset, trained.vocabularies, info=DistInfo(), device="cpu",

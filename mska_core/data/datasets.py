@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -75,12 +75,20 @@ class ClipDataset(Dataset):
 
     ``train`` turns on augmentation; :meth:`set_epoch` changes the draws from one epoch to the next.
     ``crop_streams`` are the :class:`~mska_core.records.StreamSpec` of the streams that read crops;
-    each gets the crops its crop region describes in ``layout``.
+    ``render_crops`` is the corpus's :attr:`~mska_core.data.Corpus.render_crops` (the synthetic
+    source's renderer), which draws each stream the crops its crop region describes in ``layout``.
     """
 
     def __init__(self, samples: Sequence[Sample], vocabularies: Any, augment_cfg: Any, *, train: bool,
                  seed: int = 0, crop_streams: Sequence[StreamSpec] = (), crop_size: int = 56,
-                 layout: str = "coco_wholebody") -> None:
+                 layout: str = "coco_wholebody", render_crops: Callable[..., Any] | None = None) -> None:
+        if crop_streams and render_crops is None:
+            names = ", ".join(spec.name for spec in crop_streams)
+            raise DataError(
+                f"data.crops: streams {names} read crops, but this data source renders none (only the "
+                "synthetic source does; fine-tuning does not read mska extract's crop folders yet); set "
+                "[data] crops = false or use source = \"synthetic\""
+            )
         self.samples = list(samples)
         self.vocabularies = vocabularies
         self.augment_cfg = augment_cfg
@@ -90,6 +98,7 @@ class ClipDataset(Dataset):
         self.crop_streams = tuple(crop_streams)
         self.crop_size = crop_size
         self.layout = layout
+        self.render_crops = render_crops
         self._crops: dict[int, dict[str, Any]] = {}
 
     def clip_crops(self, index: int) -> dict[str, Any]:
@@ -97,9 +106,8 @@ class ClipDataset(Dataset):
         first use: an epoch then only picks frames from them."""
         cached = self._crops.get(index)
         if cached is None:
-            from mska_core.synthetic.corpus import clip_crops
-
-            cached = clip_crops(self.samples[index].keypoints, self.crop_streams, self.crop_size, self.layout)
+            cached = self.render_crops(self.samples[index].keypoints, self.crop_streams, self.crop_size,  # type: ignore[misc]
+                                       self.layout)
             self._crops[index] = cached
         return cached
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -40,6 +41,9 @@ class Corpus:
     test: tuple[Sample, ...] = attrs.field(converter=tuple)
     source: str = ""
     layout: str = "coco_wholebody"
+    #: How the source draws crops for a clip: ``(keypoints, stream specs, size, layout) -> {stream: uint8
+    #: [T, 3, size, size]}``; only the synthetic source has one (real crops come from disk).
+    render_crops: Callable[..., Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     def split(self, name: str) -> tuple[Sample, ...]:
         from mska_core.errors import DataError

@@ -1,5 +1,6 @@
-"""The data sources mska-core supplies (a built-in plugin): ``synthetic``, ``mska-pickle``,
-``directory`` and ``pose``.
+"""The readers of real data mska-core supplies (the built-in plugin ``core-data``): ``mska-pickle``,
+``directory`` and ``pose``. (``synthetic`` is :mod:`mska_core.synthetic.source`, the built-in plugin
+``core-synthetic``.)
 
 Each is a :class:`~mska_core.records.DataSource` whose ``open(data, layout)`` reads the three splits
 named by the ``[data]`` table in the model's :class:`~mska_core.records.KeypointLayout`. Validation of
@@ -29,18 +30,6 @@ def _root(data: Any) -> Path:
     if not root.is_dir():
         raise DataError(f"data.path: {str(root)!r} is not a folder")
     return root
-
-
-def open_synthetic(data: Any, layout: Any) -> Corpus:
-    """The embedded synthetic corpus of ``[data.synthetic]`` (COCO-WholeBody only)."""
-    from mska_core.synthetic.corpus import make_corpus
-
-    if layout.name != "coco_wholebody":
-        raise DataError(
-            f"the synthetic corpus is in layout 'coco_wholebody', but model.layout is {layout.name!r}; "
-            "set model.layout = \"coco_wholebody\" or give [data] source/path"
-        )
-    return make_corpus(data.synthetic)
 
 
 def open_mska_pickle(data: Any, layout: Any) -> Corpus:
@@ -109,8 +98,6 @@ def _pose_sample(root: Path, split: str, row: Any, layout: str, tsv: Path) -> Sa
 @hookimpl
 def mska_data_sources() -> list[DataSource]:
     return [
-        DataSource(name="synthetic", open=open_synthetic,
-                   description="the embedded synthetic corpus ([data.synthetic]); renders crops"),
         DataSource(name="mska-pickle", open=open_mska_pickle,
                    description="MSKA / TwoStream keypoint pickles, one per split"),
         DataSource(name="directory", open=open_directory,

@@ -100,7 +100,7 @@ def make_corpus(cfg: Any) -> Corpus:
                 )
             )
         splits[split] = samples
-    return Corpus(**splits, source=f"synthetic (seed {cfg.seed})", layout="coco_wholebody")
+    return Corpus(**splits, source=f"synthetic (seed {cfg.seed})", layout="coco_wholebody", render_crops=clip_crops)
 
 
 def _sentence(cfg: Any, gen: Any) -> list[int]:
