@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_encoder_reference import PAPER_PRESET, reference_checkpoint
 
 pytestmark = pytest.mark.slow

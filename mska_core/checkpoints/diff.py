@@ -165,8 +165,8 @@ def diff_checkpoints(a: str | Path, b: str | Path, *, prefix: str | None = None,
         elif in_b is None:
             entries.append(_one_side(ONLY_A, key, tensors_a[key]))
         else:
-            entries.append(compare_tensors(key, tensors_a[key], tensors_b[in_b], key_b=in_b if in_b != key else None,
-                                           release=release))
+            entries.append(compare_tensors(key, tensors_a[key], tensors_b[in_b],
+                                           key_b=in_b if in_b != key else None, release=release))
     return DiffReport(str(a), str(b), format_a, format_b, tuple(maps), prefix, tuple(entries), depth)
 
 
@@ -182,7 +182,8 @@ def compare_tensors(key: str, x: Any, y: Any, *, key_b: str | None = None,
     if shape_a != shape_b:
         return TensorDiff(status=SHAPE, **base)
     same = dtype_a == dtype_b
-    work = torch.float64 if not same or x.dtype == torch.float64 or not x.is_floating_point() else torch.float32
+    wide = not same or x.dtype == torch.float64 or not x.is_floating_point()
+    work = torch.float64 if wide else torch.float32
     flat_x, flat_y = x.reshape(-1), y.reshape(-1)
     max_abs = 0.0
     scale = 0.0
@@ -280,11 +281,13 @@ def _open(path: str | Path, select: str | None, registry: Any) -> tuple[str, Map
     return fmt.name, checkpoint.state_dict
 
 
+#: safetensors dtype names -> torch dtype names.
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                      "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
 class _SafetensorsMap(Mapping):
     """A safetensors file's tensors as a mapping; each tensor a view into one read-only mmap."""
-
-    _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-               "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
     def __init__(self, probe: Any) -> None:
         from mska_core.checkpoints.keys import WRAPPER_COMPONENTS
@@ -303,10 +306,10 @@ class _SafetensorsMap(Mapping):
         import torch
 
         info = self._info[key]
-        dtype = self._DTYPES.get(info["dtype"])
+        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
         if dtype is None:
-            raise CheckpointError(f"{self._path}: tensor {key!r} has dtype {info['dtype']}, which this comparison "
-                                  "cannot read")
+            raise CheckpointError(
+                f"{self._path}: tensor {key!r} has dtype {info['dtype']}, which this comparison cannot read")
         if self._map is None:
             with open(self._path, "rb") as handle:
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
@@ -318,7 +321,7 @@ class _SafetensorsMap(Mapping):
         import warnings
 
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns that the buffer is not writable; it is never written
+            warnings.simplefilter("ignore")  # torch warns that the buffer is read-only; it is never written
             flat = torch.frombuffer(self._map, dtype=torch_dtype, count=count, offset=self._start + begin)
         return flat.reshape(info["shape"])
 

@@ -13,7 +13,9 @@ Human output goes to stdout in 80 columns; ``--json`` writes only JSON on stdout
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +69,16 @@ def run(args: argparse.Namespace) -> int:
         return _describe(args)
 
 
-class _one_line_errors:
+@contextlib.contextmanager
+def _one_line_errors(path: str) -> Iterator[None]:
     """Failures below our own checks (a torch or OS error while reading) become one CheckpointError line."""
+    from mska_core.errors import CheckpointError
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        from mska_core.errors import CheckpointError
-
-        if exc is not None and isinstance(exc, (OSError, ValueError, RuntimeError, KeyError)):
-            text = str(exc).strip().splitlines()
-            raise CheckpointError(f"{self.path}: cannot be inspected: {text[0] if text else type(exc).__name__}") from None
-        return False
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        text = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: cannot be inspected: {text[0] if text else type(exc).__name__}") from None
 
 
 def console() -> Any:
