@@ -325,3 +325,15 @@ def test_crop_streams_on_a_source_that_renders_no_crops_are_a_clear_error(tmp_pa
     with pytest.raises(DataError, match=r"data.crops: streams face read crops, but this data source renders none"):
         ClipDataset(corpus.train, Vocabularies.from_samples(corpus.train), AugmentConfig(), train=True,
                     crop_streams=[get_registry().streams.get("face")], render_crops=corpus.render_crops)
+
+
+def test_mska_data_sources_are_listed_by_mska_plugins(mska):
+    import json
+
+    proc = mska("plugins", "--all", "--json")
+    assert proc.returncode == 0, proc.stderr
+    provided = {p["name"]: p["provides"].get("mska_data_sources", []) for p in json.loads(proc.stdout)["plugins"]}
+    assert provided["core-synthetic"] == ["synthetic"]
+    assert provided["core-data"] == ["mska-pickle", "directory", "pose"]
+    table = mska("plugins", "--all")
+    assert table.returncode == 0 and "data sources" in table.stdout + table.stderr

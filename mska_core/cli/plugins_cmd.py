@@ -14,6 +14,8 @@ _SHORT = {
     "mska_backbone_archs": "archs",
     "mska_checkpoint_formats": "formats",
     "mska_losses": "losses",
+    "mska_data_sources": "data sources",
+    "mska_keypoint_estimators": "estimators",
 }
 
 
