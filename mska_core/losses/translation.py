@@ -12,6 +12,7 @@ translation::
     ff = 512            # feed-forward width
     dropout = 0.1
     head = "fuse"       # the recognition head whose gloss features the decoder reads
+    memory = "glosses"  # one vector per gloss the head recognises (CTC compression), or "frames"
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from torch import nn
 
 @attrs.frozen
 class DecoderConfig:
-    """The text decoder's size and the recognition head it reads (``None``: ``fuse`` or the first)."""
+    """The text decoder's size, the recognition head it reads (``None``: ``fuse`` or the first) and
+    what it reads of it (``memory``: ``"glosses"`` or ``"frames"``, see
+    :mod:`mska_core.training.decoder`)."""
 
     layers: int = 2
     heads: int = 4
     ff: int = 512
     dropout: float = 0.1
     head: str | None = None
+    memory: str = "glosses"
 
 
 class TranslationLoss(nn.Module):
@@ -40,13 +44,18 @@ class TranslationLoss(nn.Module):
     batch's ``text_target`` (``<pad>`` ignored); averaged over each clip's tokens, then over clips."""
 
     def __init__(self, label_smoothing: float = 0.1, pad: int = 0, layers: int = 2, heads: int = 4,
-                 ff: int = 512, dropout: float = 0.1, head: str | None = None) -> None:
+                 ff: int = 512, dropout: float = 0.1, head: str | None = None, memory: str = "glosses") -> None:
         super().__init__()
+        from mska_core.training.decoder import MEMORIES
+
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if memory not in MEMORIES:
+            raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORIES))}, got {memory!r}")
         self.label_smoothing = label_smoothing
         self.pad = pad
-        self.decoder_config = DecoderConfig(layers=layers, heads=heads, ff=ff, dropout=dropout, head=head)
+        self.decoder_config = DecoderConfig(layers=layers, heads=heads, ff=ff, dropout=dropout, head=head,
+                                            memory=memory)
 
     def forward(self, output: Any, batch: Any) -> torch.Tensor:
         logits = output.translation_logits

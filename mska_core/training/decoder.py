@@ -3,6 +3,13 @@
 It reads the VisualHead features (``EncoderOutput.gloss_features[head]``, ``[B, T', H]``) as memory
 and predicts the translation word by word. Training uses teacher forcing (:meth:`forward`);
 evaluation and ``mska predict`` use :meth:`generate` (beam search, greedy at ``beam_size = 1``).
+
+The memory is either every frame (``memory = "frames"``) or, by default, the frames compressed by
+the head's own CTC decision (``memory = "glosses"``, :func:`ctc_compress`): the features of each run
+of frames the head labels with one gloss are averaged, blanks dropped, so that the decoder reads one
+vector per recognised gloss, in order (CTC compression, as in speech translation). Memory positions
+are sinusoidal over the memory's index; target positions are learned, started from the same
+sinusoids, and token embeddings are scaled so that both are of unit size.
 """
 
 from __future__ import annotations
@@ -12,10 +19,49 @@ import math
 import torch
 from torch import nn
 
+MEMORIES = ("glosses", "frames")
+
+
+def sinusoid_table(length: int, dim: int) -> torch.Tensor:
+    """``[length, dim]`` sine/cosine positions (Vaswani et al.), sine on even and cosine on odd channels."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+    return table
+
+
+def ctc_compress(features: torch.Tensor, logits: torch.Tensor, lengths: torch.Tensor,
+                 blank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average ``features`` ``[B, T, H]`` over each run of frames whose most likely class (``logits``
+    ``[B, T, V]``) is one gloss, and drop blank frames: ``(memory [B, K, H], lengths [B])`` with one
+    entry per recognised gloss, in order. A clip with no recognised gloss keeps the mean of all its
+    frames as its only entry. Differentiable in ``features``; the segmentation itself is not.
+    """
+    steps = features.shape[1]
+    valid = torch.arange(steps, device=features.device)[None, :] < lengths[:, None]  # [B, T]
+    path = logits.detach().argmax(-1)  # [B, T]
+    labelled = valid & (path != blank)
+    previous = torch.nn.functional.pad(path, (1, 0), value=-1)[:, :-1]
+    previous_labelled = torch.nn.functional.pad(labelled, (1, 0), value=False)[:, :-1]
+    starts = labelled & ~(previous_labelled & (previous == path))
+    segment = starts.long().cumsum(1) - 1  # [B, T]: the run each labelled frame belongs to
+    counts = starts.sum(1)  # [B]
+    empty = counts == 0
+    segment = torch.where(empty[:, None], torch.zeros_like(segment), segment)
+    member = torch.where(empty[:, None], valid, labelled)  # [B, T]
+    counts = torch.where(empty, torch.ones_like(counts), counts)
+    slots = int(counts.max()) if counts.numel() else 1
+    assign = (segment[:, None, :] == torch.arange(slots, device=features.device)[None, :, None]) & member[:, None, :]
+    weights = assign.to(features.dtype)  # [B, K, T]
+    memory = weights @ features / weights.sum(-1, keepdim=True).clamp_min(1.0)
+    return memory, counts
+
 
 class TranslationDecoder(nn.Module):
-    """Token embedding + learned positions, ``layers`` pre-norm transformer decoder layers, and a
-    projection to the text vocabulary."""
+    """Token embedding + learned positions, ``layers`` pre-norm transformer decoder layers over the
+    memory (with sinusoidal positions added), and a projection to the text vocabulary."""
 
     def __init__(self, vocab_size: int, dim: int, *, layers: int = 2, heads: int = 4, ff: int = 512,
                  dropout: float = 0.1, max_length: int = 256, pad: int = 0) -> None:
@@ -26,8 +72,10 @@ class TranslationDecoder(nn.Module):
         self.pad = pad
         self.max_length = max_length
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad)
-        self.positions = nn.Parameter(torch.zeros(max_length, dim))
-        nn.init.normal_(self.positions, std=0.02)
+        nn.init.normal_(self.embed.weight, std=dim**-0.5)  # times sqrt(dim) in forward: unit size
+        with torch.no_grad():
+            self.embed.weight[pad].zero_()
+        self.positions = nn.Parameter(sinusoid_table(max_length, dim))
         layer = nn.TransformerDecoderLayer(dim, heads, ff, dropout, batch_first=True, norm_first=True)
         self.layers = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
         self.out = nn.Linear(dim, vocab_size)
@@ -38,6 +86,7 @@ class TranslationDecoder(nn.Module):
         if steps > self.max_length:
             raise ValueError(f"a translation of {steps} tokens is longer than the decoder's {self.max_length}")
         x = self.embed(tokens) * math.sqrt(self.dim) + self.positions[:steps]
+        memory = memory + sinusoid_table(memory.shape[1], self.dim).to(memory.device, memory.dtype)
         causal = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=tokens.device), diagonal=1)
         memory_pad = torch.arange(memory.shape[1], device=memory.device)[None, :] >= memory_lengths[:, None]
         x = self.layers(x, memory, tgt_mask=causal, tgt_key_padding_mask=tokens == self.pad,

@@ -51,10 +51,10 @@ def predict_batch(model: Any, batch: Any, vocabularies: Any, *, beam_size: int =
     decoded = decode_heads(encoded.logits, encoded.lengths, beam_size=beam_size, blank=vocabularies.blank)
     translations: list[str | None] = [None] * batch.size
     if model.decoder is not None:
-        memory = encoded.gloss_features[model.decoder_head].float()
+        memory, lengths = model.decoder_memory(encoded)
         with torch.autocast(device.type, enabled=False):
             ids = model.decoder.generate(
-                memory, encoded.lengths, bos=vocabularies.bos, eos=vocabularies.eos,
+                memory.float(), lengths, bos=vocabularies.bos, eos=vocabularies.eos,
                 max_length=max_text_length, beam_size=translation_beam_size,
             )
         translations = [" ".join(vocabularies.text.decode(row)) for row in ids]

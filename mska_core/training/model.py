@@ -57,20 +57,37 @@ def decoder_head(head_names: list[str], wanted: str | None) -> str:
 
 class SignModel(nn.Module):
     """``encoder`` (an :class:`~mska_core.encoder.MSKAEncoder`) and an optional ``decoder``
-    (:class:`~mska_core.training.decoder.TranslationDecoder`) reading head ``decoder_head``."""
+    (:class:`~mska_core.training.decoder.TranslationDecoder`) reading head ``decoder_head``.
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module | None = None, decoder_head: str | None = None) -> None:
+    ``memory`` says what the decoder reads of that head: ``"glosses"``, its features averaged over
+    each gloss its CTC decision recognises (:func:`~mska_core.training.decoder.ctc_compress`, with
+    the CTC blank ``blank``), or ``"frames"``, every frame's features.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module | None = None, decoder_head: str | None = None,
+                 *, memory: str = "glosses", blank: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.decoder_head = decoder_head
+        self.memory = memory
+        self.blank = blank
+
+    def decoder_memory(self, encoded: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the decoder reads of ``encoded``: ``(memory [B, K, H], lengths [B])``."""
+        from mska_core.training.decoder import ctc_compress
+
+        features = encoded.gloss_features[self.decoder_head]
+        if self.memory == "frames":
+            return features, encoded.lengths
+        return ctc_compress(features, encoded.logits[self.decoder_head], encoded.lengths, self.blank)
 
     def forward(self, batch: Any) -> StepOutput:
         encoded = self.encoder(batch.clips)
         logits = None
         if self.decoder is not None:
-            memory = encoded.gloss_features[self.decoder_head]
-            logits = self.decoder(memory, encoded.lengths, batch.text_input)
+            memory, lengths = self.decoder_memory(encoded)
+            logits = self.decoder(memory, lengths, batch.text_input)
         return StepOutput(encoder=encoded, translation_logits=logits)
 
 
@@ -90,4 +107,4 @@ def build_model(config: Any, vocabularies: Any, *, registry: Any = None, losses:
         len(vocabularies.text), config.model.head_hidden, layers=dec.layers, heads=dec.heads, ff=dec.ff,
         dropout=dec.dropout, pad=vocabularies.pad,
     )
-    return SignModel(encoder, decoder, head)
+    return SignModel(encoder, decoder, head, memory=dec.memory, blank=vocabularies.blank)

@@ -1,0 +1,116 @@
+"""Translation that learns: CTC compression of the decoder's memory, unit-size embeddings and positions,
+and a decoder that learns a compositional gloss-to-text mapping from few examples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mska_core.training.decoder import TranslationDecoder, ctc_compress
+
+
+def one_hot_logits(path: list[int], vocab: int = 6) -> torch.Tensor:
+    logits = torch.full((len(path), vocab), -5.0)
+    logits[torch.arange(len(path)), torch.tensor(path)] = 5.0
+    return logits
+
+
+def test_ctc_compression_averages_each_recognised_gloss_and_drops_blanks():
+    features = torch.arange(8, dtype=torch.float32)[:, None].repeat(1, 2)[None]  # frame t has features t
+    logits = one_hot_logits([0, 3, 3, 0, 3, 5, 5, 0])[None]
+    memory, lengths = ctc_compress(features, logits, torch.tensor([8]))
+    assert lengths.tolist() == [3]  # 3 3 | blank | 3 | 5 5: a repeat after a blank is a new gloss
+    torch.testing.assert_close(memory[0, :, 0], torch.tensor([1.5, 4.0, 5.5]))
+
+
+def test_ctc_compression_ignores_padding_and_keeps_a_clip_with_no_gloss_whole():
+    features = torch.randn(2, 6, 4)
+    logits = torch.stack([one_hot_logits([2, 2, 0, 4, 1, 1]), one_hot_logits([0, 0, 0, 0, 3, 3])])
+    memory, lengths = ctc_compress(features, logits, torch.tensor([4, 4]))
+    assert lengths.tolist() == [2, 1]
+    torch.testing.assert_close(memory[0, 0], features[0, :2].mean(0))
+    torch.testing.assert_close(memory[0, 1], features[0, 3])
+    torch.testing.assert_close(memory[1, 0], features[1, :4].mean(0))  # all blank: the mean of its frames
+
+
+def test_ctc_compression_passes_gradients_to_the_features():
+    features = torch.randn(1, 5, 3, requires_grad=True)
+    memory, _ = ctc_compress(features, one_hot_logits([1, 1, 0, 2, 0])[None], torch.tensor([5]))
+    memory.sum().backward()
+    torch.testing.assert_close(features.grad[0, :, 0], torch.tensor([0.5, 0.5, 0.0, 1.0, 0.0]))
+
+
+def test_token_embeddings_and_positions_start_at_one_scale():
+    decoder = TranslationDecoder(200, 64, layers=1, heads=2, ff=64)
+    tokens = torch.arange(1, 200)
+    embedded = decoder.embed(tokens) * math.sqrt(decoder.dim)
+    assert 0.8 < float(embedded.std()) < 1.2
+    assert 0.5 < float(decoder.positions[:40].std()) < 1.0
+    assert float(decoder.embed.weight[0].abs().sum()) == 0.0  # <pad>
+
+
+# A lexicon like the synthetic corpus's: glosses translate to fixed phrases that share words.
+PHRASES = ["in the north", "in the south", "during the day", "at night", "sunny", "it rains", "in the morning",
+           "windy"]
+
+
+def sentences(count: int, generator: torch.Generator) -> list[list[int]]:
+    out = []
+    for _ in range(count):
+        length = int(torch.randint(2, 5, (1,), generator=generator))
+        out.append(torch.randint(len(PHRASES), (length,), generator=generator).tolist())
+    return out
+
+
+@pytest.mark.slow
+def test_the_decoder_learns_unseen_compositions_of_glosses_in_two_hundred_steps():
+    from mska_core.training.metrics import bleu_scores
+
+    torch.manual_seed(0)
+    words = sorted({w for p in PHRASES for w in p.split()})
+    vocab = ["<pad>", "<bos>", "<eos>", *words]
+    index = {w: i for i, w in enumerate(vocab)}
+    dim = 32
+    gloss_vectors = torch.randn(len(PHRASES), dim)
+
+    def batch(glosses: list[list[int]]):
+        width = max(map(len, glosses))
+        memory = torch.zeros(len(glosses), width, dim)
+        for i, g in enumerate(glosses):
+            memory[i, : len(g)] = gloss_vectors[g]
+        texts = [[index[w] for g in gl for w in PHRASES[g].split()] for gl in glosses]
+        steps = max(map(len, texts)) + 1
+        inp = torch.zeros(len(texts), steps, dtype=torch.long)
+        tgt = torch.zeros(len(texts), steps, dtype=torch.long)
+        for i, t in enumerate(texts):
+            inp[i, 0], inp[i, 1 : len(t) + 1] = 1, torch.tensor(t)
+            tgt[i, : len(t)], tgt[i, len(t)] = torch.tensor(t), 2
+        return memory, torch.tensor([len(g) for g in glosses]), inp, tgt
+
+    generator = torch.Generator().manual_seed(1)
+    train, test = sentences(200, generator), sentences(40, generator)
+    seen = {tuple(s) for s in train}
+    test = [s for s in test if tuple(s) not in seen]
+    decoder = TranslationDecoder(len(vocab), dim, layers=2, heads=4, ff=64, dropout=0.1)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order wherever the test runs
+    try:
+        for _ in range(200):
+            chosen = torch.randint(len(train), (16,), generator=generator).tolist()
+            memory, lengths, inp, tgt = batch([train[i] for i in chosen])
+            loss = torch.nn.functional.cross_entropy(decoder(memory, lengths, inp).flatten(0, 1), tgt.flatten(),
+                                                     ignore_index=0, label_smoothing=0.1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        decoder.eval()
+        memory, lengths, _, _ = batch(test)
+        ids = decoder.generate(memory, lengths, bos=1, eos=2, max_length=20, beam_size=3)
+    finally:
+        torch.set_num_threads(threads)
+    hypotheses = [" ".join(vocab[i] for i in row) for row in ids]
+    references = [" ".join(PHRASES[g] for g in s) for s in test]
+    assert bleu_scores(references, hypotheses)["bleu4"] >= 70
