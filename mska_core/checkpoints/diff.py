@@ -185,18 +185,22 @@ def compare_tensors(key: str, x: Any, y: Any, *, key_b: str | None = None,
     wide = not same or x.dtype == torch.float64 or not x.is_floating_point()
     work = torch.float64 if wide else torch.float32
     flat_x, flat_y = x.reshape(-1), y.reshape(-1)
-    max_abs = 0.0
-    scale = 0.0
+    max_abs = scale = 0.0
     equal = same
+    skipped = []  # equal chunks before the first difference: their magnitude matters only if one follows
     try:
         for start in range(0, flat_x.numel(), CHUNK):
             cx, cy = flat_x[start:start + CHUNK], flat_y[start:start + CHUNK]
-            if equal and not torch.equal(cx, cy):
-                equal = False
+            if equal and torch.equal(cx, cy):
+                skipped.append(start)
+                continue
+            equal = False
             fx, fy = cx.to(work), cy.to(work)
             max_abs = max(max_abs, float(torch.sub(fx, fy).abs_().max()))
-            for low, high in (torch.aminmax(fx), torch.aminmax(fy)):  # the largest magnitude, no copy
-                scale = max(scale, -float(low), float(high))
+            scale = max(scale, _magnitude(fx), _magnitude(fy))
+        if not equal:
+            for start in skipped:
+                scale = max(scale, _magnitude(flat_x[start:start + CHUNK].to(work)))
     finally:
         if release is not None:
             release(x)
@@ -205,6 +209,14 @@ def compare_tensors(key: str, x: Any, y: Any, *, key_b: str | None = None,
         return TensorDiff(status=IDENTICAL, max_abs=0.0, max_rel=0.0, **base)
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
     return TensorDiff(status=CHANGED, max_abs=max_abs, max_rel=max_rel, **base)
+
+
+def _magnitude(values: Any) -> float:
+    """The largest absolute value, without a copy."""
+    import torch
+
+    low, high = torch.aminmax(values)
+    return max(-float(low), float(high))
 
 
 class Releaser:
