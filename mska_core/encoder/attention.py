@@ -146,7 +146,7 @@ class AttentionBlock(nn.Module):
         # scores are then one product over (channel, frame), with no copy of q or k.
         weight = self.qk.weight.flatten(1)  # [2S·I, C]
         joint_bias = torch.addmm(self.qk.bias.unsqueeze(1), weight, self.joint_encoding)  # [2S·I, V]
-        qk = torch.matmul(weight, x.reshape(N, T * V, C).transpose(1, 2))  # [N, 2S·I, T·V]
+        qk = torch.bmm(weight.expand(N, -1, -1), x.reshape(N, T * V, C).transpose(1, 2))  # [N, 2S·I, T·V]
         qk = qk.reshape(N, 2 * S, -1, T, V).add_(joint_bias.reshape(2 * S, -1, 1, V))
         q, k = qk.reshape(N, 2, S, -1, V).unbind(1)  # [N, S, I·T, V] each
         if self.attention == "paper":

@@ -76,11 +76,13 @@ class ConvNorm(nn.Module):
 def batch_norm_rows(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:
     """``norm`` applied to channels-last ``y`` ``[..., C]``, over every other axis.
 
-    The rows are handed to the module as ``[M, C, 1, 1]`` (a view), so its own kernel, running
-    statistics and momentum apply; its backward is one fused pass.
+    The rows are handed to the module as a channels-last ``[1, C, M, 1]`` view, so its own kernel
+    (the vectorised channels-last one), running statistics and momentum apply, and its backward is
+    one fused pass.
     """
-    flat = y.reshape(-1, y.shape[-1])
-    return norm(flat.reshape(*flat.shape, 1, 1)).reshape(y.shape)
+    C = y.shape[-1]
+    rows = y.reshape(1, -1, 1, C).permute(0, 3, 1, 2)  # [1, C, M, 1], channels-last memory
+    return norm(rows).permute(0, 2, 3, 1).reshape(y.shape)
 
 
 def sinusoid(positions: int, size: int) -> Tensor:
