@@ -221,7 +221,7 @@ def _config_vocabularies(config: Any, *, gloss: int | None, text: int | None, re
             from mska_core.data.vocab import Vocabularies
 
             layout = registry.layouts.get(config.model.layout)
-            corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints)
+            corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints, registry=registry)
             vocabularies = Vocabularies.from_samples(corpus.train)
             data_gloss, data_text = len(vocabularies.gloss), len(vocabularies.text)
         except Exception as exc:  # noqa: BLE001 - any failure to read the data only leaves sizes unchecked
