@@ -67,14 +67,10 @@ def extract_clip(job: ClipJob, options: ExtractOptions, estimator: Any = None,
     try:
         row = _extract(job, options, estimator, on_frames or (lambda n: None), partial)
         folder.publish(clip_id, row.streams)
-    except ClipFailed:
+    except BaseException as exc:  # nothing of a failed or interrupted clip stays behind
         shutil.rmtree(partial, ignore_errors=True)
-        raise
-    except (DataError, OSError) as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ClipFailed(str(exc)) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, (DataError, OSError)):  # unreadable input or a full disk: this clip fails
+            raise ClipFailed(str(exc)) from None
         raise
     return row
 
