@@ -207,8 +207,8 @@ def _check_zip(path: Path, size: int) -> None:
         if info.compress_type != zipfile.ZIP_STORED and info.file_size > 100 * max(info.compress_size, 1):
             raise _TooLarge(f"its pickle is compressed {info.file_size // max(info.compress_size, 1)}-fold")
         prefix = pickles[0][: -len("data.pkl")]
-        with archive.open(info) as stream:
-            storages, allocations = _scan(stream, [MAX_PICKLE_OPS])
+        with archive.open(info) as stream:  # at most MAX_PICKLE_BYTES, checked above
+            storages, allocations = _scan(io.BytesIO(stream.read(MAX_PICKLE_BYTES + 1)), [MAX_PICKLE_OPS])
         for key, wanted in storages:
             record = infos.get(f"{prefix}data/{key}")
             held = record.file_size if record is not None else 0
