@@ -1,23 +1,32 @@
-"""Speed of the MSKA paper preset (four keypoint streams and four VisualHeads) on the CPU (and CUDA).
+"""Speed of the MSKA paper preset against the reference implementation's own code, side by side.
 
-Every run is the whole model of ``examples/configs/mska-slr-paper.toml`` at the Phoenix-2014T gloss
-vocabulary (1,094): keypoint branches, fusion and the four heads.
+The reference is ``recognition.py`` of sutwangyan/MSKA (its ``DSTA`` keypoint network and four
+``VisualHead``s, built from its ``configs/phoenix-2014t_s2g.yaml``) from a checkout outside this
+repository (``--reference-src DIR``; ``docs/encoder.md`` says how to get it). Its imports of
+TensorFlow, ``transformers`` (mBART), OpenCV, einops and seaborn are replaced by empty modules while
+it is imported (none of them is used by the network), its ``.cuda()`` calls are the identity on a
+machine without CUDA, and its gloss tokenizer reads a vocabulary of 1,094 made-up glosses written
+here. Its weights are converted to ours with ``convert_reference_state_dict`` (the ``mska-paper``
+format), so both networks compute with the same tensors.
 
-1. **Against the reference** (the headline): eval-mode forward of B=1, T=100 clips in fp32, our
-   paper mode and the reference implementation side by side in one process, interleaved, on the
-   same weights (converted with ``convert_reference_state_dict``) and the same input; the largest
-   relative difference of the logits is reported with the times. ``--reference PATH`` names a
-   Python file (kept outside this repository) with a class ``Recognition(num_classes)`` that builds
-   the reference's ``DSTA`` keypoint network (``num_subset=6``) and its four VisualHeads, and whose
-   ``forward(keypoints [B, 3, T, 133], mask [B, 1, T'], lengths [B])`` returns ``{head: outputs}``.
-   Without it the ratio is taken to the reference's measured 0.42 s.
-2. **The grid**: forward (eval, no grad) and forward + backward (train mode) at B in {1, 4},
-   T in {100, 400}, fp32 and bf16 autocast, paper and softmax attention.
-3. **Where the time goes**: the top operators of torch.profiler for our paper-mode forward.
+1. **Numerics**: the reference's batch-norm statistics, ``alphas`` and global matrices are
+   randomised, dropout is off in both, and on the same input: the largest relative difference of
+   each head's logits (float32, eval and train mode), the loss, and every parameter's gradient
+   (float64, so that the comparison sees the arithmetic and not float32 rounding; also float32 as
+   one relative norm over all parameters).
+2. **Speed**: interleaved on the same input, the reference, our paper mode and our softmax mode in
+   rotating order, ``--pairs`` times: a training step (train mode, forward + backward of the
+   reference's loss: CTC summed over the batch and divided by B for each head, plus the KL
+   self-distillation of each head to the detached mean of the heads' probabilities, ``batchmean``)
+   and an eval forward (the reference also computes its losses in ``forward``; ours does not), at
+   ``--batches`` × ``--frames``. Medians of the pairs and the ratio reference / ours.
+3. **Where the time goes**: torch.profiler's operators by self CPU time for our paper-mode training
+   step and for the reference's, B=1.
 
-    python -m bench.encoder [--reference /tmp/refcheck/ref_mska.py] [--threads 2] [--quick]
+    python -m bench.encoder --reference-src /work/ref/MSKA [--threads 2] [--pairs 5] [--compile]
 
-Writes ``bench/results/encoder.json``. Keep it short on shared machines: few repetitions.
+Writes ``bench/results/encoder.json``. On a shared machine, take the medians with care: the ratio of
+interleaved runs is what holds, not the seconds.
 """
 
 from __future__ import annotations
@@ -30,176 +39,327 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import contextlib
+import copy
+import importlib
+import importlib.machinery
 import importlib.util
 import json
+import pickle
 import platform
+import re
 import statistics
+import tempfile
 import time
+import types
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from mska_core.config import load_config
 from mska_core.encoder import ClipBatch, MSKAEncoder
-from mska_core.encoder.reference import convert_reference_state_dict
+from mska_core.encoder.reference import convert_reference_state_dict, to_reference_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "examples" / "configs" / "mska-slr-paper.toml"
 RESULTS = ROOT / "bench" / "results" / "encoder.json"
-REFERENCE_SECONDS = 0.42  # the reference's B=1, T=100 fp32 forward on two threads of these machines
 VOCAB = 1094
+GLOSSES_PER_CLIP = 8
+#: Biases followed by a training-mode batch norm (their gradient is zero up to rounding).
+ZERO_GRADIENT = re.compile(r"(?:[._](?:out_nets|ff_nets|out_nett|downs1|downs2|downt2|input_map)\.0|\.fc1)\.bias$")
+#: Modules the reference imports but its recognition network never uses.
+STUBBED = ("tensorflow", "transformers", "cv2", "einops", "seaborn")
 
 
-def build(attention: str, device: torch.device) -> MSKAEncoder:
+# -- the reference ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stubbed_imports():
+    """Empty stand-ins for :data:`STUBBED` modules that are not installed, while the reference imports."""
+    added = []
+    for name in STUBBED:
+        if importlib.util.find_spec(name) is not None:
+            continue
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+
+        def attribute(attr: str, _module: str = name):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return type(attr, (), {"__module__": _module})
+
+        module.__getattr__ = attribute
+        sys.modules[name] = module
+        added.append(name)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def cuda_is_identity():
+    """The reference moves its inputs with ``.cuda()``; without CUDA that is the identity here."""
+    if torch.cuda.is_available():
+        yield
+        return
+    original = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda = original
+
+
+def build_reference(src: Path) -> nn.Module:
+    """The reference's ``Recognition`` network (keypoint input, four heads) from its checkout ``src``."""
+    import yaml
+
+    src = src.resolve()
+    if not (src / "recognition.py").is_file():
+        raise SystemExit(f"--reference-src {src}: no recognition.py there; see docs/encoder.md for the checkout")
+    import torch._dynamo  # noqa: F401  (imported before the stand-ins exist, as they must not be seen by it)
+    import torchvision.utils  # noqa: F401
+
+    before = set(sys.modules)
+    sys.path.insert(0, str(src))
+    try:
+        with stubbed_imports():
+            recognition = importlib.import_module("recognition")
+    finally:
+        sys.path.remove(str(src))
+        for name in set(sys.modules) - before:  # its top-level modules (utils, Tokenizer, ...) leave no trace
+            if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(src)):
+                del sys.modules[name]
+    config = yaml.safe_load((src / "configs" / "phoenix-2014t_s2g.yaml").read_text())
+    network = config["model"]["RecognitionNetwork"]
+    vocabulary = {"<si>": 0, "<unk>": 1, "<pad>": 2, **{f"gloss{i}": i for i in range(3, VOCAB)}}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "gloss2ids.pkl"
+        path.write_bytes(pickle.dumps(vocabulary))
+        network["GlossTokenizer"]["gloss2id_file"] = str(path)
+        model = recognition.Recognition(network, args=None)
+    assert len(model.gloss_tokenizer) == VOCAB
+    return model
+
+
+def randomise(reference: nn.Module, seed: int = 0) -> None:
+    """Trained-looking statistics, scales and global matrices, so that a misplaced tensor shows."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in reference.state_dict().items():
+            noise = torch.randn(tensor.shape, generator=generator) if tensor.is_floating_point() else None
+            if name.endswith("running_mean"):
+                tensor.copy_(noise * 0.1)
+            elif name.endswith("running_var"):
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
+            elif name.endswith(("norm.weight", ".1.weight")) and tensor.dim() == 1:
+                tensor.copy_(1 + noise * 0.1)
+            elif name.endswith(("alphas", "attention0s")):
+                tensor.add_(noise * 0.1)
+
+
+def no_dropout(*models: nn.Module) -> None:
+    for model in models:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+            if hasattr(module, "attention_dropout"):
+                module.attention_dropout = 0.0
+
+
+# -- the two sides ---------------------------------------------------------------------------------
+
+
+class Case:
+    """One input, for both implementations: keypoints, the reference's ``src_input``, gloss labels."""
+
+    def __init__(self, batch: int, frames: int, dtype: torch.dtype = torch.float32) -> None:
+        generator = torch.Generator().manual_seed(batch * 1000 + frames)
+        points = torch.rand(batch, frames, 133, 3, generator=generator) * 2 - 1
+        points[..., 2] = torch.rand(batch, frames, 133, generator=generator)
+        points = points.to(dtype)
+        frames_out = -(-(-(-frames // 2)) // 2)  # ceil(ceil(T / 2) / 2), the paper's two strides
+        self.batch = batch
+        self.labels = torch.randint(3, VOCAB, (batch, GLOSSES_PER_CLIP), generator=generator)
+        self.label_lengths = torch.full((batch,), GLOSSES_PER_CLIP)
+        self.clips = ClipBatch(points, torch.full((batch,), frames))
+        self.src_input = {
+            "keypoint": points.permute(0, 3, 1, 2).contiguous(),  # [B, C, T, J]
+            "mask": torch.ones(batch, 1, frames_out, dtype=torch.bool),
+            "new_src_lengths": torch.full((batch,), frames_out),
+            "gloss_input": {"gloss_labels": self.labels, "gls_lengths": self.label_lengths},
+        }
+
+
+def our_loss(out, case: Case) -> torch.Tensor:
+    """The reference's recognition loss on our outputs: per head CTC (sum / B) + KL to the mean."""
+    teacher = out.distillation_targets().to(next(iter(out.logits.values())).dtype)
+    loss = 0.0
+    for logits in out.logits.values():
+        log_probs = logits.log_softmax(-1)
+        loss = loss + F.ctc_loss(log_probs.transpose(0, 1), case.labels, out.lengths, case.label_lengths,
+                                 blank=0, reduction="sum", zero_infinity=True) / case.batch
+        loss = loss + F.kl_div(log_probs, teacher, reduction="batchmean")
+    return loss
+
+
+def reference_train(reference: nn.Module, case: Case) -> torch.Tensor:
+    reference.train()
+    reference.zero_grad(set_to_none=True)
+    with cuda_is_identity():
+        loss = reference(case.src_input)["recognition_loss"]
+    loss.backward()
+    return loss.detach()
+
+
+def ours_train(encoder: nn.Module, case: Case) -> torch.Tensor:
+    encoder.train()
+    encoder.zero_grad(set_to_none=True)
+    loss = our_loss(encoder(case.clips), case)
+    loss.backward()
+    return loss.detach()
+
+
+def reference_eval(reference: nn.Module, case: Case) -> dict:
+    reference.eval()
+    with torch.no_grad(), cuda_is_identity():
+        return reference(case.src_input)
+
+
+def ours_eval(encoder: nn.Module, case: Case):
+    encoder.eval()
+    with torch.no_grad():
+        return encoder(case.clips)
+
+
+def build_ours(reference: nn.Module, attention: str) -> MSKAEncoder:
     model_cfg = load_config(PRESET, [f'model.attention="{attention}"']).model
-    torch.manual_seed(0)
-    return MSKAEncoder.from_config(model_cfg, vocab_size=VOCAB).to(device)
+    encoder = MSKAEncoder.from_config(model_cfg, vocab_size=VOCAB)
+    state = {f"recognition_network.{k}": v for k, v in reference.state_dict().items()}
+    encoder.load_state_dict(convert_reference_state_dict(state), strict=True)
+    return encoder
 
 
-def clips(batch: int, frames: int, device: torch.device) -> ClipBatch:
-    generator = torch.Generator().manual_seed(batch * 1000 + frames)
-    points = torch.rand(batch, frames, 133, 3, generator=generator) * 2 - 1
-    points[..., 2] = torch.rand(batch, frames, 133, generator=generator)
-    return ClipBatch(points, torch.full((batch,), frames)).to(device)
+# -- 1. numerics -----------------------------------------------------------------------------------
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours - theirs).abs().max() / theirs.abs().max().clamp(min=1e-30))
 
 
-def seconds(fn, device: torch.device, repeats: int, warm_up: bool = True) -> float:
-    if warm_up:
-        fn()
-        synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def autocast(device: torch.device, dtype: str):
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def step(encoder: MSKAEncoder, batch: ClipBatch, mode: str, device: torch.device, dtype: str):
-    def forward() -> None:
-        encoder.eval()
-        with torch.no_grad(), autocast(device, dtype):
-            encoder(batch)
-
-    def forward_backward() -> None:
-        encoder.train()
-        encoder.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            out = encoder(batch)
-            loss = sum(logits.float().log_softmax(-1).mean() for logits in out.logits.values())
-        loss.backward()
-
-    return forward if mode == "forward" else forward_backward
-
-
-# -- 1. against the reference ----------------------------------------------------------------------
-
-
-def load_reference(path: str):
-    spec = importlib.util.spec_from_file_location("mska_reference_copy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Recognition(VOCAB)
-
-
-def against_reference(path: str | None, repeats: int) -> dict:
-    device = torch.device("cpu")
-    ours = build("paper", device).eval()
-    batch = clips(1, 100, device)
-    result: dict = {"batch": 1, "frames": 100, "dtype": "fp32", "device": "cpu"}
-    if path is None:
-        result["ours_s"] = seconds(step(ours, batch, "forward", device, "fp32"), device, repeats)
-        result["reference_s"] = REFERENCE_SECONDS
-        result["reference"] = "the reference's measured 0.42 s (not run here)"
-    else:
-        reference = load_reference(path).eval()
-        state = {f"recognition_network.{k}": v for k, v in reference.state_dict().items()}
-        ours.load_state_dict(convert_reference_state_dict(state), strict=True)
-        keypoints = batch.keypoints.permute(0, 3, 1, 2).contiguous()
-        mask = torch.ones(1, 1, 25, dtype=torch.bool)
-        lengths = torch.tensor([25])
-        with torch.no_grad():
-            theirs = reference(keypoints, mask, lengths)
-            mine = ours(batch)
-        result["max_relative_difference"] = max(
-            float((mine.logits[h] - theirs[h]["gloss_logits"]).abs().max() / theirs[h]["gloss_logits"].abs().max())
-            for h in mine.logits
-        )
-        ours_times, reference_times = [], []
-        with torch.no_grad():
-            ours(batch), reference(keypoints, mask, lengths)
-            for _ in range(repeats):  # interleaved, so that both see the same machine load
-                start = time.perf_counter()
-                ours(batch)
-                ours_times.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                reference(keypoints, mask, lengths)
-                reference_times.append(time.perf_counter() - start)
-        result["ours_s"] = statistics.median(ours_times)
-        result["reference_s"] = statistics.median(reference_times)
-        result["ours_min_s"], result["reference_min_s"] = min(ours_times), min(reference_times)
-        result["reference"] = f"run side by side from {path}"
-    result["speedup"] = result["reference_s"] / result["ours_s"]
-    result["speedup_vs_0.42s"] = REFERENCE_SECONDS / result["ours_s"]
+def numerics(reference: nn.Module, frames: int) -> dict:
+    """Logits, loss and gradients of our paper mode against the reference on one B=2 input."""
+    reference, ours = copy.deepcopy(reference), build_ours(reference, "paper")
+    no_dropout(reference, ours)
+    result: dict = {"batch": 2, "frames": frames}
+    case = Case(2, frames)
+    theirs_out, ours_out = reference_eval(reference, case), ours_eval(ours, case)
+    result["eval_logits_rel"] = max(relative(ours_out.logits[h], theirs_out[f"{h}_gloss_logits"])
+                                    for h in ours_out.logits)
+    # Train mode, float32: logits and loss; every gradient as one relative norm.
+    reference.train(), ours.train()
+    with cuda_is_identity():
+        theirs_out = reference(case.src_input)
+    ours_out = ours(case.clips)
+    result["train_logits_rel"] = max(relative(ours_out.logits[h], theirs_out[f"{h}_gloss_logits"])
+                                     for h in ours_out.logits)
+    theirs_loss, ours_loss = theirs_out["recognition_loss"], our_loss(ours_out, case)
+    result["loss_reference"], result["loss_ours"] = float(theirs_loss), float(ours_loss)
+    reference.zero_grad(), ours.zero_grad()
+    theirs_loss.backward(), ours_loss.backward()
+    result["grad_rel_norm_fp32"] = gradient_norm_difference(reference, ours)
+    # Float64: every parameter's gradient, largest difference relative to its largest entry.
+    reference, ours = reference.double(), ours.double()
+    case = Case(2, frames, torch.float64)
+    reference_train(reference, case), ours_train(ours, case)
+    worst, name = gradient_differences(reference, ours)
+    result["grad_rel_max_fp64"], result["grad_rel_max_fp64_at"] = worst, name
     return result
 
 
-# -- 2. the grid -----------------------------------------------------------------------------------
+def reference_gradients(reference: nn.Module) -> dict:
+    grads = {f"recognition_network.{k}": p.grad for k, p in reference.named_parameters() if p.grad is not None}
+    return grads
 
 
-def grid(device: torch.device, quick: bool) -> list[dict]:
-    rows = []
-    batches, frames = ((1,), (100,)) if quick else ((1, 4), (100, 400))
-    for attention in ("paper", "softmax"):
-        encoder = build(attention, device)
-        for mode in ("forward", "forward+backward"):
-            for dtype in ("fp32", "bf16"):
-                for b in batches:
-                    for t in frames:
-                        # The smallest size warms the code paths up; larger ones are timed once.
-                        small = b * t <= 100
-                        took = seconds(step(encoder, clips(b, t, device), mode, device, dtype), device,
-                                       repeats=3 if small else 1, warm_up=small)
-                        rows.append({
-                            "device": device.type, "attention": attention, "mode": mode, "dtype": dtype,
-                            "batch": b, "frames": t, "seconds": took, "clips_per_s": b / took,
-                        })
-                        print(f"  {device.type} {attention:7s} {mode:16s} {dtype} B={b} T={t}: {took:.3f} s",
-                              file=sys.stderr)
-        del encoder
-    return rows
+def gradient_pairs(reference: nn.Module, ours: MSKAEncoder):
+    theirs = reference_gradients(reference)
+    ours_by_reference_name = to_reference_state_dict({k: p.grad for k, p in ours.named_parameters()})
+    for name, ours_grad in ours_by_reference_name.items():
+        # A convolution bias followed by a training-mode batch norm has a zero gradient: what both
+        # implementations compute there is rounding, and comparing it says nothing.
+        if ZERO_GRADIENT.search(name):
+            continue
+        yield name, ours_grad, theirs[name].reshape(ours_grad.shape)
+
+
+def gradient_differences(reference: nn.Module, ours: MSKAEncoder) -> tuple[float, str]:
+    worst, at = 0.0, ""
+    for name, ours_grad, theirs_grad in gradient_pairs(reference, ours):
+        difference = relative(ours_grad, theirs_grad)
+        if difference > worst:
+            worst, at = difference, name
+    return worst, at
+
+
+def gradient_norm_difference(reference: nn.Module, ours: MSKAEncoder) -> float:
+    pairs = list(gradient_pairs(reference, ours))
+    difference = torch.sqrt(sum(((o - t).double() ** 2).sum() for _, o, t in pairs))
+    norm = torch.sqrt(sum((t.double() ** 2).sum() for _, _, t in pairs))
+    return float(difference / norm)
+
+
+# -- 2. speed --------------------------------------------------------------------------------------
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, frames: int, mode: str,
+          pairs: int, warm_up: bool) -> dict:
+    """Interleaved timings: every round runs the reference and each contender once, in rotating order."""
+    case = Case(batch, frames)
+    runs = {"reference": (lambda: reference_train(reference, case)) if mode == "train"
+            else (lambda: reference_eval(reference, case))}
+    for name, encoder in contenders.items():
+        runs[name] = (lambda e=encoder: ours_train(e, case)) if mode == "train" else (lambda e=encoder: ours_eval(e, case))
+    if warm_up:
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for round_ in range(pairs):
+        order = names[round_ % len(names):] + names[: round_ % len(names)]
+        for name in order:
+            times[name].append(timed(runs[name]))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    row = {"mode": mode, "batch": batch, "frames": frames, "pairs": pairs, "seconds": medians, "all": times}
+    row["speedup"] = {name: medians["reference"] / medians[name] for name in contenders}
+    print(f"  {mode:5s} B={batch} T={frames}: " + ", ".join(f"{n} {s:.3f} s" for n, s in medians.items())
+          + " | " + ", ".join(f"{n} {r:.2f}x" for n, r in row["speedup"].items()), file=sys.stderr)
+    return row
 
 
 # -- 3. profile ------------------------------------------------------------------------------------
 
 
-def profile(top: int = 12) -> list[dict]:
+def profile(fn, top: int = 14) -> list[dict]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as run_profile
 
-    device = torch.device("cpu")
-    encoder = build("paper", device).eval()
-    batch = clips(1, 100, device)
-    with torch.no_grad():
-        encoder(batch)
-        with run_profile(activities=[ProfilerActivity.CPU]) as prof:
-            encoder(batch)
+    fn()
+    with run_profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
     return [
-        {"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1000,
-         "share": e.self_cpu_time_total / total}
+        {"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total}
         for e in events[:top]
     ]
 
@@ -209,49 +369,77 @@ def print_tables(report: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    ref = report["reference"]
-    head = Table(title="paper mode vs the reference: B=1, T=100, fp32 forward, CPU")
-    for column in ("ours (s)", "reference (s)", "speed-up", "vs 0.42 s", "max rel. diff", "reference"):
-        head.add_column(column, justify="right")
-    diff = ref.get("max_relative_difference")
-    head.add_row(f"{ref['ours_s']:.3f}", f"{ref['reference_s']:.3f}", f"{ref['speedup']:.2f}x",
-                 f"{ref['speedup_vs_0.42s']:.2f}x", "-" if diff is None else f"{diff:.1e}", ref["reference"])
-    console.print(head)
-    table = Table(title=f"MSKA paper preset ({report['threads']} threads)")
-    for column in ("device", "attention", "mode", "dtype", "B", "T", "seconds", "clips/s"):
+    check = report["numerics"]
+    table = Table(title=f"numerics against the reference (paper mode, B=2, T={check['frames']})")
+    for column in ("eval logits", "train logits", "loss ref / ours", "grads fp64 (max)", "grads fp32 (norm)"):
         table.add_column(column, justify="right")
-    for row in report["grid"]:
-        table.add_row(row["device"], row["attention"], row["mode"], row["dtype"], str(row["batch"]),
-                      str(row["frames"]), f"{row['seconds']:.3f}", f"{row['clips_per_s']:.2f}")
+    table.add_row(f"{check['eval_logits_rel']:.1e}", f"{check['train_logits_rel']:.1e}",
+                  f"{check['loss_reference']:.4f} / {check['loss_ours']:.4f}", f"{check['grad_rel_max_fp64']:.1e}",
+                  f"{check['grad_rel_norm_fp32']:.1e}")
     console.print(table)
-    prof = Table(title="where the time goes: paper-mode forward, B=1, T=100 (torch.profiler, self CPU)")
-    for column in ("operator", "calls", "self ms", "share"):
-        prof.add_column(column, justify="left" if column == "operator" else "right")
-    for row in report["profile"]:
-        prof.add_row(row["op"], str(row["calls"]), f"{row['self_ms']:.1f}", f"{row['share']:.0%}")
-    console.print(prof)
+    contenders = [name for name in report["speed"][0]["speedup"]]
+    table = Table(title=f"seconds, medians of interleaved runs ({report['threads']} threads)")
+    for column in ("pass", "B", "T", "reference", *contenders, *[f"{c} ×" for c in contenders]):
+        table.add_column(column, justify="right")
+    for row in report["speed"]:
+        table.add_row(row["mode"], str(row["batch"]), str(row["frames"]), f"{row['seconds']['reference']:.3f}",
+                      *[f"{row['seconds'][c]:.3f}" for c in contenders],
+                      *[f"{row['speedup'][c]:.2f}x" for c in contenders])
+    console.print(table)
+    for side, rows in report.get("profile", {}).items():
+        table = Table(title=f"where the time goes: {side}, training step, B=1 (self CPU)")
+        for column in ("operator", "calls", "self ms", "share"):
+            table.add_column(column, justify="left" if column == "operator" else "right")
+        for row in rows:
+            table.add_row(row["op"], str(row["calls"]), f"{row['self_ms']:.1f}", f"{row['share']:.0%}")
+        console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", help="a Python file with the reference's Recognition (see above)")
+    parser.add_argument("--reference-src", required=True, type=Path,
+                        help="a checkout of sutwangyan/MSKA, outside this repository (see docs/encoder.md)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved repetitions against the reference")
-    parser.add_argument("--quick", action="store_true", help="B=1, T=100 only in the grid")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds per case")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--numerics-frames", type=int, default=None, help="T of the numerics check (default --frames)")
+    parser.add_argument("--modes", nargs="+", default=["train", "eval"], choices=["train", "eval"])
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of our paper mode")
+    parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--json", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
 
-    report = {
+    reference = build_reference(args.reference_src)
+    randomise(reference)
+    report: dict = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
         "threads": args.threads,
-        "reference": against_reference(args.reference, args.repeats),
-        "grid": grid(torch.device("cpu"), args.quick),
+        "command": "python -m bench.encoder " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "reference": str(args.reference_src),
     }
-    if torch.cuda.is_available():
-        report["grid"] += grid(torch.device("cuda"), args.quick)
-    report["profile"] = profile()
+    report["numerics"] = numerics(reference, args.numerics_frames or args.frames)
+    print(f"  numerics: {report['numerics']}", file=sys.stderr)
+    contenders: dict[str, nn.Module] = {"paper": build_ours(reference, "paper"),
+                                        "softmax": build_ours(reference, "softmax")}
+    if args.compile:
+        contenders["paper, compiled"] = torch.compile(build_ours(reference, "paper"))
+    # Shortest first; each pass warms up once, at its first size.
+    cases = [(mode, batch) for batch in sorted(args.batches) for mode in args.modes]
+    cases.sort(key=lambda case: (case[1], case[0] == "train"))
+    report["speed"] = []
+    for index, (mode, batch) in enumerate(cases):
+        first = all(m != mode for m, _ in cases[:index])
+        report["speed"].append(speed(reference, contenders, batch, args.frames, mode, args.pairs, warm_up=first))
+    if not args.no_profile:
+        case = Case(1, args.frames)
+        report["profile"] = {
+            "ours (paper)": profile(lambda: ours_train(contenders["paper"], case)),
+            "reference": profile(lambda: reference_train(reference, case)),
+        }
     print_tables(report)
     from mska_core.io import atomic_write_bytes
 
