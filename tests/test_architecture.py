@@ -17,7 +17,7 @@ PACKAGE = ROOT / "mska_core"
 
 #: The foundation: contracts and small utilities that every layer may import, and which import only
 #: each other (mska_core/__init__.py re-exports the public API and sits above them).
-FOUNDATION = {"errors", "records", "hookspecs", "lazy", "io"}
+FOUNDATION = {"errors", "records", "hookspecs", "lazy", "io", "plugin_reference"}
 
 #: Which of the package's rooms each room may import, besides the foundation and itself.
 MAY_IMPORT: dict[str, set[str]] = {
@@ -61,11 +61,13 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.module == "mska_core" and node.level == 0:
+            # from mska_core import config -> the room config; from mska_core import __version__ -> __init__
+            for alias in node.names:
+                is_room = (PACKAGE / alias.name).is_dir() or (PACKAGE / f"{alias.name}.py").is_file()
+                found.append((node.lineno, f"mska_core.{alias.name}" if is_room else "mska_core"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module))
-            if node.module == "mska_core":  # from mska_core import config -> the room config
-                found.extend((node.lineno, f"mska_core.{alias.name}") for alias in node.names
-                             if (PACKAGE / alias.name).is_dir() or (PACKAGE / f"{alias.name}.py").is_file())
         elif isinstance(node, ast.Import):
             found.extend((node.lineno, alias.name) for alias in node.names)
     return found

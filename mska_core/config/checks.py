@@ -6,9 +6,10 @@ loss name is caught with the list of valid names before any model is built.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from mska_core.config.schema import Config
+from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS, Config
 from mska_core.errors import ConfigError, RegistryError
 
 
@@ -98,7 +99,6 @@ def resolve_model(config: Config, registry: Any) -> Config:
     import attrs
 
     from mska_core.config.schema import HeadConfig, StreamConfig
-    from mska_core.encoder.build import resolve_heads
 
     names = selected_streams(config.model, registry)
     streams = {name: config.model.streams.get(name, StreamConfig()) for name in names}
@@ -179,3 +179,29 @@ def _try_build(name: str, spec: Any, options: dict[str, Any], source: str) -> No
             raise ConfigError(f"{source}: losses.{name}: {exc}") from None
     except Exception:  # noqa: BLE001 - other problems are reported when the run builds the loss
         pass
+
+
+def resolve_heads(model_cfg: Any, stream_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The heads of ``[model.heads]``, or the default scheme for the selected streams.
+
+    Default: the paper's four heads when exactly the paper's four streams are selected; otherwise a
+    ``fuse`` head over every stream plus one head per stream (only ``fuse`` for a single stream).
+    """
+    if model_cfg.heads:
+        heads = {name: tuple(head.streams) for name, head in model_cfg.heads.items()}
+        for name, streams in heads.items():
+            if not streams:
+                raise ConfigError(f"model.heads.{name}.streams: a head needs at least one stream")
+            for stream in streams:
+                if stream not in stream_names:
+                    raise ConfigError(
+                        f"model.heads.{name}.streams: {stream!r} is not a selected stream; "
+                        f"selected: {', '.join(stream_names)}"
+                    )
+        return heads
+    if sorted(stream_names) == sorted(PAPER_STREAMS):
+        return dict(PAPER_HEADS)
+    heads = {"fuse": tuple(stream_names)}
+    if len(stream_names) > 1:
+        heads.update({name: (name,) for name in stream_names})
+    return heads

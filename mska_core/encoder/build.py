@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS
+from mska_core.config.checks import resolve_heads
 from mska_core.encoder.crop import CropBranch
 from mska_core.encoder.head import VisualHead
 from mska_core.encoder.keypoint import KeypointBranch
@@ -97,32 +97,6 @@ def select_streams(model_cfg: Any, registry: Any) -> dict[str, Any]:
         except RegistryError as exc:
             raise ConfigError(f"model.streams.{name}: {exc}") from None
     return specs
-
-
-def resolve_heads(model_cfg: Any, stream_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """The heads of ``[model.heads]``, or the default scheme for the selected streams.
-
-    Default: the paper's four heads when exactly the paper's four streams are selected; otherwise a
-    ``fuse`` head over every stream plus one head per stream (only ``fuse`` for a single stream).
-    """
-    if model_cfg.heads:
-        heads = {name: tuple(head.streams) for name, head in model_cfg.heads.items()}
-        for name, streams in heads.items():
-            if not streams:
-                raise ConfigError(f"model.heads.{name}.streams: a head needs at least one stream")
-            for stream in streams:
-                if stream not in stream_names:
-                    raise ConfigError(
-                        f"model.heads.{name}.streams: {stream!r} is not a selected stream; "
-                        f"selected: {', '.join(stream_names)}"
-                    )
-        return heads
-    if sorted(stream_names) == sorted(PAPER_STREAMS):
-        return dict(PAPER_HEADS)
-    heads = {"fuse": tuple(stream_names)}
-    if len(stream_names) > 1:
-        heads.update({name: (name,) for name in stream_names})
-    return heads
 
 
 def build_stream(spec: Any, model_cfg: Any, stream_cfg: Any, backbone: nn.Module | None, factor: int) -> StreamBranch:
