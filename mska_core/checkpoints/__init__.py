@@ -25,8 +25,6 @@ _LAZY = {
     "StreamLoad": "mska_core.checkpoints.encoder_state",
     "describe": "mska_core.checkpoints.describe",
     "describe_run": "mska_core.checkpoints.describe",
-    "check_fit": "mska_core.checkpoints.fit",
-    "FitReport": "mska_core.checkpoints.fit",
     "diff_checkpoints": "mska_core.checkpoints.diff",
     "DiffReport": "mska_core.checkpoints.diff",
 }

@@ -97,7 +97,7 @@ def _describe(args: argparse.Namespace) -> int:
     info = describe(args.path, select=args.select)
     report = None
     if args.against:
-        from mska_core.checkpoints.fit import check_fit
+        from mska_core.training.fit import check_fit
 
         report = check_fit(args.path, args.against, select=args.select)
     if args.json:
@@ -182,7 +182,7 @@ def _add_node(parent: Any, node: dict[str, Any]) -> None:
 
 
 def render_fit(report: Any, *, out: Any = None) -> None:
-    """Print a :class:`~mska_core.checkpoints.fit.FitReport`: parts, checks, and the verdict."""
+    """Print a :class:`~mska_core.training.fit.FitReport`: parts, checks, and the verdict."""
     from rich.table import Table
 
     out = out or console()
