@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: What the text decoder reads of its recognition head (see :mod:`mska_core.training.decoder`).
+MEMORIES = ("glosses", "frames")
+
 
 @attrs.frozen
 class DecoderConfig:
@@ -46,8 +49,6 @@ class TranslationLoss(nn.Module):
     def __init__(self, label_smoothing: float = 0.1, pad: int = 0, layers: int = 2, heads: int = 4,
                  ff: int = 512, dropout: float = 0.1, head: str | None = None, memory: str = "glosses") -> None:
         super().__init__()
-        from mska_core.training.decoder import MEMORIES
-
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if memory not in MEMORIES:

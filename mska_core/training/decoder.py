@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-MEMORIES = ("glosses", "frames")
+from mska_core.losses.translation import MEMORIES
 
 
 def sinusoid_table(length: int, dim: int) -> torch.Tensor:
