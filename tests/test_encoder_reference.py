@@ -9,7 +9,7 @@ import torch
 
 from mska_core.config import load_config
 from mska_core.encoder import ClipBatch, MSKAEncoder
-from mska_core.encoder.reference import (
+from mska_core.checkpoints.paper import (
     convert_reference_state_dict,
     is_reference_state_dict,
     to_reference_state_dict,

@@ -243,7 +243,7 @@ def write_reference_pickles(folder: Path, frames: int = 16) -> None:
 def reference_checkpoint_file(path: Path, model_cfg, vocab_size: int) -> None:
     """A checkpoint laid out as sutwangyan/MSKA saves one, from a randomly initialised paper model."""
     from mska_core.encoder import MSKAEncoder
-    from mska_core.encoder.reference import to_reference_state_dict
+    from mska_core.checkpoints.paper import to_reference_state_dict
 
     torch.manual_seed(11)
     encoder = MSKAEncoder.from_config(model_cfg, vocab_size=vocab_size)

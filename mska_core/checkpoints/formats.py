@@ -195,7 +195,7 @@ def _reference_model(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if obj is None or "format" in obj or not _is_state_dict(obj.get("model")):
         return None
     try:
-        from mska_core.encoder.reference import is_reference_state_dict
+        from mska_core.checkpoints.paper import is_reference_state_dict
     except ImportError:
         return None
     keys = list(strip_wrappers(obj["model"]))
@@ -207,7 +207,7 @@ def sniff_mska_paper(probe: FileProbe) -> bool:
 
 
 def read_mska_paper(probe: FileProbe) -> Checkpoint:
-    from mska_core.encoder.reference import convert_reference_state_dict
+    from mska_core.checkpoints.paper import convert_reference_state_dict
 
     obj = probe.load()
     state_dict = convert_reference_state_dict(strip_wrappers(obj["model"]))

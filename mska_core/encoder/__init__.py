@@ -1,5 +1,5 @@
 """The multi-stream encoder (needs torch): :class:`MSKAEncoder`, its batch and output records, and its
-blocks. ``mska_core.encoder.reference`` converts the MSKA reference implementation's checkpoints;
+blocks. ``mska_core.checkpoints.paper`` converts the MSKA reference implementation's checkpoints;
 ``docs/encoder.md`` describes the module layout and the fast path."""
 
 from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS

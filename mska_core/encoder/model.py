@@ -7,7 +7,7 @@ path and its fast path), :mod:`~mska_core.encoder.keypoint`, :mod:`~mska_core.en
 :mod:`~mska_core.encoder.build` (assembly from a :class:`~mska_core.config.ModelConfig` and the
 registry). Paper mode reproduces MSKA (arXiv 2405.05672) weight for weight; the parameters carry
 the reference's shapes so that its checkpoints convert by renaming (see
-:mod:`mska_core.encoder.reference`).
+:mod:`mska_core.checkpoints.paper`).
 """
 
 from __future__ import annotations

@@ -22,10 +22,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mska_core.config.schema import PAPER_STREAMS
 from mska_core.errors import CheckpointError
 
-#: Reference stream prefix -> our stream name.
-STREAMS = {"left": "hand_left", "right": "hand_right", "face": "face", "body": "body"}
+#: Reference stream prefix -> our stream name (the reference's order is the paper preset's).
+STREAMS = dict(zip(("left", "face", "right", "body"), PAPER_STREAMS))
 #: Reference head prefix -> our head name.
 HEADS = {"fuse": "fuse", "left": "left", "right": "right", "body": "body"}
 #: Parts of a reference ``STAttentionBlock`` -> ours (``.0`` is the conv, ``.1`` the batch norm).
