@@ -45,7 +45,8 @@ class AttentionBlock(nn.Module):
 
     ``attention="paper"`` is the reference's tanh attention plus the learned global matrix, which
     masks nothing (padded frames enter the scores as in the reference); ``"softmax"`` leaves padded
-    frames out of the scores and hides joints never seen in a clip.
+    frames out of the scores, zeroes them before the temporal convolution (so a clip's outputs do
+    not depend on what it is batched with) and hides joints never seen in a clip.
     """
 
     def __init__(
@@ -115,6 +116,8 @@ class AttentionBlock(nn.Module):
         mixed = torch.einsum("nctu,nsuv->nsctv", x, attention).reshape(N, S * C, T, V)
         y = F.leaky_relu(self.skip(self.skip_attend, x) + self.attend(mixed), LEAKY_SLOPE)
         y = F.leaky_relu(self.skip(self.skip_mix, x) + self.mix(y), LEAKY_SLOPE)
+        if self.attention == "softmax":
+            y = y * frame_mask(lengths, T).to(y.dtype).view(N, 1, T, 1)
         z = F.leaky_relu(self.skip(self.skip_temporal, y) + self.temporal(y), LEAKY_SLOPE)
         return z.permute(0, 2, 3, 1)  # [N, T', V, C_out]
 
@@ -171,8 +174,10 @@ class AttentionBlock(nn.Module):
             y = torch.addmm(residual_attend, mixed, attend.t()).add_(attend_bias)
         y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
         y = self.mix.rows(y).add_(residual_mix)
-        y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
-        return self.temporal_fused(y.reshape(N, T, V, -1))
+        y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True).reshape(N, T, V, -1)
+        if self.attention == "softmax":  # padded frames read as the zeros past a clip's end
+            y = y * frame_mask(lengths, T).to(y.dtype).view(N, T, 1, 1)
+        return self.temporal_fused(y)
 
     def global_by_target(self) -> Tensor:
         """The global matrices as ``[V, S, U]``: ``G[s, u, v]`` at ``[v, s, u]``."""

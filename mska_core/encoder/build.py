@@ -66,7 +66,7 @@ def build_encoder(
         head: VisualHead(
             sum(branches[s].out_channels for s in streams), vocab,
             hidden=model_cfg.head_hidden, ff=model_cfg.head_ff, kernel=model_cfg.head_kernel,
-            dropout=model_cfg.head_dropout,
+            dropout=model_cfg.head_dropout, mask_padding=model_cfg.attention == "softmax",
         )
         for head, streams in head_streams.items()
     }

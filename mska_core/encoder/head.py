@@ -11,11 +11,18 @@ from mska_core.encoder.layers import conv_over_time, dense, sinusoid
 
 class VisualHead(nn.Module):
     """The reference's recognition head: linear map, masked batch norm, ReLU, sinusoidal positions,
-    a convolutional feed-forward block with a residual, layer norm, and a linear gloss classifier."""
+    a convolutional feed-forward block with a residual, layer norm, and a linear gloss classifier.
 
-    def __init__(self, in_dim: int, vocab_size: int, *, hidden: int, ff: int, kernel: int, dropout: float) -> None:
+    With ``mask_padding`` (softmax attention) padded frames are zeroed before the convolutions over
+    time, so a clip's logits do not depend on what it is batched with; the reference (paper
+    attention) lets them in.
+    """
+
+    def __init__(self, in_dim: int, vocab_size: int, *, hidden: int, ff: int, kernel: int, dropout: float,
+                 mask_padding: bool = False) -> None:
         super().__init__()
         self.in_dim, self.hidden = in_dim, hidden
+        self.mask_padding = mask_padding
         self.project = nn.Linear(in_dim, hidden)
         self.norm = nn.BatchNorm1d(hidden)
         self.dropout = nn.Dropout(dropout)
@@ -30,8 +37,10 @@ class VisualHead(nn.Module):
         h = self.masked_norm(dense(x, self.project.weight, self.project.bias), mask)
         h = F.relu(h) + sinusoid(h.shape[1], self.hidden).to(device=h.device, dtype=h.dtype)
         h = self.dropout(h)
-        f = self.dropout(F.relu(conv_over_time(self.ff_norm(h), self.ff_expand)))
-        f = self.dropout(conv_over_time(f, self.ff_contract))
+        keep = mask.unsqueeze(-1).to(h.dtype) if self.mask_padding else None  # [B, T, 1]
+        f = self.ff_norm(h) if keep is None else self.ff_norm(h) * keep
+        f = self.dropout(F.relu(conv_over_time(f, self.ff_expand)))
+        f = self.dropout(conv_over_time(f if keep is None else f * keep, self.ff_contract))
         h = self.out_norm(h + f)
         return h, dense(h, self.classifier.weight, self.classifier.bias)
 
