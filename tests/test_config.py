@@ -136,7 +136,8 @@ def test_config_show_json_applies_overrides(mska):
 def test_config_show_prints_toml_for_people(mska):
     result = mska("config", "show")
     assert result.returncode == 0
-    assert "[model]" in result.stderr
+    assert "[model]" in result.stdout  # a command's human result goes to stdout
+    assert max(map(len, result.stdout.splitlines())) <= 80
 
 
 def test_config_reference_in_the_docs_matches_the_schema():

@@ -435,7 +435,8 @@ def test_summary_prints_a_table_and_needs_a_vocabulary_size(mska):
     result = mska("summary", "--set", "model.channels=[8, 8]", "--set", "model.inter_channels=[2, 2]",
                   "--set", "model.temporal_kernels=[3, 3]", "--set", "model.strides=[2, 2]", "--vocab-size", "9")
     assert result.returncode == 0, result.stderr
-    assert "hand_left" in result.stderr and "total" in result.stderr
+    assert "hand_left" in result.stdout and "total" in result.stdout
+    assert max(map(len, result.stdout.splitlines())) <= 80
     missing = mska("summary")
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "--vocab-size" in missing.stderr

@@ -237,7 +237,8 @@ def test_mska_plugins_shows_a_failed_row_and_check_exits_1(mska, site: Path):
                          {"broken_plugin": "raise RuntimeError('boom at import')\n"})
     table = mska("plugins", PYTHONPATH=str(site), MSKA_LOAD_PLUGINS="broken")
     assert table.returncode == 0
-    assert "failed" in table.stderr and "broken-dist" in table.stderr
+    assert "failed" in table.stdout and "broken-dist" in table.stdout  # the table, on stdout
+    assert max(map(len, table.stdout.splitlines())) <= 80
     warnings = [line for line in table.stderr.splitlines() if line.startswith("mska: warning")]
     assert len(warnings) == 1
     check = mska("plugins", "--check", PYTHONPATH=str(site), MSKA_LOAD_PLUGINS="broken")

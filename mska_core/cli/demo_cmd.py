@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mska_core.cli.output import console, emit_json
+from mska_core.cli.output import emit_json, status_console
 
 #: The quickstart config shipped with mska-core (the same file as examples/configs/quickstart.toml).
 QUICKSTART = Path(__file__).resolve().parents[1] / "presets" / "quickstart.toml"
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.registry import get_registry
     from mska_core.training.metrics import most_frequent_baseline
 
-    out = console()
+    out = status_console()
     work = _fresh(Path(args.workdir))
     work.mkdir(parents=True, exist_ok=True)
     out.print(f"[bold]mska demo[/bold] in {work}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mska_core.cli.output import add_config_options, console, emit_json
+from mska_core.cli.output import add_config_options, emit_json, status_console
 
 #: Flags whose destination is the [extract] key of the same name.
 _EXTRACT_FLAGS = ("streams", "crop_size", "jpeg_quality", "layout", "workers")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         videos=tuple(args.videos), out=Path(args.out), keypoints=args.keypoints, estimator=args.estimator,
         annotations=args.annotations, split=args.split, settings=config.extract, plugins=config.plugins,
     )
-    out = console()
+    out = status_console()
     progress = _RichProgress(out, enabled=not args.no_progress)
     report = run_extraction(request, registry=registry, progress=progress)
     out.print(f"extracted {len(report.written)} clip(s), {report.frames} frames in {report.seconds:.1f} s "

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 
-from mska_core.cli.output import emit_json
+from mska_core.cli.output import WIDTH, console, emit_json
 
-WIDTH = 80
 _STATUS_STYLE = {"same": "green", "different": "yellow", "missing": "bold red"}
 _SHOWN = 10  # keys listed per kind in the human diff before "... N more"
 
@@ -79,13 +77,6 @@ def _one_line_errors(path: str) -> Iterator[None]:
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         text = str(exc).strip().splitlines()
         raise CheckpointError(f"{path}: cannot be inspected: {text[0] if text else type(exc).__name__}") from None
-
-
-def console() -> Any:
-    """The human output: rich on stdout, 80 columns."""
-    from rich.console import Console
-
-    return Console(file=sys.stdout, width=WIDTH, highlight=False, soft_wrap=False)
 
 
 # -- describe ---------------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Where the command line writes: rich human output on stderr, machine output (JSON) on stdout."""
+"""Where the command line writes (DESIGN §8).
+
+- :func:`console`: a command's human result (tables, trees, a prediction) on stdout, at most
+  80 columns wide, so that ``mska plugins | grep mouth`` works and tables fit a terminal;
+- :func:`status_console`: progress bars, stage lines and warnings on stderr;
+- :func:`emit_json`: ``--json`` output, alone on stdout.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,25 @@ import json
 import sys
 from typing import Any
 
+#: The widest a human table may be.
+WIDTH = 80
 
-def console(record: bool = False) -> Any:
-    """A rich console on stderr (``record=True`` keeps what it printed for export)."""
+
+def console() -> Any:
+    """A rich console on stdout for a command's human result, at most :data:`WIDTH` columns wide."""
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=True, record=record, highlight=False)
+    width = min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+    return Console(file=sys.stdout, width=width, highlight=False, soft_wrap=False)
+
+
+def status_console() -> Any:
+    """A rich console on stderr for progress, stage lines and warnings."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def emit_json(data: Any) -> None:

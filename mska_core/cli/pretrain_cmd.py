@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mska_core.cli.output import add_config_options, console, emit_json
+from mska_core.cli.output import add_config_options, emit_json, status_console
 
 #: Flags whose destination is the [pretrain] key of the same name.
 _PRETRAIN_FLAGS = (
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.training.dino import pretrain
 
     config = resolve_config(args)
-    out = console()
+    out = status_console()
     result = pretrain(config, console=out, extend=args.extend)
     summary = {
         "stream": result.stream,

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mska_core.cli.output import add_config_options, console, emit_json
+from mska_core.cli.output import add_config_options, emit_json, status_console
 
 #: ``--STREAM-backbone`` and ``--mska-GROUP-state``: the per-stream and per-weight-group shorthands.
 _BACKBONE = re.compile(r"^--(?!mska-)([A-Za-z][A-Za-z0-9.\-]*)-backbone$")
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     registry = get_registry()
     config, notes = resolve_config(args, registry)
     main_rank = from_environment().is_main
-    out = console()
+    out = status_console()
     for note in notes:
         if main_rank:
             out.print(f"[dim]shorthand:[/dim] {note}")
