@@ -146,3 +146,14 @@ def test_config_reference_in_the_docs_matches_the_schema():
     assert missing_descriptions() == []
     docs = (ROOT / "docs" / "config.md").read_text()
     assert render() in docs, "regenerate with: python -m mska_core.config.reference --update docs/config.md"
+
+
+def test_set_applies_the_same_way_to_a_file_and_to_a_stored_config():
+    from mska_core.config import load_config
+
+    quickstart = Path(__file__).resolve().parents[1] / "examples" / "configs" / "quickstart.toml"
+    overrides = ["train.epochs=7", "losses.distillation.weight=0.5"]
+    from_file = load_config(quickstart, overrides)
+    from_stored = load_config(load_config(quickstart), overrides)  # as mska evaluate does with a checkpoint's
+    assert from_file == from_stored
+    assert from_file.train.epochs == 7 and from_file.losses["distillation"].weight == 0.5

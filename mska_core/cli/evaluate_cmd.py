@@ -30,7 +30,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
                         batch_size: int | None = None) -> tuple[dict[str, Any], list[Any], Any]:
     """Score ``split`` with a fine-tuned checkpoint: ``(result, predictions, corpus)``; the result holds
     the metrics, the checkpoint, the split and the CTC beam width."""
-    from mska_core.config import apply_override, config_from_dict, unstructure
+    from mska_core.config import load_config
     from mska_core.data.datasets import ClipDataset, load_corpus
     from mska_core.registry import get_registry
     from mska_core.training.distributed import DistInfo
@@ -42,10 +42,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
     trained = load_trained(checkpoint, registry=registry)
     config = trained.config
     if overrides:
-        data = unstructure(config)
-        for override in overrides:
-            apply_override(data, override)
-        config = config_from_dict(data, source="--set")
+        config = load_config(config, overrides)
     layout = registry.layouts.get(config.model.layout)
     corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints, registry=registry)
     streams = crop_streams(config)

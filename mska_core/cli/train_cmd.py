@@ -110,13 +110,13 @@ def _resolve_names(written: dict[str, str], valid: Sequence[str], option: str) -
 def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[str]]:
     """The config of ``--config`` with ``--set`` overrides and the shorthands applied; and notes on
     what the shorthands did."""
-    from mska_core.config.loader import apply_override, read_toml, structure
+    from mska_core.config.loader import apply_override, config_data, structure
     from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS, Config
 
-    data: dict[str, Any] = read_toml(args.file) if args.file else {}
-    implicit_streams = not data.get("model", {}).get("streams")
-    for override in args.overrides:
-        apply_override(data, override)
+    # Whether the file leaves its streams implicit (the paper's streams are then named for --use-mska,
+    # whatever --set adds to them); --set is applied as by every command.
+    implicit_streams = not config_data(args.file)[0].get("model", {}).get("streams")
+    data, source = config_data(args.file, args.overrides)
     notes: list[str] = []
     model = data.setdefault("model", {})
     layout = model.get("layout", "coco_wholebody")
@@ -147,7 +147,7 @@ def resolve_config(args: argparse.Namespace, registry: Any) -> tuple[Any, list[s
         notes.append("data.crops = true (crop backbones read the streams' crops)")
     if args.no_progress:
         apply_override(data, "train.progress=false")
-    config = structure(Config, data, args.file or "<defaults>")
+    config = structure(Config, data, source)
     return config, notes
 
 

@@ -29,16 +29,30 @@ else:  # pragma: no cover
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "a boolean (true/false)"}
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read ``path`` (or the defaults, when ``None``), apply ``--set`` overrides, and validate."""
+def load_config(path: str | Path | Config | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read ``path`` (the defaults when ``None``; a :class:`Config` as it is, e.g. a checkpoint's), apply
+    ``--set`` overrides, and validate."""
+    data, source = config_data(path, overrides)
+    return structure(Config, data, source)
+
+
+def config_data(path: str | Path | Config | None = None, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], str]:
+    """The plain data of a config with ``--set`` overrides applied, and where it came from.
+
+    The one way every command applies ``--set``: a file (or the defaults, or a stored config) first,
+    then each ``dotted.key=VALUE`` in order; :func:`load_config` validates the result.
+    """
     data: dict[str, Any] = {}
     source = "<defaults>"
-    if path is not None:
-        data = read_toml(path)
-        source = str(path)
+    if isinstance(path, Config):
+        data, source = unstructure(path), "<stored config>"
+    elif path is not None:
+        data, source = read_toml(path), str(path)
     for override in overrides:
         apply_override(data, override)
-    return structure(Config, data, source)
+    if overrides:
+        source = f"{source} with --set"
+    return data, source
 
 
 #: A config file larger than this is refused before it is read (configs are a few KB).
