@@ -55,3 +55,14 @@ def mska():
         return run_mska(*args, env=mska_env(**env), cwd=cwd)
 
     return _run
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine they only wait for each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
