@@ -1,14 +1,16 @@
-"""Cutting a square crop out of a frame, resizing it, and writing it as a JPEG file.
+"""Cutting a square crop out of a frame, resizing it, and writing it as a JPEG file (or keeping it).
 
 :class:`CropWriter` does that on a second thread while the caller decodes the next frame: Pillow's
 resizing and JPEG encoding and the file writes release the GIL, so the two overlap.
+:class:`CropCollector` keeps the crops in memory instead (``mska predict VIDEO``), as the pixels a
+reader of the written files would get: the same cut, the same JPEG encoding, decoded again.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,19 @@ def cut_crop(image: Any, box: Box, size: int) -> Any:
     return image.crop(box.as_tuple()).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
+def encode_jpeg(crop: Any, quality: int) -> bytes:
+    """The JPEG file of a Pillow ``crop`` at ``quality`` (1-100), as ``mska extract`` writes it."""
+    import io
+
+    buffer = io.BytesIO()
+    crop.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def write_jpeg(crop: Any, folder: Path, index: int, quality: int) -> Path:
     """Write ``crop`` as frame ``index`` of a clip's crop folder."""
     path = folder / CROP_NAME.format(index=index)
-    crop.save(path, format="JPEG", quality=quality)
+    path.write_bytes(encode_jpeg(crop, quality))
     return path
 
 
@@ -42,6 +53,44 @@ def _within(box: Box, size: tuple[int, int]) -> bool:
     width, height = size
     return box.x >= 0 and box.y >= 0 and box.x + box.side <= width and box.y + box.side <= height
 
+
+class CropCollector:
+    """Keeps each frame's crops (one per stream) in memory: the crop :func:`cut_crop` cuts, encoded as
+    :func:`write_jpeg` would write it and decoded again, so that a model sees the pixels it would read
+    from ``mska extract``'s files. :meth:`arrays` gives ``{stream: uint8 [T, 3, S, S]}``.
+    """
+
+    def __init__(self, streams: Sequence[str], size: int, quality: int) -> None:
+        self.size = size
+        self.quality = quality
+        self.frames: dict[str, list[Any]] = {name: [] for name in streams}
+
+    def submit(self, image: Any, index: int, boxes: Mapping[str, Box]) -> None:
+        """Cut, encode and decode frame ``index``'s crop of every stream in ``boxes``."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        for name, box in boxes.items():
+            data = encode_jpeg(cut_crop(image, box, self.size), self.quality)
+            with Image.open(io.BytesIO(data)) as decoded:
+                self.frames[name].append(np.asarray(decoded.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
+
+    def close(self) -> None:
+        """Nothing to wait for: every crop was kept as it came."""
+
+    def abort(self) -> None:
+        """Drop the crops kept so far."""
+        for frames in self.frames.values():
+            frames.clear()
+
+    def arrays(self) -> dict[str, Any]:
+        """``{stream: uint8 [T, 3, S, S]}`` (a numpy array per stream)."""
+        import numpy as np
+
+        return {name: np.stack(frames) if frames else np.zeros((0, 3, self.size, self.size), dtype=np.uint8)
+                for name, frames in self.frames.items()}
 
 
 class CropWriter:
