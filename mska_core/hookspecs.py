@@ -27,8 +27,10 @@ The project name (pluggy), the entry-point group and the hook prefix are all ``m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import typing
+from collections.abc import Callable, Iterable
 
+import attrs
 import pluggy
 
 from mska_core.records import (
@@ -44,12 +46,31 @@ from mska_core.records import (
 
 PROJECT = "mska"
 
-hookspec = pluggy.HookspecMarker(PROJECT)
+_pluggy_spec = pluggy.HookspecMarker(PROJECT)
 #: Decorate a plugin's hook implementations with this marker.
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
+def hookspec(kind: str, *, attribute: str | None = None) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """Mark a function of this module as a hook specification.
+
+    ``kind`` is what one record of the hook is called in messages ("stream", "loss");
+    ``attribute`` names the :class:`~mska_core.registry.Registry` attribute that looks the records up
+    by name (default: the hook's name without the ``mska_`` prefix). The record type is the one the
+    return annotation names (``Iterable[StreamSpec]``). :data:`HOOKS` is read from these marks, so a
+    new hook is its spec here, its record in :mod:`mska_core.records` and its section in the plugin
+    guide, and nothing else.
+    """
+
+    def mark(function: Callable[..., object]) -> Callable[..., object]:
+        function.mska_kind = kind  # type: ignore[attr-defined]
+        function.mska_attribute = attribute or function.__name__.removeprefix(PROJECT + "_")  # type: ignore[attr-defined]
+        return _pluggy_spec(function)
+
+    return mark
+
+
+@hookspec("keypoint layout", attribute="layouts")
 def mska_keypoint_layouts() -> Iterable[KeypointLayout]:
     """Supply skeleton layouts that keypoint clips can be in.
 
@@ -70,7 +91,7 @@ def mska_keypoint_layouts() -> Iterable[KeypointLayout]:
     """
 
 
-@hookspec
+@hookspec("stream")
 def mska_streams() -> Iterable[StreamSpec]:
     """Supply streams for the multi-stream encoder.
 
@@ -96,7 +117,7 @@ def mska_streams() -> Iterable[StreamSpec]:
     """
 
 
-@hookspec
+@hookspec("backbone scheme")
 def mska_backbone_loaders() -> Iterable[BackboneLoader]:
     """Supply loaders for backbone spec schemes (``SCHEME::PAYLOAD``).
 
@@ -116,7 +137,7 @@ def mska_backbone_loaders() -> Iterable[BackboneLoader]:
     """
 
 
-@hookspec
+@hookspec("backbone architecture")
 def mska_backbone_archs() -> Iterable[BackboneArch]:
     """Supply architectures that backbone specs can name (``file::PATH:ARCH``).
 
@@ -138,7 +159,7 @@ def mska_backbone_archs() -> Iterable[BackboneArch]:
     """
 
 
-@hookspec
+@hookspec("checkpoint format")
 def mska_checkpoint_formats() -> Iterable[CheckpointFormat]:
     """Supply checkpoint file formats.
 
@@ -159,7 +180,7 @@ def mska_checkpoint_formats() -> Iterable[CheckpointFormat]:
     """
 
 
-@hookspec
+@hookspec("loss")
 def mska_losses() -> Iterable[LossSpec]:
     """Supply training losses that ``[losses.<name>]`` tables can enable.
 
@@ -179,7 +200,7 @@ def mska_losses() -> Iterable[LossSpec]:
     """
 
 
-@hookspec
+@hookspec("data source")
 def mska_data_sources() -> Iterable[DataSource]:
     """Supply readers of annotated clips that ``[data] source`` can name.
 
@@ -202,7 +223,7 @@ def mska_data_sources() -> Iterable[DataSource]:
     """
 
 
-@hookspec
+@hookspec("keypoint estimator")
 def mska_keypoint_estimators() -> Iterable[KeypointEstimator]:
     """Supply keypoint estimators that ``mska extract --estimator`` can run on video frames.
 
@@ -225,14 +246,32 @@ def mska_keypoint_estimators() -> Iterable[KeypointEstimator]:
     """
 
 
-#: Every hook name of the contract, in the order they are documented.
-HOOK_NAMES: tuple[str, ...] = (
-    "mska_keypoint_layouts",
-    "mska_streams",
-    "mska_backbone_loaders",
-    "mska_backbone_archs",
-    "mska_checkpoint_formats",
-    "mska_losses",
-    "mska_data_sources",
-    "mska_keypoint_estimators",
-)
+@attrs.frozen
+class Hook:
+    """One hook of the contract, as read from its specification."""
+
+    name: str  #: ``mska_streams``
+    record: type  #: the record type its implementations return (``StreamSpec``)
+    kind: str  #: what one record is called in messages (``stream``)
+    attribute: str  #: the registry attribute over its records (``streams``)
+
+    @property
+    def spec(self) -> Callable[..., object]:
+        return globals()[self.name]  # type: ignore[no-any-return]
+
+
+def _read_hooks() -> tuple[Hook, ...]:
+    hooks = []
+    for name, function in list(globals().items()):
+        if callable(function) and hasattr(function, "mska_kind"):
+            returns = typing.get_type_hints(function)["return"]
+            (record,) = typing.get_args(returns)
+            hooks.append(Hook(name, record, function.mska_kind, function.mska_attribute))
+    return tuple(hooks)
+
+
+#: Every hook of the contract, in the order they are documented: the one table of hooks that the
+#: plugin manager, the registry, ``mska plugins`` and the generated reference read.
+HOOKS: tuple[Hook, ...] = _read_hooks()
+#: :data:`HOOKS` by hook name.
+HOOKS_BY_NAME: dict[str, Hook] = {hook.name: hook for hook in HOOKS}

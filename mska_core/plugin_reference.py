@@ -1,7 +1,7 @@
 """The hook and record reference of ``docs/plugins.md``, generated from the contract itself.
 
-Everything here is read from :mod:`mska_core.hookspecs` (the hooks, their return types and the
-version they appeared in), :mod:`mska_core.records` (each record's fields, types and defaults) and
+Everything here is read from :mod:`mska_core.hookspecs` (the table of hooks, their record types
+and the version they appeared in), :mod:`mska_core.records` (each record's fields, types and defaults) and
 :mod:`mska_core.errors` (what plugin code raises), so a hook or field added there appears in the
 reference when it is regenerated. A test keeps the page in step::
 
@@ -50,17 +50,14 @@ def _type(field: attrs.Attribute) -> str:
 def render() -> str:
     """The generated part of ``docs/plugins.md``."""
     from mska_core import errors, hookspecs
-    from mska_core.records import RECORD_TYPES
 
     out = [BEGIN, "", "### Reference (generated)", "",
            "Every hook takes no arguments and returns an iterable of one record type:", "",
            "| hook | returns | added in |", "|---|---|---|"]
-    for hook in hookspecs.HOOK_NAMES:
-        spec = getattr(hookspecs, hook)
-        returns = str(inspect.signature(spec).return_annotation).replace("'", "")
-        out.append(f"| `{hook}()` | `{returns}` | {_added_in(spec)} |")
+    for hook in hookspecs.HOOKS:
+        out.append(f"| `{hook.name}()` | `Iterable[{hook.record.__name__}]` | {_added_in(hook.spec)} |")
     out.append("")
-    records = list(dict.fromkeys(RECORD_TYPES.values()))
+    records = list(dict.fromkeys(hook.record for hook in hookspecs.HOOKS))
     nested = [t for t in _nested_records(records) if t not in records]
     for record in [*records, *nested]:
         out += [f"#### `{record.__name__}`", "", _first_paragraph(record), "",

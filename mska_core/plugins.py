@@ -2,9 +2,11 @@
 
 Built-in plugins are ordinary plugin modules named in :data:`BUILTIN_PLUGINS`. Everything else,
 including the first-party stream plugins that ship in the mska-core wheel, arrives through the
-``mska`` entry-point group and is loaded by our own loop, one ``try`` per plugin: a plugin that fails
-to import, implements a hook the core does not know, or implements one with a wrong signature is
-skipped, reported once on stderr, and listed as ``failed``.
+``mska`` entry-point group and is loaded by our own loop, one ``try`` per plugin, then registered
+through pluggy (``register`` checks each implementation's arguments against its spec,
+``check_pending`` finds implementations of hooks with no spec): a plugin that fails to import,
+implements a hook the core does not know, or implements one with a wrong signature is skipped,
+reported once on stderr, and listed as ``failed``.
 
 Isolation covers every :class:`BaseException` a plugin raises (``SystemExit`` and a
 ``KeyboardInterrupt`` it raises itself included; the user's own Ctrl-C still stops the command), and
@@ -232,7 +234,12 @@ class PluginHost:
     # -- registration -------------------------------------------------------------------------
 
     def add(self, plugin: object, info: PluginInfo) -> bool:
-        """Validate and register ``plugin``; on failure record it as failed. Returns success."""
+        """Register ``plugin`` through pluggy; on failure record it as failed. Returns success.
+
+        pluggy's ``register`` checks every implementation's signature against its spec and
+        ``check_pending`` finds implementations of hooks with no spec; what pluggy does not check, a
+        module-level ``mska_*`` function left undecorated, is checked here first.
+        """
         if info.name in self.infos and self.infos[info.name].status == LOADED:
             other = self.infos[info.name]
             return self.fail(
@@ -240,21 +247,27 @@ class PluginHost:
                 f"the name is already taken by {other.distribution} {other.version} ({other.module})",
             )
         try:
-            self._validate(plugin)
+            _refuse_undecorated(self.pm, plugin)
             self.pm.register(plugin, name=info.name)
+            self.pm.check_pending()  # every plugin before this one passed, so a failure is this one's
         except BaseException as exc:  # noqa: BLE001 - isolation of plugin failures is the point
             if _is_user_interrupt(exc):
                 raise
-            return self.fail(info, _describe(exc))
+            return self.fail(info, self._explain(exc, plugin))
         self.infos[info.name] = info
         return True
 
     def fail(self, info: PluginInfo, error: str) -> bool:
-        """Record ``info`` as failed, unregister it, and report it once (or raise when strict)."""
+        """Record ``info`` as failed, unregister it, and report it once (or raise when strict).
+
+        A plugin whose name another loaded plugin holds is reported but leaves that one alone.
+        """
         info.status, info.error = FAILED, error
-        self.infos[info.name] = info
-        if self.pm.get_plugin(info.name) is not None:
-            self.pm.unregister(name=info.name)
+        holder = self.infos.get(info.name)
+        if holder is None or holder is info or holder.status != LOADED:
+            self.infos[info.name] = info
+            if self.pm.get_plugin(info.name) is not None:
+                self.pm.unregister(name=info.name)
         message = (
             f"plugin {info.name!r} ({info.distribution} {info.version}) failed: {error}; "
             f"disable it with MSKA_DISABLE_PLUGINS={info.name} (or [plugins] disable) or uninstall "
@@ -266,33 +279,15 @@ class PluginHost:
             sys.stderr.write(f"mska: warning: {message}\n")
         return False
 
-    def _validate(self, plugin: object) -> None:
-        known = set(hookspecs.HOOK_NAMES)
-        for attr in dir(plugin):
-            if self.pm.parse_hookimpl_opts(plugin, attr) is None:
-                if attr.startswith(hookspecs.PROJECT + "_") and inspect.isroutine(getattr(plugin, attr, None)):
-                    raise PluginError(
-                        f"function {attr}() is not decorated with @hookimpl, so it would never be called; "
-                        "decorate it (from mska_core import hookimpl) or rename it"
-                    )
-                continue
-            if attr not in known:
-                raise PluginError(
-                    f"implements unknown hook {attr!r}; known hooks: {', '.join(hookspecs.HOOK_NAMES)}"
-                )
-            expected = list(inspect.signature(getattr(hookspecs, attr)).parameters)
-            asked = [
-                name
-                for name, parameter in inspect.signature(getattr(plugin, attr)).parameters.items()
-                if parameter.default is inspect.Parameter.empty
-                and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
-            ]
-            unknown = [name for name in asked if name not in expected]
-            if unknown:
-                raise PluginError(
-                    f"hook {attr}() takes {', '.join(expected) or 'no arguments'}, but the implementation "
-                    f"asks for {', '.join(unknown)}"
-                )
+    def _explain(self, exc: BaseException, plugin: object) -> str:
+        """One line for a registration failure; pluggy's own messages span several lines."""
+        if not isinstance(exc, pluggy.PluginValidationError):
+            return _describe(exc)
+        unknown = [caller.name for caller in self.pm.get_hookcallers(plugin) or () if not caller.has_spec()]
+        if unknown:
+            return (f"implements unknown hook {unknown[0]!r}; known hooks: "
+                    f"{', '.join(hook.name for hook in hookspecs.HOOKS)}")
+        return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -308,6 +303,17 @@ class PluginHost:
     def versions(self) -> dict[str, str]:
         """``{plugin: version}`` of every loaded plugin, as recorded in checkpoints."""
         return {info.name: info.version for info in self.loaded()}
+
+
+def _refuse_undecorated(pm: pluggy.PluginManager, plugin: object) -> None:
+    """A ``mska_*`` function without ``@hookimpl`` would never be called: pluggy skips it silently."""
+    for attr in dir(plugin):
+        if attr.startswith(hookspecs.PROJECT + "_") and pm.parse_hookimpl_opts(plugin, attr) is None \
+                and inspect.isroutine(getattr(plugin, attr, None)):
+            raise PluginError(
+                f"function {attr}() is not decorated with @hookimpl, so it would never be called; "
+                "decorate it (from mska_core import hookimpl) or rename it"
+            )
 
 
 def _describe(exc: BaseException) -> str:
@@ -338,13 +344,14 @@ def load_plugins(
     watch_interrupts()
     host = PluginHost(strict=_truthy(env.get("MSKA_STRICT_PLUGINS")), warn=warn)
     host.extra = tuple(extra)
-    disabled = set(_names_from_env(env.get("MSKA_DISABLE_PLUGINS")) or ()) | set(disable)
+    for name in set(_names_from_env(env.get("MSKA_DISABLE_PLUGINS")) or ()) | set(disable):
+        host.pm.set_blocked(name)  # pluggy refuses a blocked name; we do not even import it
     only = _names_from_env(env.get("MSKA_LOAD_PLUGINS"))
     version = core_version()
 
     for name, module_name in BUILTIN_PLUGINS:
         info = PluginInfo(name, DISTRIBUTION, version, module_name, builtin=True)
-        if name in disabled:
+        if host.pm.is_blocked(name):
             info.status = DISABLED
             host.infos[name] = info
             continue
@@ -361,7 +368,7 @@ def load_plugins(
     for ep in _entry_points():
         dist_name, dist_version = _distribution_of(ep)
         info = PluginInfo(ep.name, dist_name, dist_version, ep.value)
-        if ep.name in disabled:
+        if host.pm.is_blocked(ep.name):
             info.status = DISABLED
             host.infos.setdefault(ep.name, info)
             continue
@@ -382,7 +389,7 @@ def load_plugins(
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         info = PluginInfo(name, "<extra>", "0", repr(plugin))
-        if name in disabled:
+        if host.pm.is_blocked(name):
             info.status = DISABLED
             host.infos[name] = info
             continue

@@ -250,15 +250,3 @@ class KeypointEstimator:
     description: str = ""
     provider: Provider | None = _provider_field()
 
-
-#: The record type each hook returns, by hook name.
-RECORD_TYPES: dict[str, type] = {
-    "mska_keypoint_layouts": KeypointLayout,
-    "mska_streams": StreamSpec,
-    "mska_backbone_loaders": BackboneLoader,
-    "mska_backbone_archs": BackboneArch,
-    "mska_checkpoint_formats": CheckpointFormat,
-    "mska_losses": LossSpec,
-    "mska_data_sources": DataSource,
-    "mska_keypoint_estimators": KeypointEstimator,
-}

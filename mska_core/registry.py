@@ -1,21 +1,26 @@
 """Keyed look-ups over hook results.
 
-The registry calls every plugin's implementation of a hook on its own, checks what it returned,
-stamps each record with its :class:`~mska_core.records.Provider`, and indexes the records by name.
-Two records with one name are a :class:`~mska_core.errors.DuplicateNameError` naming both providers;
-a look-up of an unknown name is an :class:`~mska_core.errors.UnknownNameError` listing valid names.
+The registry gathers each hook's results through pluggy (``pm.subset_hook_caller``), one plugin at a
+time, checks what each returned, stamps every record with its :class:`~mska_core.records.Provider`,
+and indexes the records by name. Two records with one name are a
+:class:`~mska_core.errors.DuplicateNameError` naming both providers; a look-up of an unknown name is
+an :class:`~mska_core.errors.UnknownNameError` listing valid names.
+
+Which hooks exist, what their records are and what they are called all come from one table,
+:data:`mska_core.hookspecs.HOOKS`: a registry has one :class:`Catalog` attribute per hook
+(``registry.streams``, ``registry.losses``, ...), generated from it.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import attrs
 
 from mska_core.errors import DuplicateNameError, UnknownNameError
+from mska_core.hookspecs import HOOKS, HOOKS_BY_NAME, Hook
 from mska_core.plugins import (
     DISTRIBUTION,
     LOADED,
@@ -26,33 +31,9 @@ from mska_core.plugins import (
     plugin_output_to_stderr,
     user_interrupted,
 )
-from mska_core.records import (
-    RECORD_TYPES,
-    BackboneArch,
-    BackboneLoader,
-    CheckpointFormat,
-    DataSource,
-    KeypointEstimator,
-    KeypointLayout,
-    LossSpec,
-    Provider,
-    StreamSpec,
-)
+from mska_core.records import Provider, StreamSpec
 
 T = TypeVar("T")
-
-#: How each hook's records are called in messages.
-KINDS: dict[str, str] = {
-    "mska_keypoint_layouts": "keypoint layout",
-    "mska_streams": "stream",
-    "mska_backbone_loaders": "backbone scheme",
-    "mska_backbone_archs": "backbone architecture",
-    "mska_checkpoint_formats": "checkpoint format",
-    "mska_losses": "loss",
-    "mska_data_sources": "data source",
-    "mska_keypoint_estimators": "keypoint estimator",
-}
-
 
 def _stamp(record: Any, provider: Provider, hook: str) -> Any:
     """``record`` with its provider, and (for plugins outside mska-core) every callable field guarded."""
@@ -134,39 +115,51 @@ class Registry:
         return self._records[hook]
 
     def _collect(self) -> dict[str, list[object]]:
-        # Every hook is called once, plugin by plugin; a plugin whose hook raises or returns the
-        # wrong type is marked failed and contributes nothing at all.
+        # Each plugin's implementations are called through pluggy on their own: pluggy's one call
+        # over every plugin stops at the first exception without saying whose it was and drops
+        # ``None`` results, while the contract needs every record attributed to its plugin and a
+        # broken plugin isolated. A plugin whose hook raises or returns the wrong type is marked
+        # failed and contributes nothing at all.
+        pm = self.host.pm
+        plugins = [(name, plugin) for name, plugin in pm.list_name_plugin() if plugin is not None]
         by_plugin: dict[str, dict[str, list[object]]] = {}
-        for hook, record_type in RECORD_TYPES.items():
-            for impl in getattr(self.host.pm.hook, hook).get_hookimpls():
-                info = self.host.info_for(impl.plugin_name)
-                if info.status != LOADED:
-                    continue
-                try:
-                    with plugin_output_to_stderr():
-                        returned = list(impl.function() or ())
-                    bad = [r for r in returned if not isinstance(r, record_type)]
-                    if bad:
-                        raise TypeError(
-                            f"returned {type(bad[0]).__name__}, expected {record_type.__name__} records"
-                        )
-                except BaseException as exc:  # noqa: BLE001 - a broken hook must not break the others
-                    if isinstance(exc, KeyboardInterrupt) and user_interrupted():
-                        raise
-                    self.host.fail(info, f"{hook}() failed: {type(exc).__name__}: {exc}")
-                    by_plugin.pop(info.name, None)
-                    continue
-                provider = Provider(info.name, info.distribution, info.version)
-                stamped = [_stamp(r, provider, hook) for r in returned]
-                by_plugin.setdefault(info.name, {})[hook] = stamped
+        for name, plugin in plugins:
+            info = self.host.info_for(name)
+            if info.status != LOADED:
+                continue
+            implemented = {caller.name for caller in pm.get_hookcallers(plugin) or ()}
+            others = [other for _, other in plugins if other is not plugin]
+            provider = Provider(info.name, info.distribution, info.version)
+            supplied: dict[str, list[object]] = {}
+            try:
+                for hook in HOOKS:
+                    if hook.name in implemented:
+                        returned = self._call(pm.subset_hook_caller(hook.name, others), hook)
+                        supplied[hook.name] = [_stamp(r, provider, hook.name) for r in returned]
+            except BaseException as exc:  # noqa: BLE001 - a broken hook must not break the others
+                if isinstance(exc, KeyboardInterrupt) and user_interrupted():
+                    raise
+                self.host.fail(info, f"{hook.name}() failed: {type(exc).__name__}: {exc}")
+                continue
+            by_plugin[name] = supplied
         self._drop_clashes(by_plugin)
-        records: dict[str, list[object]] = {hook: [] for hook in RECORD_TYPES}
+        records: dict[str, list[object]] = {hook.name: [] for hook in HOOKS}
         for plugin_name, hooks in by_plugin.items():
             info = self.host.info_for(plugin_name)
-            for hook, stamped in hooks.items():
-                info.provides[hook] = [record_name(r) for r in stamped]
-                records[hook].extend(stamped)
+            for hook_name, stamped in hooks.items():
+                info.provides[hook_name] = [record_name(r) for r in stamped]
+                records[hook_name].extend(stamped)
         return records
+
+    @staticmethod
+    def _call(caller: Any, hook: Hook) -> list[object]:
+        """The records one plugin's implementation of ``hook`` returns (``caller`` holds only it)."""
+        with plugin_output_to_stderr():
+            returned = [record for result in caller() for record in (result or ())]
+        bad = [r for r in returned if not isinstance(r, hook.record)]
+        if bad:
+            raise TypeError(f"returned {type(bad[0]).__name__}, expected {hook.record.__name__} records")
+        return returned
 
     def _drop_clashes(self, by_plugin: dict[str, dict[str, list[object]]]) -> None:
         """Mark failed every plugin that supplies a name an earlier plugin (or itself) already supplies.
@@ -199,44 +192,13 @@ class Registry:
             del by_plugin[plugin_name]
             self.host.fail(
                 info,
-                f"{KINDS.get(hook, hook)} {name!r} is already supplied by {first}"
+                f"{HOOKS_BY_NAME[hook].kind} {name!r} is already supplied by {first}"
                 + (" (twice by this plugin)" if first.plugin == plugin_name else ""),
             )
 
     def catalog(self, hook: str) -> Catalog:
-        return Catalog(KINDS[hook], self.records(hook))
-
-    @functools.cached_property
-    def layouts(self) -> Catalog[KeypointLayout]:
-        return self.catalog("mska_keypoint_layouts")
-
-    @functools.cached_property
-    def streams(self) -> Catalog[StreamSpec]:
-        return self.catalog("mska_streams")
-
-    @functools.cached_property
-    def backbone_loaders(self) -> Catalog[BackboneLoader]:
-        return self.catalog("mska_backbone_loaders")
-
-    @functools.cached_property
-    def backbone_archs(self) -> Catalog[BackboneArch]:
-        return self.catalog("mska_backbone_archs")
-
-    @functools.cached_property
-    def checkpoint_formats(self) -> Catalog[CheckpointFormat]:
-        return self.catalog("mska_checkpoint_formats")
-
-    @functools.cached_property
-    def losses(self) -> Catalog[LossSpec]:
-        return self.catalog("mska_losses")
-
-    @functools.cached_property
-    def data_sources(self) -> Catalog[DataSource]:
-        return self.catalog("mska_data_sources")
-
-    @functools.cached_property
-    def keypoint_estimators(self) -> Catalog[KeypointEstimator]:
-        return self.catalog("mska_keypoint_estimators")
+        """The :class:`Catalog` of ``hook`` (also the registry attribute the hook's table names)."""
+        return Catalog(HOOKS_BY_NAME[hook].kind, self.records(hook))
 
     def streams_for_layout(self, layout: str) -> list[StreamSpec]:
         """Every registered stream with joints in ``layout``, in registration order."""
@@ -246,6 +208,25 @@ class Registry:
     def collect_all(self) -> None:
         """Call every hook once so that ``provides`` and failures are known (for listing)."""
         self.records("mska_streams")
+
+
+class _CatalogAttribute:
+    """``registry.<attribute>``: the :class:`Catalog` of one hook, made on first use and kept."""
+
+    def __init__(self, hook: Hook) -> None:
+        self.hook = hook
+        self.__doc__ = f"The {hook.record.__name__} records of ``{hook.name}()``, by name."
+
+    def __get__(self, registry: Registry | None, owner: type | None = None) -> Any:
+        if registry is None:
+            return self
+        catalog = registry.catalog(self.hook.name)
+        vars(registry)[self.hook.attribute] = catalog  # later look-ups find the instance attribute
+        return catalog
+
+
+for _hook in HOOKS:
+    setattr(Registry, _hook.attribute, _CatalogAttribute(_hook))
 
 
 _default: Registry | None = None

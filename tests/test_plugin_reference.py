@@ -7,7 +7,6 @@ from pathlib import Path
 
 from mska_core import hookspecs
 from mska_core.plugin_reference import render
-from mska_core.records import RECORD_TYPES
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
@@ -20,9 +19,9 @@ def test_plugin_guide_holds_the_generated_reference():
 
 def test_reference_lists_every_hook_record_field_and_error():
     text = render()
-    for hook in hookspecs.HOOK_NAMES:
-        assert f"| `{hook}()` | `Iterable[{RECORD_TYPES[hook].__name__}]` |" in text
-    for record in RECORD_TYPES.values():
+    for hook in hookspecs.HOOKS:
+        assert f"| `{hook.name}()` | `Iterable[{hook.record.__name__}]` |" in text
+    for record in {hook.record for hook in hookspecs.HOOKS}:
         assert f"#### `{record.__name__}`" in text
         for field in attrs.fields(record):
             if field.name != "provider":

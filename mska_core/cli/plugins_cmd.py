@@ -6,17 +6,7 @@ import argparse
 from typing import Any
 
 from mska_core.cli.output import console, emit_json
-
-_SHORT = {
-    "mska_keypoint_layouts": "layouts",
-    "mska_streams": "streams",
-    "mska_backbone_loaders": "schemes",
-    "mska_backbone_archs": "archs",
-    "mska_checkpoint_formats": "formats",
-    "mska_losses": "losses",
-    "mska_data_sources": "data sources",
-    "mska_keypoint_estimators": "estimators",
-}
+from mska_core.hookspecs import HOOKS_BY_NAME
 
 
 def add_parser(subparsers: Any) -> None:
@@ -77,7 +67,8 @@ def _print_table(infos: list[Any]) -> None:
     styles = {"loaded": "green", "failed": "bold red", "disabled": "yellow", "not loaded": "dim"}
     for info in infos:
         provides = "; ".join(
-            f"{_SHORT[hook]}: {', '.join(names)}" for hook, names in info.provides.items() if names
+            f"{HOOKS_BY_NAME[hook].attribute.replace('_', ' ')}: {', '.join(names)}"
+            for hook, names in info.provides.items() if names
         )
         if info.error:
             provides = f"[red]{info.error}[/red]"
