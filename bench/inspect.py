@@ -70,7 +70,7 @@ _MEASURE = textwrap.dedent(
     print(json.dumps({"seconds": elapsed, "peak_rss": peak, "tensors": count, "torch": "torch" in sys.modules}))
     """
 )
-_IMPORTS_ONLY = "import resource, torch, mska_core.checkpoints.describe; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+_IMPORTS_ONLY = "import resource, torch, mska_core.checkpoints.inspector; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
 
 
 _WRITE = textwrap.dedent(

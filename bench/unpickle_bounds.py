@@ -43,7 +43,7 @@ def main() -> None:
     import timm
     import torch
 
-    from mska_core.checkpoints.safe import check_pickle_bounds, safe_torch_load
+    from mska_core.checkpoints.files import check_pickle_bounds, safe_torch_load
 
     torch.set_num_threads(1)
     model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=112)

@@ -133,7 +133,7 @@ def test_official_dinov2_weights_give_official_features_at_112_px(tmp_path, arch
     [("dinov2_vits14", 0, 0.1, False), ("dinov2_vits14_reg", 4, 0.0, True)],
 )
 def test_official_dinov2_conversion_is_exact_in_float64(arch, reg, offset, antialias):
-    from mska_core.checkpoints.mismatch import load_strict
+    from mska_core.checkpoints import load_strict
     from mska_core.registry import get_registry
 
     official = {k: v.double() for k, v in official_state_dict(384, 12, reg=reg, seed=5).items()}
@@ -150,7 +150,7 @@ def test_official_dinov2_conversion_is_exact_in_float64(arch, reg, offset, antia
 def test_vitg14_swiglu_official_layout_matches_official_features():
     official = official_state_dict(48, 2, swiglu=True)
     model = build_arch("dinov2_vitg14", img_size=112, embed_dim=48, depth=2, num_heads=3).eval()
-    from mska_core.checkpoints.mismatch import load_strict
+    from mska_core.checkpoints import load_strict
     from mska_core.registry import get_registry
 
     convert = get_registry().backbone_archs.get("dinov2_vitg14").convert_state_dict

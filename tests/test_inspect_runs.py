@@ -108,7 +108,7 @@ def flat(text: str) -> str:
 
 def _totals(a, b, *maps: str) -> dict:
     from mska_core.checkpoints import diff_checkpoints
-    from mska_core.checkpoints.diff import parse_map
+    from mska_core.checkpoints.inspector import parse_map
 
     return diff_checkpoints(a, b, maps=[parse_map(m) for m in maps]).totals()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mska_core.backbones.spec import BackboneOptions, parse_spec, split_file_payload
-from mska_core.checkpoints.mismatch import load_strict
+from mska_core.checkpoints.encoder_state import load_strict
 from mska_core.errors import BackboneError
 
 
@@ -79,7 +79,7 @@ def load_weights_into_arch(
 
 def load_file(payload: str, options: BackboneOptions) -> Any:
     """``file::PATH[:ARCH]``: weights read through the checkpoint formats, loaded into ARCH."""
-    from mska_core.checkpoints.loading import load_checkpoint
+    from mska_core.checkpoints.payload import load_checkpoint
 
     registry = _registry(options.registry)
     path_text, arch = split_file_payload(payload)
@@ -136,7 +136,7 @@ def load_hub(payload: str, options: BackboneOptions) -> Any:
         for file_name in hub_weight_names(entry):
             weights = hub_dir / "checkpoints" / file_name
             if weights.is_file():
-                from mska_core.checkpoints.loading import load_checkpoint
+                from mska_core.checkpoints.payload import load_checkpoint
 
                 checkpoint = load_checkpoint(weights, registry=registry)
                 return load_weights_into_arch(
@@ -185,8 +185,7 @@ def load_timm(payload: str, options: BackboneOptions) -> Any:
         kwargs.pop("img_size", None)  # a model without a fixed image size (a CNN)
         model = timm.create_model(model_name, **kwargs)
     path = Path(file_text).expanduser() if file_text else _hf_cached_weights(model, options.spec)
-    from mska_core.checkpoints.keys import strip_wrappers
-    from mska_core.checkpoints.loading import load_checkpoint
+    from mska_core.checkpoints.payload import load_checkpoint, strip_wrappers
 
     state_dict = strip_wrappers(load_checkpoint(path, registry=registry).state_dict)
     if "pos_embed" in state_dict and hasattr(model, "patch_embed"):

@@ -1,32 +1,46 @@
-"""Checkpoints: our payload, safe loading, atomic saving, formats, and loading into the encoder.
+"""Checkpoints: a file → a payload → a module.
+
+- :mod:`~mska_core.checkpoints.files`: what a file is and reading it safely (bounded, never running
+  pickled code);
+- :mod:`~mska_core.checkpoints.formats`: the built-in formats, how each is sniffed, read and written
+  (registered by :mod:`~mska_core.checkpoints.plugin`; :mod:`~mska_core.checkpoints.paper` converts
+  the MSKA reference's keys);
+- :mod:`~mska_core.checkpoints.payload`: our payload schema and the calls from a path to a payload
+  and back (:func:`load_checkpoint`, :func:`read_payload`, :func:`save_checkpoint`);
+- :mod:`~mska_core.checkpoints.encoder_state`: weights into modules (strict comparison, routing
+  payloads into an encoder's streams);
+- :mod:`~mska_core.checkpoints.inspector`: what ``mska inspect`` shows (describe, run folders, diff).
 
 Importing this package is cheap (no torch); the names that need torch load on first use.
 """
 
 from __future__ import annotations
 
+from mska_core.checkpoints.files import FileProbe
 from mska_core.checkpoints.payload import FORMAT, FORMAT_VERSION, KINDS, Checkpoint, make_payload
-from mska_core.checkpoints.probe import FileProbe
 from mska_core.lazy import lazy_attributes
 
 _LAZY = {
-    "load_checkpoint": "mska_core.checkpoints.loading",
-    "save_checkpoint": "mska_core.checkpoints.loading",
-    "list_checkpoints": "mska_core.checkpoints.loading",
-    "detect_format": "mska_core.checkpoints.loading",
-    "as_checkpoint": "mska_core.checkpoints.loading",
-    "safe_torch_load": "mska_core.checkpoints.safe",
-    "KeyMismatch": "mska_core.checkpoints.mismatch",
-    "WeightMismatchError": "mska_core.checkpoints.mismatch",
-    "load_strict": "mska_core.checkpoints.mismatch",
+    "load_checkpoint": "mska_core.checkpoints.payload",
+    "read_payload": "mska_core.checkpoints.payload",
+    "save_checkpoint": "mska_core.checkpoints.payload",
+    "list_checkpoints": "mska_core.checkpoints.payload",
+    "detect_format": "mska_core.checkpoints.payload",
+    "as_checkpoint": "mska_core.checkpoints.payload",
+    "strip_wrappers": "mska_core.checkpoints.payload",
+    "safe_torch_load": "mska_core.checkpoints.files",
+    "KeyMismatch": "mska_core.checkpoints.encoder_state",
+    "WeightMismatchError": "mska_core.checkpoints.encoder_state",
+    "compare": "mska_core.checkpoints.encoder_state",
+    "load_strict": "mska_core.checkpoints.encoder_state",
     "load_mska_encoder_state": "mska_core.checkpoints.encoder_state",
     "check_mska_encoder_state": "mska_core.checkpoints.encoder_state",
     "LoadReport": "mska_core.checkpoints.encoder_state",
     "StreamLoad": "mska_core.checkpoints.encoder_state",
-    "describe": "mska_core.checkpoints.describe",
-    "describe_run": "mska_core.checkpoints.describe",
-    "diff_checkpoints": "mska_core.checkpoints.diff",
-    "DiffReport": "mska_core.checkpoints.diff",
+    "describe": "mska_core.checkpoints.inspector",
+    "describe_run": "mska_core.checkpoints.inspector",
+    "diff_checkpoints": "mska_core.checkpoints.inspector",
+    "DiffReport": "mska_core.checkpoints.inspector",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

@@ -1,6 +1,6 @@
 """The built-in checkpoint formats: how each is recognised (``sniff``), read and written.
 
-Each ``sniff_*`` takes a :class:`~mska_core.checkpoints.probe.FileProbe` and must be exclusive of
+Each ``sniff_*`` takes a :class:`~mska_core.checkpoints.files.FileProbe` and must be exclusive of
 the others: one file, one format. Every ``read_*`` returns a
 :class:`~mska_core.checkpoints.payload.Checkpoint` whose state dict has ``module.`` and
 ``_orig_mod.`` removed from its keys.
@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mska_core.checkpoints.keys import strip_wrappers
-from mska_core.checkpoints.payload import FORMAT, Checkpoint, _is_tensor, check_plain
-from mska_core.checkpoints.probe import FileProbe
+from mska_core.checkpoints.files import FileProbe
+from mska_core.checkpoints.payload import FORMAT, Checkpoint, _is_tensor, check_plain, strip_wrappers
 from mska_core.errors import CheckpointError
 from mska_core.io import atomic_write_bytes, atomic_write_with
 

@@ -83,7 +83,7 @@ def _one_line_errors(path: str) -> Iterator[None]:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from mska_core.checkpoints.describe import describe
+    from mska_core.checkpoints.inspector import describe
 
     info = describe(args.path, select=args.select)
     report = None
@@ -208,7 +208,7 @@ def render_fit(report: Any, *, out: Any = None) -> None:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from mska_core.checkpoints.diff import diff_checkpoints, parse_map
+    from mska_core.checkpoints.inspector import diff_checkpoints, parse_map
 
     maps = [parse_map(text) for text in args.maps]
     report = diff_checkpoints(args.path, args.diff, prefix=args.prefix, maps=maps, select=args.select,
@@ -224,7 +224,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def render_diff(report: Any, *, tensors: bool = False, out: Any = None) -> None:
-    """Print a :class:`~mska_core.checkpoints.diff.DiffReport`: per prefix, then the keys that differ."""
+    """Print a :class:`~mska_core.checkpoints.inspector.DiffReport`: per prefix, then the keys that differ."""
     from rich.table import Table
 
     out = out or console()
@@ -277,7 +277,7 @@ def render_diff(report: Any, *, tensors: bool = False, out: Any = None) -> None:
 
 
 def _run_folder(args: argparse.Namespace) -> int:
-    from mska_core.checkpoints.describe import describe_run
+    from mska_core.checkpoints.inspector import describe_run
     from mska_core.errors import MskaError
 
     if args.against or args.diff or args.tensors:
@@ -292,7 +292,7 @@ def _run_folder(args: argparse.Namespace) -> int:
 
 
 def render_run(info: dict[str, Any], *, out: Any = None) -> None:
-    """Print a run folder summary (from :func:`~mska_core.checkpoints.describe.describe_run`)."""
+    """Print a run folder summary (from :func:`~mska_core.checkpoints.inspector.describe_run`)."""
     from rich.table import Table
 
     out = out or console()

@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from mska_core.checkpoints.mismatch import KeyMismatch, compare
+from mska_core.checkpoints.encoder_state import KeyMismatch, compare
 
 LOADS, RESAMPLED, DOES_NOT_FIT = "loads", "loads with resampling", "does not fit"
 NOT_IN_CHECKPOINT, NOT_IN_CONFIG = "not in checkpoint", "not in config"
@@ -146,7 +146,7 @@ class FitReport:
 def check_fit(path: str | Path, config_path: str | Path, *, select: str | None = None,
               registry: Any = None) -> FitReport:
     """Compare the checkpoint at ``path`` with the model that the config at ``config_path`` builds."""
-    from mska_core.checkpoints.loading import load_checkpoint
+    from mska_core.checkpoints.payload import load_checkpoint
     from mska_core.config import load_config
 
     if registry is None:
@@ -192,7 +192,7 @@ class _Sizes:
 
 
 def _checkpoint_vocabularies(metadata: Mapping[str, Any], state: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    from mska_core.checkpoints.describe import vocabulary_size
+    from mska_core.checkpoints.inspector import vocabulary_size
 
     gloss = vocabulary_size(metadata.get("vocabularies"), "gloss")
     text = vocabulary_size(metadata.get("vocabularies"), "text")

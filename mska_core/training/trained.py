@@ -23,7 +23,7 @@ class TrainedModel:
 
 def load_trained(path: str | Path, *, registry: Any = None, device: Any = "cpu") -> TrainedModel:
     """Rebuild the model stored in a ``mska train`` checkpoint (kind ``model`` or ``training-state``)."""
-    from mska_core.checkpoints import safe_torch_load
+    from mska_core.checkpoints import read_payload
     from mska_core.config import config_from_dict
     from mska_core.data.vocab import Vocabularies
     from mska_core.registry import get_registry
@@ -32,19 +32,16 @@ def load_trained(path: str | Path, *, registry: Any = None, device: Any = "cpu")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found")
-    payload = safe_torch_load(path)
-    if not isinstance(payload, dict) or payload.get("kind") not in ("model", "training-state") \
-            or "vocabularies" not in payload:
-        kind = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+    payload = read_payload(
+        path, kinds=("model", "training-state"), require=("vocabularies", "config"),
+        needed_by="rebuilding the model", hint="give the best.pt or last.pt of a 'mska train' run",
+        registry=registry,
+    )
+    if not isinstance(payload["config"], dict):
         raise CheckpointError(
-            f"{path}: not a fine-tuned model (kind {kind!r}); give the best.pt or last.pt of a 'mska train' run"
+            f"{path}: the checkpoint's 'config' is not a table, which rebuilding the model needs; it is damaged "
+            "or was not written by mska train — use the run's other checkpoint"
         )
-    for key in ("config", "state_dict"):
-        if not isinstance(payload.get(key), dict):
-            raise CheckpointError(
-                f"{path}: the checkpoint lacks its {key!r} (or it is not a table), which rebuilding the model "
-                "needs; it is damaged or was not written by mska train — use the run's other checkpoint"
-            )
     from mska_core.config.checks import check_providers
     from mska_core.registry import registry_for
 
