@@ -31,11 +31,13 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
     """Score ``split`` with a fine-tuned checkpoint: ``(result, predictions, corpus)``; the result holds
     the metrics, the checkpoint, the split and the CTC beam width."""
     from mska_core.config import load_config
+    from mska_core.backbones.normalization import crop_normalization
+    from mska_core.data.collate import Collator
+    from mska_core.data.crop_files import crop_plan
     from mska_core.data.datasets import ClipDataset, load_corpus
     from mska_core.registry import get_registry
     from mska_core.training.distributed import DistInfo
     from mska_core.training.evaluation import evaluate
-    from mska_core.training.loop import crop_size, crop_streams
     from mska_core.training.trained import load_trained
 
     registry = get_registry()
@@ -45,16 +47,16 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
         config = load_config(config, overrides)
     layout = registry.layouts.get(config.model.layout)
     corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints, registry=registry)
-    streams = crop_streams(config)
     dataset = ClipDataset(corpus.split(split), trained.vocabularies, config.data.augment, train=False,
-                          seed=config.run.seed, crop_streams=[registry.streams.get(s) for s in streams],
-                          crop_size=crop_size(config, streams), layout=layout.name, render_crops=corpus.render_crops)
+                          seed=config.run.seed, layout=layout.name, render_crops=corpus.render_crops,
+                          crops=crop_plan(config, corpus, trained.model.encoder, registry))
     beam = beam_size or config.train.test_beam_size
     metrics, predictions = evaluate(
         trained.model, dataset, trained.vocabularies, info=DistInfo(), device="cpu",
         batch_size=batch_size or config.train.batch_size, beam_size=beam,
         translation_beam_size=config.train.translation_beam_size, max_text_length=config.train.max_text_length,
         gloss_cleanup=config.eval.gloss_cleanup,
+        collate_fn=Collator(trained.vocabularies, crop_normalization(trained.model.encoder)),
     )
     result = {"checkpoint": str(trained.path), "split": split, "ctc_beam_size": beam,
               "epoch": trained.payload.get("epoch"), **metrics}

@@ -117,6 +117,24 @@ class AugmentConfig:
     rotation: float = attrs.field(default=0.0, validator=_non_negative)  # degrees; 0 disables
 
 
+def _scale(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if len(value) != 2 or not 0 < value[0] <= value[1] <= 1:
+        raise FieldValueError(attribute.name, f"must be [low, high] with 0 < low <= high <= 1, got {list(value)}")
+
+
+@attrs.frozen
+class CropOptionsConfig:
+    """``[data.crop_options]``: where fine-tuning reads crops from disk, what a missing crop does, and
+    the spatial augmentation of training crops (docs/data.md). The synthetic source renders its crops
+    and reads none of the file keys."""
+
+    path: str | None = None  # folder of STREAM/ID/NNNNNN.jpg crops (mska extract's OUT/crops); none: [data] path / crops
+    missing: Literal["error", "mask"] = "error"  # a clip without a stream's crops: stop, or mask the stream for it
+    scale: tuple[float, float] = attrs.field(default=(1.0, 1.0), converter=tuple, validator=_scale)  # area kept by a random resized crop of training crops; [1, 1]: off
+    color_jitter: float = attrs.field(default=0.0, validator=_non_negative)  # brightness, contrast, saturation strength on training crops; 0: off
+    hue: float = attrs.field(default=0.0, validator=[_non_negative, attrs.validators.le(0.5)])  # hue jitter on training crops (at most 0.5); 0: off
+
+
 @attrs.frozen
 class DataConfig:
     """``[data]``: where clips come from and how they are prepared."""
@@ -137,6 +155,7 @@ class DataConfig:
     invalid: Literal["refuse", "repair"] = "refuse"
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
+    crop_options: CropOptionsConfig = attrs.field(factory=CropOptionsConfig)
 
 
 @attrs.frozen
@@ -148,6 +167,7 @@ class StreamConfig:
     img_size: int | None = attrs.field(default=None, validator=_positive)
     init: str | None = None  # a checkpoint that initialises this stream
     freeze: bool = False
+    trainable_blocks: int | None = attrs.field(default=None, validator=_non_negative)  # crop backbone: train only its last N blocks and fix the rest (0: all fixed, in eval mode); none: all train
 
 
 @attrs.frozen

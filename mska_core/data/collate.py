@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -38,16 +38,29 @@ class TrainBatch:
     def size(self) -> int:
         return len(self.names)
 
-    def to(self, device: Any) -> TrainBatch:
-        """The batch on ``device``."""
+    def to(self, device: Any, *, non_blocking: bool = False) -> TrainBatch:
+        """The batch on ``device`` (``non_blocking`` copies from pinned memory asynchronously)."""
         return attrs.evolve(
             self,
-            clips=self.clips.to(device),
-            gloss_targets=self.gloss_targets.to(device),
-            gloss_lengths=self.gloss_lengths.to(device),
-            text_input=self.text_input.to(device),
-            text_target=self.text_target.to(device),
-            text_lengths=self.text_lengths.to(device),
+            clips=self.clips.to(device, non_blocking=non_blocking),
+            gloss_targets=self.gloss_targets.to(device, non_blocking=non_blocking),
+            gloss_lengths=self.gloss_lengths.to(device, non_blocking=non_blocking),
+            text_input=self.text_input.to(device, non_blocking=non_blocking),
+            text_target=self.text_target.to(device, non_blocking=non_blocking),
+            text_lengths=self.text_lengths.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> TrainBatch:
+        """The batch in pinned memory; a DataLoader with ``pin_memory=True`` calls this in its pinning
+        thread, so that copies to a GPU overlap the step."""
+        return attrs.evolve(
+            self,
+            clips=self.clips.pin_memory(),
+            gloss_targets=self.gloss_targets.pin_memory(),
+            gloss_lengths=self.gloss_lengths.pin_memory(),
+            text_input=self.text_input.pin_memory(),
+            text_target=self.text_target.pin_memory(),
+            text_lengths=self.text_lengths.pin_memory(),
         )
 
 
@@ -64,29 +77,43 @@ def pad_clips(sequences: Sequence[Any]) -> tuple[Any, Any]:
     return torch.stack(padded), lengths
 
 
-def normalize_crops(crops: Any) -> Any:
-    """uint8 crops ``[..., 3, H, W]`` to floats normalised with the ImageNet mean and deviation, as
-    the crop encoders were pretrained."""
+def normalize_crops(crops: Any, normalization: Any = None) -> Any:
+    """uint8 crops ``[..., 3, H, W]`` to floats normalised with ``normalization`` (a
+    :class:`~mska_core.backbones.normalization.CropNormalization`: the backbone's own mean and
+    deviation, see :func:`~mska_core.backbones.normalization.crop_normalization`); ``None`` uses
+    ImageNet's."""
     import torch
 
     from mska_core.data.crops import IMAGENET_MEAN, IMAGENET_STD
 
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(normalization.mean if normalization is not None else IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(normalization.std if normalization is not None else IMAGENET_STD).view(3, 1, 1)
     return (crops.float() / 255.0 - mean) / std
 
 
-def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1, eos: int = 2) -> TrainBatch:
-    """Batch :class:`~mska_core.data.datasets.ClipItem` records."""
+def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1, eos: int = 2,
+            normalization: Mapping[str, Any] | None = None) -> TrainBatch:
+    """Batch :class:`~mska_core.data.datasets.ClipItem` records.
+
+    Crops are normalised per stream with ``normalization`` (``{stream: CropNormalization}``; a stream
+    not in it gets ImageNet's). A clip that lists a stream in ``missing_crops`` is marked absent for
+    it (``ClipBatch.crop_present``), so the encoder masks that stream's crops for the clip.
+    """
     import torch
 
     from mska_core.encoder import ClipBatch
 
     keypoints, lengths = pad_clips([item.keypoints for item in items])
     crops = None
+    present = None
+    normalization = normalization or {}
     if items[0].crops:
-        crops = {stream: normalize_crops(pad_clips([item.crops[stream] for item in items])[0])
+        crops = {stream: normalize_crops(pad_clips([item.crops[stream] for item in items])[0],
+                                         normalization.get(stream))
                  for stream in items[0].crops}
+        if any(getattr(item, "missing_crops", ()) for item in items):
+            present = {stream: torch.tensor([stream not in getattr(item, "missing_crops", ()) for item in items])
+                       for stream in crops}
     gloss_lengths = torch.tensor([len(item.gloss_ids) for item in items], dtype=torch.long)
     gloss_targets = torch.full((len(items), max(1, int(gloss_lengths.max()))), blank, dtype=torch.long)
     for row, item in enumerate(items):
@@ -102,7 +129,7 @@ def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1,
         text_target[row, : len(ids)] = ids
         text_target[row, len(ids)] = eos
     return TrainBatch(
-        clips=ClipBatch(keypoints=keypoints, lengths=lengths, crops=crops),
+        clips=ClipBatch(keypoints=keypoints, lengths=lengths, crops=crops, crop_present=present),
         gloss_targets=gloss_targets,
         gloss_lengths=gloss_lengths,
         text_input=text_input,
@@ -116,11 +143,18 @@ def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1,
 
 
 class Collator:
-    """A picklable ``collate_fn`` bound to a run's special token ids (for DataLoader workers)."""
+    """A picklable ``collate_fn`` bound to a run's special token ids and its crop backbones'
+    normalisation (for DataLoader workers).
 
-    def __init__(self, vocabularies: Any) -> None:
+    ``normalization`` is ``{stream: CropNormalization}``, what
+    :func:`mska_core.backbones.normalization.crop_normalization` gives for the model the batches are
+    for; a stream not in it gets ImageNet's mean and deviation.
+    """
+
+    def __init__(self, vocabularies: Any, normalization: Mapping[str, Any] | None = None) -> None:
         self.ids = {"blank": vocabularies.blank, "pad": vocabularies.pad, "bos": vocabularies.bos,
                     "eos": vocabularies.eos}
+        self.normalization = dict(normalization or {})
 
     def __call__(self, items: Sequence[Any]) -> TrainBatch:
-        return collate(items, **self.ids)
+        return collate(items, **self.ids, normalization=self.normalization)

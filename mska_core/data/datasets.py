@@ -4,9 +4,11 @@
   the synthetic corpus, MSKA pickles, our directory format, ``.pose`` files, or a plugin's) and
   validates every clip.
 - :class:`ClipDataset` prepares one clip: temporal augmentation (training split only), the gloss and
-  text ids from the run's vocabularies, and rendered crops when the model reads crops. Every random
-  draw comes from a generator seeded by (run seed, epoch, sample index), so an interrupted run that
-  resumes prepares exactly the clips it would have prepared.
+  text ids from the run's vocabularies, and the crops of the frames the augmentation picked when the
+  model reads crops (read from disk in ``__getitem__``, see :mod:`mska_core.data.crop_files`, or
+  rendered by the synthetic source). Every random draw comes from a generator seeded by (run seed,
+  epoch, sample index), so an interrupted run that resumes prepares exactly the clips it would have
+  prepared.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mska_core.data.samples import Corpus, Sample
 from mska_core.errors import DataError
 
 if TYPE_CHECKING:
+    from mska_core.data.crop_files import CropPlan
     from mska_core.records import StreamSpec
 
 
@@ -68,26 +71,35 @@ class ClipItem:
     gloss_ids: list[int]
     text_ids: list[int]
     crops: dict[str, Any] | None  # {stream: uint8 [T, 3, S, S]}
+    missing_crops: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)  # streams masked for this clip
 
 
 class ClipDataset(Dataset):
     """A split as a map-style torch dataset of :class:`ClipItem`.
 
     ``train`` turns on augmentation; :meth:`set_epoch` changes the draws from one epoch to the next.
-    ``crop_streams`` are the :class:`~mska_core.records.StreamSpec` of the streams that read crops;
-    ``render_crops`` is the corpus's :attr:`~mska_core.data.Corpus.render_crops` (the synthetic
-    source's renderer), which draws each stream the crops its crop region describes in ``layout``.
+
+    Crops come from ``crops`` (a :class:`~mska_core.data.crop_files.CropPlan`): read from the plan's
+    crop folders in ``__getitem__`` for the frames the temporal augmentation picked, or rendered by the
+    source (``render_crops``, the synthetic corpus's renderer, which draws each stream the crops its crop
+    region describes in ``layout``); resized to the size each stream's backbone takes; and augmented
+    in space when training (``[data.crop_options]``). ``crop_streams`` and ``crop_size`` say the same
+    for rendered crops without a plan.
     """
 
     def __init__(self, samples: Sequence[Sample], vocabularies: Any, augment_cfg: Any, *, train: bool,
                  seed: int = 0, crop_streams: Sequence[StreamSpec] = (), crop_size: int = 56,
-                 layout: str = "coco_wholebody", render_crops: Callable[..., Any] | None = None) -> None:
-        if crop_streams and render_crops is None:
+                 layout: str = "coco_wholebody", render_crops: Callable[..., Any] | None = None,
+                 crops: CropPlan | None = None) -> None:
+        if crops is not None:
+            crop_streams = crops.specs
+        self.folders = crops.folders if crops is not None else None
+        if crop_streams and render_crops is None and self.folders is None:
             names = ", ".join(spec.name for spec in crop_streams)
             raise DataError(
-                f"data.crops: streams {names} read crops, but this data source renders none (only the "
-                "synthetic source does; fine-tuning does not read mska extract's crop folders yet); set "
-                "[data] crops = false or use source = \"synthetic\""
+                f"data.crops: streams {names} read crops, but this data source renders none and no crop "
+                "folder was given (see [data.crop_options] path); set [data] crops = false or give the crops "
+                "mska extract writes"
             )
         self.samples = list(samples)
         self.vocabularies = vocabularies
@@ -97,19 +109,51 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.crop_streams = tuple(crop_streams)
         self.crop_size = crop_size
+        self.sizes = {spec.name: (crops.sizes.get(spec.name, crop_size) if crops is not None else crop_size)
+                      for spec in self.crop_streams}
+        self.crop_options = crops.options if crops is not None else None
         self.layout = layout
-        self.render_crops = render_crops
+        self.render_crops = render_crops if self.folders is None else None
         self._crops: dict[int, dict[str, Any]] = {}
+        self.missing: dict[int, frozenset[str]] = {}
+        if self.folders is not None and self.crop_streams:
+            self.missing = self.folders.scan(self.samples, [spec.name for spec in self.crop_streams])
 
     def clip_crops(self, index: int) -> dict[str, Any]:
         """Rendered crops of every frame of clip ``index`` (from its unrotated points), kept after the
-        first use: an epoch then only picks frames from them."""
+        first use: an epoch then only picks frames from them (the synthetic source only)."""
         cached = self._crops.get(index)
         if cached is None:
-            cached = self.render_crops(self.samples[index].keypoints, self.crop_streams, self.crop_size,  # type: ignore[misc]
-                                       self.layout)
+            cached = {}
+            for size in sorted(set(self.sizes.values())):
+                specs = [spec for spec in self.crop_streams if self.sizes[spec.name] == size]
+                cached.update(self.render_crops(self.samples[index].keypoints, specs, size,  # type: ignore[misc]
+                                                self.layout))
             self._crops[index] = cached
         return cached
+
+    def read_crops(self, index: int, frames: Any, generator: Any) -> tuple[dict[str, Any], frozenset[str]]:
+        """The crops of clip ``index`` at ``frames`` (the keypoints' frame indices), by stream, and the
+        streams masked for it."""
+        import torch
+
+        from mska_core.data.crop_files import resize_crops, spatial_augment
+
+        sample = self.samples[index]
+        missing = self.missing.get(index, frozenset())
+        crops = {}
+        if self.folders is None:
+            crops = {stream: images[frames] for stream, images in self.clip_crops(index).items()}
+        for spec in self.crop_streams:
+            name, size = spec.name, self.sizes[spec.name]
+            if self.folders is not None:
+                if name in missing:
+                    crops[name] = torch.zeros(len(frames), 3, size, size, dtype=torch.uint8)
+                    continue
+                crops[name] = resize_crops(self.folders.read(name, sample.name, frames.tolist()), size)
+            if self.train and self.crop_options is not None and name in crops:
+                crops[name] = spatial_augment(crops[name], self.crop_options, generator)
+        return crops, missing
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -128,9 +172,9 @@ class ClipDataset(Dataset):
             (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**63)
         )
         keypoints, frames = augment(sample.keypoints, self.augment_cfg, generator, train=self.train)
-        crops = None
+        crops, missing = None, frozenset()
         if self.crop_streams:
-            crops = {stream: images[frames] for stream, images in self.clip_crops(index).items()}
+            crops, missing = self.read_crops(index, frames, generator)
         return ClipItem(
             index=index,
             name=sample.name,
@@ -140,4 +184,5 @@ class ClipDataset(Dataset):
             gloss_ids=self.vocabularies.gloss.encode(gloss_tokens(sample.gloss)),
             text_ids=self.vocabularies.text.encode(text_tokens(sample.text)),
             crops=crops,
+            missing_crops=missing,
         )

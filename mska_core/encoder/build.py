@@ -71,7 +71,12 @@ def build_encoder(
         for head, streams in head_streams.items()
     }
     for name, branch in branches.items():
-        if model_cfg.streams.get(name, StreamConfig()).freeze:
+        stream_cfg = model_cfg.streams.get(name, StreamConfig())
+        if branch.crop is not None:
+            branch.crop.freeze_backbone(0 if stream_cfg.freeze else stream_cfg.trainable_blocks, stream=name)
+        elif stream_cfg.trainable_blocks is not None:
+            raise ConfigError(f"model.streams.{name}.trainable_blocks: stream {name!r} has no crop backbone")
+        if stream_cfg.freeze:
             branch.requires_grad_(False)
     return MSKAEncoder(
         layout=model_cfg.layout, num_joints=layout.num_joints, in_channels=model_cfg.in_channels,

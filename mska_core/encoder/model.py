@@ -149,7 +149,8 @@ class MSKAEncoder(nn.Module):
                     f"stream {name!r} has a crop backbone but the batch has no crops for it; "
                     "enable crops in [data] or unset model.streams.{name}.backbone"
                 )
-            encoded = crop(batch.crops[name], lengths, frames_out)
+            present = None if batch.crop_present is None else batch.crop_present.get(name)
+            encoded = crop(batch.crops[name], lengths, frames_out, present=present)
             features[name] = torch.cat([features[name], encoded], -1) if name in features else encoded
         features = {name: self.feature_dropout(features[name]) for name in self.stream_names}
 

@@ -18,16 +18,31 @@ class ClipBatch:
       clip's length are padding.
     - ``lengths``: long ``[B]``, the number of real frames of each clip.
     - ``crops``: optional ``{stream: [B, T, 3, H, W]}`` image crops for streams with a crop backbone.
+    - ``crop_present``: optional ``{stream: bool [B]}``, false for a clip that has no crops for the
+      stream (its crop features are masked); a stream not in it has crops for every clip.
     """
 
     keypoints: Tensor
     lengths: Tensor
     crops: Mapping[str, Tensor] | None = None
+    crop_present: Mapping[str, Tensor] | None = None
 
-    def to(self, device: Any) -> ClipBatch:
+    def to(self, device: Any, *, non_blocking: bool = False) -> ClipBatch:
         """The same batch on ``device``."""
-        crops = None if self.crops is None else {k: v.to(device) for k, v in self.crops.items()}
-        return ClipBatch(self.keypoints.to(device), self.lengths.to(device), crops)
+        def move(tensors: Mapping[str, Tensor] | None) -> dict[str, Tensor] | None:
+            return None if tensors is None else {k: v.to(device, non_blocking=non_blocking) for k, v in tensors.items()}
+
+        return ClipBatch(self.keypoints.to(device, non_blocking=non_blocking),
+                         self.lengths.to(device, non_blocking=non_blocking), move(self.crops),
+                         move(self.crop_present))
+
+    def pin_memory(self) -> ClipBatch:
+        """The batch in pinned memory (a DataLoader with ``pin_memory=True`` calls this)."""
+        def pin(tensors: Mapping[str, Tensor] | None) -> dict[str, Tensor] | None:
+            return None if tensors is None else {k: v.pin_memory() for k, v in tensors.items()}
+
+        return ClipBatch(self.keypoints.pin_memory(), self.lengths.pin_memory(), pin(self.crops),
+                         pin(self.crop_present))
 
 
 @attrs.frozen

@@ -1,0 +1,275 @@
+"""Crops for fine-tuning: read from the folders ``mska extract`` writes, sized for the backbones that
+read them, and augmented in space for training (see ``docs/data.md``, "Crops from disk").
+
+::
+
+    CROPS/                      [data.crop_options] path (default: [data] path / "crops")
+      STREAM/ID/000000.jpg      one square crop per keypoint frame, frame 0 first
+
+A clip's crops of a stream are in ``CROPS/STREAM/ID`` (for an MSKA pickle entry named ``a/b/ID``,
+``CROPS/STREAM/a/b/ID`` or ``CROPS/STREAM/ID``). A :class:`ClipDataset
+<mska_core.data.datasets.ClipDataset>` reads, in ``__getitem__`` (so in DataLoader workers), only the
+crops of the frames the temporal augmentation picked for the keypoints: crop frame ``i`` is keypoint
+frame ``i``. Nothing is kept in memory between items.
+
+Only the ``synthetic`` source renders crops (:attr:`Corpus.render_crops
+<mska_core.data.Corpus.render_crops>`); every other source reads them from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mska_core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: Name of frame ``index``'s crop in a clip's crop folder (what ``mska extract`` writes).
+CROP_NAME = "{index:06d}.jpg"
+
+
+@attrs.frozen
+class CropFolders:
+    """The crop folders of a corpus: ``root/STREAM/ID/NNNNNN.jpg``; ``missing`` is what a clip without
+    a stream's crops does: ``"error"`` (a :class:`~mska_core.errors.DataError`) or ``"mask"``."""
+
+    root: Path = attrs.field(converter=Path)
+    missing: str = "error"
+
+    def candidates(self, stream: str, clip: str) -> list[Path]:
+        """Where the crops of ``clip`` for ``stream`` may be, in the order they are looked for."""
+        folders = [self.root / stream / clip]
+        last = clip.replace("\\", "/").rsplit("/", 1)[-1]
+        if last != clip:
+            folders.append(self.root / stream / last)
+        return folders
+
+    def folder(self, stream: str, clip: str) -> Path | None:
+        """The crop folder of ``clip`` for ``stream``, or ``None`` when there is none."""
+        return next((c for c in self.candidates(stream, clip) if c.is_dir()), None)
+
+    def problem(self, stream: str, clip: str, num_frames: int) -> str | None:
+        """Why ``clip`` (``num_frames`` keypoint frames) cannot read ``stream``'s crops, or ``None``."""
+        folder = self.folder(stream, clip)
+        if folder is None:
+            looked = " and ".join(str(c) for c in self.candidates(stream, clip))
+            return f"clip {clip!r}, stream {stream!r}: no crop folder (looked in {looked})"
+        names = set(os.listdir(folder))
+        for index in range(num_frames):
+            name = CROP_NAME.format(index=index)
+            if name not in names:
+                return (f"clip {clip!r}, stream {stream!r}: crop {folder / name} is missing (the clip has "
+                        f"{num_frames} keypoint frames, one crop each)")
+        return None
+
+    def scan(self, samples: Sequence[Any], streams: Sequence[str]) -> dict[int, frozenset[str]]:
+        """``{clip index: streams without crops}`` of ``samples``; under ``missing = "error"`` the first
+        clip without crops is a :class:`~mska_core.errors.DataError` naming clip, stream and path."""
+        missing: dict[int, set[str]] = {}
+        for index, sample in enumerate(samples):
+            for stream in streams:
+                problem = self.problem(stream, sample.name, sample.num_frames)
+                if problem is None:
+                    continue
+                if self.missing != "mask":
+                    raise DataError(f"{problem}; run mska extract for it, set [data.crop_options] path, or "
+                                    "set [data.crop_options] missing = \"mask\" to mask the stream for such clips")
+                missing.setdefault(index, set()).add(stream)
+        if missing:
+            count = sum(len(s) for s in missing.values())
+            log.warning("crops: %d clip streams have no crops on disk and are masked (data.crop_options.missing "
+                        "= \"mask\"), e.g. %s", count, self._first(samples, missing))
+        return {index: frozenset(streams) for index, streams in missing.items()}
+
+    def _first(self, samples: Sequence[Any], missing: Mapping[int, set[str]]) -> str:
+        index = min(missing)
+        stream = sorted(missing[index])[0]
+        return f"clip {samples[index].name!r}, stream {stream!r}"
+
+    def read(self, stream: str, clip: str, frames: Sequence[int]) -> Any:
+        """uint8 ``[len(frames), 3, S, S]``: the crops of ``frames`` (indices into the clip's keypoint
+        frames, repeats allowed), each file decoded once."""
+        import numpy as np
+        import torch
+        from PIL import Image, UnidentifiedImageError
+
+        folder = self.folder(stream, clip)
+        if folder is None:
+            raise DataError(self.problem(stream, clip, 0) or f"clip {clip!r}, stream {stream!r}: no crop folder")
+        wanted = sorted(set(int(f) for f in frames))
+        images = []
+        for index in wanted:
+            path = folder / CROP_NAME.format(index=index)
+            try:
+                with Image.open(path) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+            except FileNotFoundError:
+                raise DataError(f"clip {clip!r}, stream {stream!r}: crop {path} is missing") from None
+            except (OSError, UnidentifiedImageError) as exc:
+                raise DataError(f"clip {clip!r}, stream {stream!r}: crop {path} is not a readable image "
+                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        shapes = {image.shape for image in images}
+        if len(shapes) != 1 or next(iter(shapes))[0] != next(iter(shapes))[1]:
+            raise DataError(f"clip {clip!r}, stream {stream!r}: the crops in {folder} are not all square and of "
+                            f"one size (found {sorted(shape[:2] for shape in shapes)})")
+        row = {index: i for i, index in enumerate(wanted)}
+        position = torch.tensor([row[int(f)] for f in frames], dtype=torch.long)
+        stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # [U, 3, S, S]
+        return stacked[position].contiguous()
+
+    def image_size(self, samples: Sequence[Any], stream: str) -> int | None:
+        """The side of ``stream``'s crops: that of the first crop found in ``samples``' folders."""
+        from PIL import Image
+
+        for sample in samples:
+            folder = self.folder(stream, sample.name)
+            first = folder / CROP_NAME.format(index=0) if folder is not None else None
+            if first is not None and first.is_file():
+                with Image.open(first) as image:
+                    width, height = image.size
+                if width != height:
+                    raise DataError(f"{first}: crops must be square, this one is {width}x{height}")
+                return int(width)
+        return None
+
+
+def crop_stream_names(config: Any) -> list[str]:
+    """Streams that read crops: those with a crop backbone, when ``[data] crops`` is on."""
+    if not config.data.crops:
+        return []
+    return [name for name, stream in config.model.streams.items() if stream.backbone]
+
+
+def crop_folders(data_cfg: Any, corpus: Any) -> CropFolders | None:
+    """The crop folders of ``data_cfg`` (``[data.crop_options] path``, else ``[data] path / crops``);
+    ``None`` for a source that renders its crops (the synthetic corpus)."""
+    if corpus.render_crops is not None:
+        return None
+    options = data_cfg.crop_options
+    if options.path:
+        root = Path(options.path)
+        where = "data.crop_options.path"
+    elif data_cfg.path:
+        root = Path(data_cfg.path) / "crops"
+        where = "data.path"
+    else:
+        raise DataError("data.crop_options.path: the crop streams read crops from disk; set [data.crop_options] "
+                        "path to mska extract's OUT/crops folder")
+    if not root.is_dir():
+        raise DataError(f"{where}: no crop folder {str(root)!r} (mska extract writes OUT/crops/STREAM/ID/NNNNNN.jpg); "
+                        "set [data.crop_options] path to it, or [data] crops = false")
+    return CropFolders(root, options.missing)
+
+
+def data_crop_sizes(config: Any, corpus: Any) -> dict[str, int]:
+    """``{stream: side}`` of the crops the data provides for each crop stream: the synthetic corpus's
+    ``crop_size`` (it renders at any size), else the size of the crops on disk."""
+    streams = crop_stream_names(config)
+    folders = crop_folders(config.data, corpus) if streams else None
+    sizes = {}
+    for stream in streams:
+        if folders is None:
+            sizes[stream] = config.data.synthetic.crop_size
+            continue
+        size = folders.image_size(list(corpus.train) + list(corpus.dev) + list(corpus.test), stream)
+        if size is not None:
+            sizes[stream] = size
+    return sizes
+
+
+def resolve_crop_sizes(config: Any, corpus: Any) -> Any:
+    """``config`` with ``img_size`` set, for every crop stream that leaves it unset, to the size of the
+    crops the data provides, so the crop backbones are built at that size (a ViT built at one size and
+    fed another gives different features). Streams with an ``img_size`` keep it."""
+    sizes = data_crop_sizes(config, corpus)
+    streams = dict(config.model.streams)
+    changed = False
+    for name, size in sizes.items():
+        if streams[name].img_size is None:
+            streams[name] = attrs.evolve(streams[name], img_size=size)
+            changed = True
+    if not changed:
+        return config
+    return attrs.evolve(config, model=attrs.evolve(config.model, streams=streams))
+
+
+@attrs.frozen
+class CropPlan:
+    """What a :class:`~mska_core.data.datasets.ClipDataset` needs to give its clips crops.
+
+    - ``specs``: the :class:`~mska_core.records.StreamSpec` of the streams that read crops;
+    - ``sizes``: ``{stream: side}`` the stream's backbone takes (crops of another size are resized to it);
+    - ``folders``: where crops are read from (``None``: the source renders them);
+    - ``options``: ``[data.crop_options]`` (the spatial augmentation of training crops).
+    """
+
+    specs: tuple[Any, ...] = attrs.field(converter=tuple)
+    sizes: dict[str, int]
+    folders: CropFolders | None
+    options: Any
+
+
+def crop_plan(config: Any, corpus: Any, encoder: Any, registry: Any) -> CropPlan | None:
+    """The crop plan of a run: ``None`` when no stream reads crops.
+
+    Each stream's crops are given at the size its built backbone takes
+    (:func:`mska_core.encoder.crop.backbone_image_size`). Crops on disk of another size are resized
+    to it, with a notice on stderr (never silently): set ``model.streams.<name>.img_size`` to the
+    crops' size, or leave it unset, to avoid the resampling.
+    """
+    from mska_core.encoder.crop import backbone_image_size
+
+    streams = crop_stream_names(config)
+    if not streams:
+        return None
+    folders = crop_folders(config.data, corpus)
+    data_sizes = data_crop_sizes(config, corpus)
+    sizes = {}
+    for name in streams:
+        branch = encoder.branches[name] if name in encoder.branches else None
+        built = backbone_image_size(branch.crop.backbone) if branch is not None and branch.crop is not None else None
+        size = built or data_sizes.get(name) or config.data.synthetic.crop_size
+        if folders is not None and name in data_sizes and data_sizes[name] != size:
+            log.warning("notice: stream %r: the crops on disk are %d px but its backbone was built for %d px "
+                        "(model.streams.%s.img_size); crops are resized to %d px. Leave img_size unset to build "
+                        "the backbone at the crops' size.", name, data_sizes[name], size, name, size)
+        sizes[name] = size
+    specs = [registry.streams.get(name) for name in streams]
+    return CropPlan(specs, sizes, folders, config.data.crop_options)
+
+
+def spatial_augment(crops: Any, options: Any, generator: Any) -> Any:
+    """A random resized crop (area in ``options.scale``) and a colour jitter (``color_jitter``,
+    ``hue``) of a clip's crops ``uint8 [T, 3, S, S]``: one draw per clip, the same for every frame,
+    seeded from ``generator``; the crops unchanged when both are off."""
+    import torch
+    from torchvision.transforms import v2
+
+    steps: list[Any] = []
+    size = int(crops.shape[-1])
+    if tuple(options.scale) != (1.0, 1.0):
+        steps.append(v2.RandomResizedCrop(size, scale=tuple(options.scale), ratio=(3 / 4, 4 / 3), antialias=True))
+    if options.color_jitter > 0 or options.hue > 0:
+        strength = options.color_jitter
+        steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=options.hue))
+    if not steps:
+        return crops
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return v2.Compose(steps)(crops)
+
+
+def resize_crops(crops: Any, size: int) -> Any:
+    """``crops`` ``[T, 3, S, S]`` resized to ``size`` (antialiased bilinear), unchanged at that size."""
+    if crops.shape[-1] == size:
+        return crops
+    from torchvision.transforms.v2 import functional
+
+    return functional.resize(crops, [size, size], antialias=True)
