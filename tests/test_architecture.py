@@ -131,3 +131,59 @@ def test_encoder_and_training_know_no_stream_names(room: str):
     assert not offences, (
         f"{room}/ must learn streams from the registry and the config:\n" + "\n".join(offences)
     )
+
+
+#: The documented Python entry points that fall back to the process-wide registry when given none
+#: (module relative to mska_core, function qualname). The commands in cli/ may too; nothing else may.
+REGISTRY_ENTRY_POINTS = {
+    ("__init__.py", "get_registry"),
+    ("registry.py", "get_registry"),
+    ("encoder/model.py", "MSKAEncoder.from_config"),
+    ("backbones/spec.py", "parse_spec"),
+    ("backbones/loaders.py", "load_backbone"),
+    ("backbones/loaders.py", "build_arch"),
+    ("checkpoints/payload.py", "make_payload"),
+    ("checkpoints/payload.py", "load_checkpoint"),
+    ("checkpoints/payload.py", "save_checkpoint"),
+    ("checkpoints/encoder_state.py", "load_mska_encoder_state"),
+    ("checkpoints/inspector.py", "describe"),
+    ("checkpoints/inspector.py", "describe_run"),
+    ("checkpoints/inspector.py", "diff_checkpoints"),
+    ("training/fit.py", "check_fit"),
+    # a worker process of `mska extract --workers` is a process of its own: it loads its plugins
+    ("extract/runner.py", "_worker"),
+}
+
+
+def process_wide_registry_uses(path: Path) -> list[tuple[str, int]]:
+    """``(function qualname, line)`` of every call of ``get_registry()`` in ``path``."""
+    found: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST, scope: tuple[str, ...]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, (*scope, child.name))
+                continue
+            if isinstance(child, ast.Call):
+                name = child.func.attr if isinstance(child.func, ast.Attribute) else getattr(child.func, "id", "")
+                if name == "get_registry":
+                    found.append((".".join(scope) or "<module>", child.lineno))
+            visit(child, scope)
+
+    visit(ast.parse(path.read_text()), ())
+    return found
+
+
+def test_only_commands_and_documented_entry_points_fall_back_to_the_process_wide_registry():
+    offenders = []
+    for _, path in source_files():
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("cli/"):
+            continue
+        for function, line in process_wide_registry_uses(path):
+            if (relative, function) not in REGISTRY_ENTRY_POINTS:
+                offenders.append(f"{where(path, line)} in {function}()")
+    assert not offenders, (
+        "internal code takes its registry as an argument instead of calling get_registry(): "
+        + "; ".join(offenders)
+    )

@@ -166,12 +166,13 @@ def test_corpus_from_config_needs_a_path_for_files():
 
 
 def test_data_source_must_be_registered_and_an_unknown_one_lists_the_registered(tmp_path):
+    from mska_core import get_registry
     from mska_core.config.checks import check_against_registry
 
     path = tmp_path / "c.toml"
     path.write_text('[data]\nsource = "videos"\n')
     config = load_config(path)  # the schema knows no registry: any name parses
     with pytest.raises(ConfigError, match=r"data.source: .*'videos'.*synthetic, mska-pickle, directory, pose"):
-        check_against_registry(config, str(path))
+        check_against_registry(config, str(path), get_registry())
     with pytest.raises(DataError, match=r"data.source: .*'videos'.*registered: .*pose"):
         load_corpus(config.data)

@@ -29,9 +29,10 @@ def add_parser(subparsers: Any) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from mska_core.config import load_config
     from mska_core.config.checks import check_against_registry
+    from mska_core.registry import get_registry
 
     config = load_config(args.file, args.overrides)
-    check_against_registry(config, args.file or "<defaults>")
+    check_against_registry(config, args.file or "<defaults>", get_registry())
     return config
 
 

@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mska_core.extract import ExtractRequest, run_extraction
-    from mska_core.registry import registry_for
+    from mska_core.registry import get_registry, registry_for
 
     config = resolve_config(args)
-    registry = registry_for(config.plugins)
+    registry = registry_for(config.plugins, get_registry())
     request = ExtractRequest(
         videos=tuple(args.videos), out=Path(args.out), keypoints=args.keypoints, estimator=args.estimator,
         annotations=args.annotations, split=args.split, settings=config.extract, plugins=config.plugins,

@@ -76,11 +76,12 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mska_core.registry import get_registry
     from mska_core.training.dino import pretrain
 
     config = resolve_config(args)
     out = status_console()
-    result = pretrain(config, console=out, extend=args.extend)
+    result = pretrain(config, registry=get_registry(), console=out, extend=args.extend)
     summary = {
         "stream": result.stream,
         "output_dir": str(result.output_dir),

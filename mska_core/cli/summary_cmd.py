@@ -29,9 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.config import load_config
     from mska_core.config.checks import check_against_registry
     from mska_core.errors import ConfigError
+    from mska_core.registry import get_registry, registry_for
 
     config = load_config(args.file, args.overrides)
-    check_against_registry(config, args.file or "<defaults>")
+    registry = registry_for(config.plugins, get_registry())
+    check_against_registry(config, args.file or "<defaults>", registry)
     if args.vocab_size is not None and args.vocab_size <= 0:
         raise ConfigError(f"--vocab-size must be positive, got {args.vocab_size}")
     if args.vocab_size is None and config.model.vocab_size is None:
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mska_core.encoder import MSKAEncoder
 
-    encoder = MSKAEncoder.from_config(config.model, vocab_size=args.vocab_size)
+    encoder = MSKAEncoder.from_config(config.model, vocab_size=args.vocab_size, registry=registry)
     table = encoder.parameter_table()
     table["attention"] = config.model.attention
     table["layout"] = config.model.layout

@@ -20,8 +20,9 @@ def selected_streams(model: Any, registry: Any) -> list[str]:
     return [spec.name for spec in registry.streams_for_layout(model.layout)]
 
 
-def check_against_registry(config: Config, source: str, registry: Any = None) -> None:
-    """Raise :class:`ConfigError` for names in ``config`` that no loaded plugin supplies."""
+def check_against_registry(config: Config, source: str, registry: Any) -> None:
+    """Raise :class:`ConfigError` for names in ``config`` that no plugin of ``registry`` (as the config's
+    ``[plugins]`` table narrows it) supplies."""
     from mska_core.registry import registry_for
 
     registry = registry_for(config.plugins, registry)
