@@ -21,12 +21,12 @@ class TrainedModel:
     path: Path
 
 
-def load_trained(path: str | Path, *, registry: Any = None, device: Any = "cpu") -> TrainedModel:
-    """Rebuild the model stored in a ``mska train`` checkpoint (kind ``model`` or ``training-state``)."""
+def load_trained(path: str | Path, *, registry: Any, device: Any = "cpu") -> TrainedModel:
+    """Rebuild the model stored in a ``mska train`` checkpoint (kind ``model`` or ``training-state``)
+    over the plugins of ``registry`` (as the stored config's ``[plugins]`` table narrows it)."""
     from mska_core.checkpoints import read_payload
     from mska_core.config import config_from_dict
     from mska_core.data.vocab import Vocabularies
-    from mska_core.registry import get_registry
     from mska_core.training.model import build_model
 
     path = Path(path)
@@ -46,7 +46,7 @@ def load_trained(path: str | Path, *, registry: Any = None, device: Any = "cpu")
     from mska_core.registry import registry_for
 
     config = config_from_dict(payload["config"], source=f"{path} (stored config)")
-    registry = registry_for(config.plugins, registry or get_registry())
+    registry = registry_for(config.plugins, registry)
     # A stored config names its streams; one a missing plugin supplied is named with its distribution.
     check_providers(config, payload.get("providers"), str(path), registry)
     vocabularies = Vocabularies.from_dict(payload["vocabularies"])
