@@ -109,9 +109,10 @@ def create_files(folder: Path, frames: int, per_frame: int, size: int = 3000) ->
 def extract(videos: list[Path], keypoints: Path, out: Path, workers: int) -> int:
     from mska_core.config.schema import ExtractConfig
     from mska_core.extract import ExtractRequest, run_extraction
+    from mska_core.registry import get_registry
 
     report = run_extraction(ExtractRequest(videos=tuple(map(str, videos)), out=out, keypoints=str(keypoints),
-                                           settings=ExtractConfig(workers=workers)))
+                                           settings=ExtractConfig(workers=workers)), registry=get_registry())
     if report.failed:
         raise SystemExit(f"extraction failed: {report.failed}")
     return report.frames

@@ -76,12 +76,10 @@ class Progress:
     def stop(self) -> None: ...
 
 
-def run_extraction(request: ExtractRequest, registry: Any = None,
+def run_extraction(request: ExtractRequest, registry: Any,
                    progress: Progress | None = None) -> ExtractReport:
-    """Extract every clip of ``request`` into ``request.out``; see ``docs/data.md`` for what is written."""
-    from mska_core.registry import get_registry
-
-    registry = registry or get_registry()
+    """Extract every clip of ``request`` into ``request.out`` with the estimators and streams of
+    ``registry``; see ``docs/data.md`` for what is written."""
     progress = progress or Progress()
     started = time.perf_counter()
     plan = _plan(request, registry)
@@ -323,7 +321,7 @@ def _next_job(tasks: Any, parent: int) -> ClipJob | None:
 
 def _worker(tasks: Any, results: Any, options: ExtractOptions, parent: int) -> None:
     """A worker process: extract clips from ``tasks`` until ``None``; report on ``results``."""
-    from mska_core.registry import registry_for
+    from mska_core.registry import get_registry, registry_for
 
     pid = os.getpid()
     estimator = None
@@ -332,7 +330,7 @@ def _worker(tasks: Any, results: Any, options: ExtractOptions, parent: int) -> N
             results.put(("start", pid, job.video.id))
             if estimator is None and isinstance(job.keypoints, EstimatorRef):
                 try:
-                    registry = registry_for(options.plugins)
+                    registry = registry_for(options.plugins, get_registry())  # this process's own
                     estimator = registry.keypoint_estimators.get(job.keypoints.name).build({})
                 except MskaError as exc:  # the estimator cannot run at all: the parent stops the run
                     results.put(("fatal", pid, str(exc)))
