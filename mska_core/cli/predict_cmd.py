@@ -1,7 +1,19 @@
-"""``mska predict --checkpoint F CLIP...``: the glosses and translation of keypoint files.
+"""``mska predict --checkpoint F CLIP|VIDEO...``: the glosses and translation of clips or raw videos.
 
 A CLIP is an ``.npy``/``.npz`` file of our directory format (``[T, J, 3]``), or an MSKA pickle entry
 written ``FILE.pkl:NAME`` (``FILE.pkl`` alone when the pickle holds one clip).
+
+A VIDEO (``.mp4``, ``.avi``, ``.mkv``, ``.webm``, ``.mov``) goes through ``mska extract``'s own
+extraction held in memory (:mod:`mska_core.extract.memory`): its keypoints come from ``--keypoints
+PATH`` (files matched by clip id, as ``mska extract --keypoints`` reads them) or from ``--estimator
+NAME``; the crops of the model's crop streams are cut as ``mska extract`` cuts them, at the model's
+crop size; the points are normalised with the video's own frame size, as ``mska extract
+--annotations`` writes a training corpus.
+
+No clip is cut: every frame is encoded (trimmed to a multiple of 4, as evaluation does), whole by
+default, or in overlapping windows with ``--window`` (:mod:`mska_core.training.windows` says how the
+windows' outputs are stitched). A clip longer than the model's ``[data.augment] max_frames`` gets a
+notice on stderr saying which.
 
 Every clip is validated as training data is (:mod:`mska_core.data.validate`): under ``--invalid
 refuse`` (or the checkpoint's ``[data] invalid = "refuse"``) a clip with NaN/inf values, confidences
@@ -15,17 +27,32 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mska_core.cli.output import console, emit_json
+import attrs
+
+from mska_core.cli.output import console, emit_json, status_console
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "predict", help="glosses and translation of keypoint clips with a fine-tuned checkpoint",
-        description="Recognise and translate keypoint clips: .npy/.npz files [T, J, 3] (our format) or "
-                    "MSKA pickle entries FILE:NAME.",
+        "predict", help="glosses and translation of keypoint clips or videos with a fine-tuned checkpoint",
+        description="Recognise and translate keypoint clips (.npy/.npz files [T, J, 3], or MSKA pickle "
+                    "entries FILE:NAME) or raw videos (keypoints from --keypoints or --estimator, crops "
+                    "cut as mska extract cuts them, all in memory). Every frame is encoded.",
     )
     parser.add_argument("--checkpoint", required=True, metavar="F", help="best.pt or last.pt of a run")
-    parser.add_argument("clips", nargs="+", metavar="CLIP", help="keypoint file, or PICKLE:NAME")
+    parser.add_argument("clips", nargs="+", metavar="CLIP|VIDEO",
+                        help="keypoint file, PICKLE:NAME, or a video (.mp4, .avi, .mkv, .webm, .mov)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--keypoints", metavar="PATH",
+                        help="for videos: a folder of ID.npy / ID.pose files (pixels), one such file, or an "
+                             "MSKA pickle, matched by the video's file name as mska extract does")
+    source.add_argument("--estimator", metavar="NAME",
+                        help="for videos: a registered keypoint estimator (mska plugins --all lists them)")
+    parser.add_argument("--window", type=int, default=None, metavar="FRAMES",
+                        help="encode clips longer than FRAMES in overlapping windows of FRAMES frames, their "
+                             "outputs stitched (default: every clip whole)")
+    parser.add_argument("--overlap", type=int, default=None, metavar="FRAMES",
+                        help="frames two windows share (default: a quarter of --window)")
     parser.add_argument("--beam-size", type=int, default=None, metavar="N", help="CTC beam width")
     parser.add_argument("--invalid", choices=("refuse", "repair"), default=None,
                         help="a clip with NaN/inf values or confidences outside [0, 1]: refuse it, or repair "
@@ -33,6 +60,13 @@ def add_parser(subparsers: Any) -> None:
                              "never predicted")
     parser.add_argument("--json", action="store_true", help="write the predictions as JSON on stdout")
     parser.set_defaults(run=run)
+
+
+def is_video(spec: str) -> bool:
+    """Whether a CLIP argument names a video (by its suffix)."""
+    from mska_core.extract.videos import VIDEO_SUFFIXES
+
+    return Path(spec).suffix.lower() in VIDEO_SUFFIXES
 
 
 def read_clip(spec: str, config: Any) -> tuple[str, Any]:
@@ -64,15 +98,97 @@ def read_clip(spec: str, config: Any) -> tuple[str, Any]:
     return name, normalize_pixels(keypoints, config.data.frame_width, config.data.frame_height)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+class VideoReader:
+    """Reads the VIDEO arguments of one ``mska predict`` run in memory, through ``mska extract``'s
+    extraction: keypoints from ``--keypoints`` files or a built ``--estimator``, crops of the model's
+    crop streams at the model's crop size and the config's ``[extract] jpeg_quality``."""
 
-    from mska_core.data.augment import select_frames
-    from mska_core.data.collate import Collator
-    from mska_core.data.datasets import ClipItem
+    def __init__(self, args: argparse.Namespace, config: Any, registry: Any, streams: list[str], size: int) -> None:
+        from mska_core.errors import DataError
+        from mska_core.extract.boxes import StreamCrop
+        from mska_core.extract.keypoints import KeypointFiles
+
+        if args.keypoints is None and args.estimator is None:
+            raise DataError("a VIDEO needs its keypoints: give --keypoints PATH (keypoint files named by the "
+                            "video's file name, as for mska extract) or --estimator NAME (`mska plugins --all` "
+                            "lists the estimators)")
+        self.config = config
+        self.layout = config.model.layout
+        self.layouts = {layout.name: layout.num_joints for layout in registry.layouts}
+        self.size = size
+        self.files = KeypointFiles(args.keypoints) if args.keypoints is not None else None
+        self.record = None
+        self.estimator: Any = None
+        if args.estimator is not None:
+            self.record = registry.keypoint_estimators.get(args.estimator)
+            if self.record.layout != self.layout:
+                raise DataError(f"keypoint estimator {self.record.name!r} gives layout {self.record.layout!r}, "
+                                f"but the model reads {self.layout!r}")
+        self.streams = []
+        for name in streams:
+            spec = registry.streams.get(name)
+            if spec.crop_region is None:
+                raise DataError(f"stream {name!r} reads crops but declares no crop region, so its crops cannot "
+                                "be cut from a video; predict its extracted clips instead")
+            self.streams.append(StreamCrop(spec.name, spec.crop_region))
+
+    def read(self, spec: str) -> Any:
+        """The :class:`~mska_core.extract.memory.VideoClip` of one VIDEO argument."""
+        from mska_core.errors import DataError
+        from mska_core.extract.keypoints import EstimatorRef
+        from mska_core.extract.memory import read_video
+        from mska_core.extract.videos import Video
+
+        path = Path(spec)
+        if not path.is_file():
+            raise DataError(f"video {spec!r} does not exist")
+        video = Video(id=path.stem, path=path)
+        if self.files is not None:
+            ref: Any = self.files.lookup(video.id)
+            if ref is None:
+                raise DataError(f"{spec}: {self.files.describe_missing(video.id)}")
+        else:
+            assert self.record is not None
+            version = getattr(self.record.provider, "version", "") or ""
+            ref = EstimatorRef(self.record.name, self.record.layout, version)
+            if self.estimator is None:
+                self.estimator = self.record.build({})
+        return read_video(video, ref, self.streams, crop_size=self.size,
+                          jpeg_quality=self.config.extract.jpeg_quality, layouts=self.layouts,
+                          layout=self.layout, estimator=self.estimator)
+
+    def close(self) -> None:
+        close = getattr(self.estimator, "close", None)
+        if callable(close):
+            close()
+
+
+@attrs.frozen
+class PredictRow:
+    """One CLIP|VIDEO argument's result: its prediction (``None`` when it had no usable point), the
+    frames it has and encoded, and the windows they were encoded in."""
+
+    clip: str
+    name: str | None
+    prediction: Any
+    frames: int = 0
+    frames_encoded: int = 0
+    windows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.prediction
+        if p is None:  # no usable point: no prediction, rather than a guess from nothing
+            return {"clip": self.clip, "name": None, "gloss": None, "glosses": None, "translation": None,
+                    "error": "no usable keypoints"}
+        return {"clip": self.clip, "name": p.name, "gloss": p.gloss, "glosses": p.glosses,
+                "translation": p.translation, "frames": self.frames, "frames_encoded": self.frames_encoded,
+                "windows": self.windows}
+
+
+def run(args: argparse.Namespace) -> int:
     from mska_core.data.validate import validate_clip
+    from mska_core.errors import DataError
     from mska_core.registry import get_registry
-    from mska_core.training.evaluation import predict_batch
     from mska_core.training.loop import crop_size, crop_streams
     from mska_core.training.trained import load_trained
 
@@ -80,54 +196,111 @@ def run(args: argparse.Namespace) -> int:
     trained = load_trained(args.checkpoint, registry=registry)
     config = trained.config
     streams = crop_streams(config)
+    size = crop_size(config, streams)
+    videos = [spec for spec in args.clips if is_video(spec)]
+    if (args.keypoints is not None or args.estimator is not None) and not videos:
+        raise DataError("--keypoints and --estimator are for VIDEO arguments (.mp4, .avi, .mkv, .webm, .mov); "
+                        "keypoint clips carry their own points")
+    reader = VideoReader(args, config, registry, streams, size) if videos else None
     specs = [registry.streams.get(name) for name in streams]
     num_joints = registry.layouts.get(config.model.layout).num_joints
     policy = args.invalid or config.data.invalid
-    items, unusable = [], []
-    for i, spec in enumerate(args.clips):
-        name, keypoints = read_clip(spec, config)
-        keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy, label=f"{spec}: clip {name!r}")
-        if keypoints is None:
-            unusable.append(spec)
-            continue
-        frames = select_frames(keypoints.shape[0], config.data.augment, None, train=False)
-        crops = None
-        if streams:
-            from mska_core.synthetic.corpus import clip_crops
+    rows: list[PredictRow] = []
+    try:
+        for spec in args.clips:
+            crops = None
+            if reader is not None and is_video(spec):
+                clip = reader.read(spec)
+                name, keypoints = clip.name, _tensor(clip.keypoints)
+                crops = {stream: _tensor(clip.crops[stream]) for stream in streams} if streams else None
+            else:
+                name, keypoints = read_clip(spec, config)
+            keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy,
+                                      label=f"{spec}: clip {name!r}")
+            if keypoints is None:
+                rows.append(PredictRow(clip=spec, name=None, prediction=None))
+                continue
+            if streams and crops is None:
+                from mska_core.synthetic.corpus import clip_crops
 
-            crops = clip_crops(keypoints[frames], specs, crop_size(config, streams), config.model.layout)
-        items.append(ClipItem(index=i, name=name, keypoints=keypoints[frames], gloss="", text="",
-                              gloss_ids=[], text_ids=[], crops=crops))
-    predictions = []
-    if items:
-        batch = Collator(trained.vocabularies)(items)
-        with torch.no_grad():
-            predictions = predict_batch(
-                trained.model, batch, trained.vocabularies, beam_size=args.beam_size or config.train.test_beam_size,
-                translation_beam_size=config.train.translation_beam_size,
-                max_text_length=config.train.max_text_length,
-            )
-    by_index = {item.index: p for item, p in zip(items, predictions)}
-    rows = []
-    for i, spec in enumerate(args.clips):
-        p = by_index.get(i)
-        if p is None:  # no usable point: no prediction, rather than a guess from nothing
-            rows.append({"clip": spec, "name": None, "gloss": None, "glosses": None, "translation": None,
-                         "error": "no usable keypoints"})
-        else:
-            rows.append({"clip": spec, "name": p.name, "gloss": p.gloss, "glosses": p.glosses,
-                         "translation": p.translation})
-    status = 1 if unusable else 0
+                crops = clip_crops(keypoints, specs, size, config.model.layout)
+            rows.append(_predict(args, trained, spec, name, keypoints, crops))
+    finally:
+        if reader is not None:
+            reader.close()
+    status = 1 if any(row.prediction is None for row in rows) else 0
     if args.json:
-        emit_json(rows)
+        emit_json([row.as_dict() for row in rows])
         return status
     out = console()
     for row in rows:
-        out.print(f"[bold]{row['clip']}[/bold]")
-        if row["gloss"] is None:
+        out.print(f"[bold]{row.clip}[/bold]", soft_wrap=True)
+        if row.prediction is None:
             out.print("  no prediction: no usable keypoints")
             continue
-        out.print(f"  gloss:       {row['gloss']}")
-        if row["translation"] is not None:
-            out.print(f"  translation: {row['translation']}")
+        out.print(f"  gloss:       {row.prediction.gloss}")
+        if row.prediction.translation is not None:
+            out.print(f"  translation: {row.prediction.translation}")
     return status
+
+
+def _tensor(array: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(array)
+
+
+def _predict(args: argparse.Namespace, trained: Any, spec: str, name: str, keypoints: Any,
+             crops: dict[str, Any] | None) -> PredictRow:
+    """Encode one clip, every frame of it (whole or in windows), and decode it."""
+    import torch
+
+    from mska_core.data.collate import Collator
+    from mska_core.data.datasets import ClipItem
+    from mska_core.training.evaluation import decode_output
+    from mska_core.training.windows import encode_clip, prediction_frames
+
+    config = trained.config
+    frames = prediction_frames(keypoints.shape[0], config.data.augment)
+    item = ClipItem(index=0, name=name, keypoints=keypoints[frames], gloss="", text="", gloss_ids=[],
+                    text_ids=[], crops=None if crops is None else {s: c[frames] for s, c in crops.items()})
+    batch = Collator(trained.vocabularies)([item])
+    count = len(frames)
+    windows = _windows(args, trained.model.encoder, count)
+    _notice(spec, keypoints.shape[0], count, windows, config.data.augment.max_frames, args)
+    with torch.no_grad():
+        encoded = encode_clip(trained.model.encoder, batch.clips, window=args.window, overlap=args.overlap)
+        prediction = decode_output(
+            trained.model, encoded, batch, trained.vocabularies,
+            beam_size=args.beam_size or config.train.test_beam_size,
+            translation_beam_size=config.train.translation_beam_size,
+            max_text_length=config.train.max_text_length,
+        )[0]
+    return PredictRow(clip=spec, name=name, prediction=prediction, frames=int(keypoints.shape[0]),
+                      frames_encoded=count, windows=windows)
+
+
+def _windows(args: argparse.Namespace, encoder: Any, frames: int) -> int:
+    """How many windows a clip of ``frames`` (prepared) frames is encoded in."""
+    from mska_core.training.windows import default_overlap, plan_windows, time_factor
+
+    if args.window is None or frames <= args.window:
+        return 1
+    factor = time_factor(encoder, args.window)
+    overlap = default_overlap(args.window, factor) if args.overlap is None else args.overlap
+    return len(plan_windows(frames, args.window, overlap, factor))
+
+
+def _notice(spec: str, frames: int, encoded: int, windows: int, max_frames: int, args: argparse.Namespace) -> None:
+    """One line on stderr when a clip is longer than the model was trained on, or goes in windows."""
+    if windows > 1:
+        overlap = "a quarter of a window" if args.overlap is None else f"{args.overlap} frames"
+        status_console().print(
+            f"mska: {spec}: {frames} frames, encoded in {windows} overlapping windows of {args.window} "
+            f"frames (overlap {overlap}), outputs stitched at the middle of each overlap", soft_wrap=True,
+            markup=False)
+    elif frames > max_frames:
+        status_console().print(
+            f"mska: {spec}: {frames} frames, more than the {max_frames} the model was trained on "
+            f"([data.augment] max_frames); all {encoded} encoded at once (--window FRAMES encodes "
+            "overlapping windows instead)", soft_wrap=True, markup=False)

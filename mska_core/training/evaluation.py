@@ -42,17 +42,27 @@ class Prediction:
 def predict_batch(model: Any, batch: Any, vocabularies: Any, *, beam_size: int = 1, translation_beam_size: int = 1,
                   max_text_length: int = 40, amp: str = "none") -> list[Prediction]:
     """Glosses per head and ensemble, and the translation, of every clip of ``batch``."""
-    from mska_core.training.decoding import decode_heads
-
     model.eval()
     device = batch.clips.keypoints.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
         encoded = model.encoder(batch.clips)
+    return decode_output(model, encoded, batch, vocabularies, beam_size=beam_size,
+                         translation_beam_size=translation_beam_size, max_text_length=max_text_length)
+
+
+@torch.no_grad()
+def decode_output(model: Any, encoded: Any, batch: Any, vocabularies: Any, *, beam_size: int = 1,
+                  translation_beam_size: int = 1, max_text_length: int = 40) -> list[Prediction]:
+    """The :class:`Prediction` of every clip of ``batch`` from its encoder output ``encoded`` (an
+    :class:`~mska_core.encoder.EncoderOutput`, e.g. stitched from windows by
+    :mod:`mska_core.training.windows`): CTC per head and ensemble, then the translation."""
+    from mska_core.training.decoding import decode_heads
+
     decoded = decode_heads(encoded.logits, encoded.lengths, beam_size=beam_size, blank=vocabularies.blank)
     translations: list[str | None] = [None] * batch.size
     if model.decoder is not None:
         memory, lengths = model.decoder_memory(encoded)
-        with torch.autocast(device.type, enabled=False):
+        with torch.autocast(encoded.lengths.device.type, enabled=False):
             ids = model.decoder.generate(
                 memory.float(), lengths, bos=vocabularies.bos, eos=vocabularies.eos,
                 max_length=max_text_length, beam_size=translation_beam_size,
