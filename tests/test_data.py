@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mska_core import get_registry
 from mska_core.config import AugmentConfig, DataConfig, SyntheticConfig, load_config
 from mska_core.data.augment import rotate, select_frames
 from mska_core.data.datasets import ClipDataset, load_corpus
@@ -162,11 +163,10 @@ def test_keypoint_file_with_pickled_objects_is_refused(tmp_path):
 
 def test_corpus_from_config_needs_a_path_for_files():
     with pytest.raises(DataError, match="data.path"):
-        load_corpus(DataConfig(source="directory"))
+        load_corpus(DataConfig(source="directory"), registry=get_registry())
 
 
 def test_data_source_must_be_registered_and_an_unknown_one_lists_the_registered(tmp_path):
-    from mska_core import get_registry
     from mska_core.config.checks import check_against_registry
 
     path = tmp_path / "c.toml"
@@ -175,4 +175,4 @@ def test_data_source_must_be_registered_and_an_unknown_one_lists_the_registered(
     with pytest.raises(ConfigError, match=r"data.source: .*'videos'.*synthetic, mska-pickle, directory, pose"):
         check_against_registry(config, str(path), get_registry())
     with pytest.raises(DataError, match=r"data.source: .*'videos'.*registered: .*pose"):
-        load_corpus(config.data)
+        load_corpus(config.data, registry=get_registry())

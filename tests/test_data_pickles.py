@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mska_core import get_registry
 from mska_core.config import DataConfig
 from mska_core.data.datasets import load_corpus
 from mska_core.data.pickles import load_split, read_pickle
@@ -67,7 +68,7 @@ def test_reference_normalisation_flips_y_and_maps_to_unit_range(tmp_path):
 def test_corpus_reads_the_reference_file_names(tmp_path):
     for split in ("train", "dev", "test"):
         (tmp_path / f"labels.{split}").write_bytes(pickle.dumps(reference_split(2)))
-    corpus = load_corpus(DataConfig(source="mska-pickle", path=str(tmp_path)))
+    corpus = load_corpus(DataConfig(source="mska-pickle", path=str(tmp_path)), registry=get_registry())
     assert len(corpus.train) == len(corpus.dev) == len(corpus.test) == 2
     assert corpus.train[0].gloss == "REGEN MORGEN"
     assert corpus.train[0].keypoints.shape == (9, 133, 3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mska_core import DataSource, hookimpl
+from mska_core import DataSource, get_registry, hookimpl
 from mska_core.config import DataConfig
 from mska_core.data import Corpus, Sample
 from mska_core.data.datasets import load_corpus
@@ -171,14 +171,15 @@ def test_the_pose_source_reads_splits_normalised_with_each_files_frame_size(tmp_
 
     corpus = make_corpus(SyntheticConfig(num_train=2, num_dev=1, num_test=1, vocab_size=4))
     root = write_pose_corpus(tmp_path / "poses", corpus)
-    read = load_corpus(DataConfig(source="pose", path=str(root)))
+    read = load_corpus(DataConfig(source="pose", path=str(root)), registry=get_registry())
     assert read.source == f"pose: {root}" and [s.name for s in read.train] == [s.name for s in corpus.train]
     first, original = read.train[0], corpus.train[0]
     assert first.gloss == original.gloss and first.path.endswith("train-00000.pose")
     seen = original.keypoints[..., 2] > 0
     assert torch.allclose(first.keypoints[seen], original.keypoints[seen], atol=1e-4)
     with pytest.raises(DataError, match=r"in layout 'coco_wholebody', but model.layout is 'mediapipe_holistic'"):
-        load_corpus(DataConfig(source="pose", path=str(root)), layout="mediapipe_holistic")
+        load_corpus(DataConfig(source="pose", path=str(root)), layout="mediapipe_holistic",
+                    registry=get_registry())
 
 
 # --- validation on the way in ---------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_nan_and_inf_coordinates_are_refused_naming_the_clip_and_its_file(tmp_pa
     broken[2, 5, 1] = float("inf")
     root = _directory_corpus(tmp_path, {"good": _clip().numpy(), "broken": broken})
     with pytest.raises(DataError) as caught:
-        load_corpus(DataConfig(source="directory", path=str(root)))
+        load_corpus(DataConfig(source="directory", path=str(root)), registry=get_registry())
     message = str(caught.value)
     assert "clip 'broken'" in message and str(root / "train" / "broken.npy") in message
     assert "1 points with NaN or infinite values" in message and 'invalid = "repair"' in message
@@ -222,7 +223,8 @@ def test_repair_zeroes_non_finite_points_and_clips_confidences(tmp_path, caplog)
     broken[1, 3, 2] = 1.7
     broken[1, 4, 2] = -0.2
     root = _directory_corpus(tmp_path, {"broken": broken})
-    corpus = load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"))
+    corpus = load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"),
+                         registry=get_registry())
     points = corpus.train[0].keypoints
     assert torch.isfinite(points).all()
     assert points[2, 5].tolist() == [0.0, 0.0, 0.0] and points[4, 9].tolist() == [0.0, 0.0, 0.0]
@@ -238,8 +240,9 @@ def test_empty_clips_are_refused_or_dropped_with_a_warning(tmp_path, caplog):
     nothing[..., 2] = 0.0  # every point missing
     root = _directory_corpus(tmp_path, {"empty": np.zeros((0, 133, 3)), "unseen": nothing, "good": _clip().numpy()})
     with pytest.raises(DataError, match=r"2 invalid clips \(first: .*clip 'empty'.*no frames"):
-        load_corpus(DataConfig(source="directory", path=str(root)))
-    corpus = load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"))
+        load_corpus(DataConfig(source="directory", path=str(root)), registry=get_registry())
+    corpus = load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"),
+                         registry=get_registry())
     assert [s.name for s in corpus.train] == ["good"]
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 2 and "no point with a confidence above 0" in dropped[1]
@@ -248,7 +251,7 @@ def test_empty_clips_are_refused_or_dropped_with_a_warning(tmp_path, caplog):
 def test_a_joint_count_that_does_not_match_the_layout_is_refused_even_when_repairing(tmp_path):
     root = _directory_corpus(tmp_path, {"small": _clip(joints=17).numpy()})
     with pytest.raises(DataError, match=r"clip 'small'.*17 joints per frame, the layout has 133"):
-        load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"))
+        load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"), registry=get_registry())
 
 
 def test_text_that_is_not_utf8_is_refused_or_replaced(tmp_path):
@@ -257,8 +260,9 @@ def test_text_that_is_not_utf8_is_refused_or_replaced(tmp_path):
 
     np.save(root / "train" / "latin.npy", _clip().numpy())
     with pytest.raises(DataError, match=r"clip 'latin'.*gloss has bytes that are not UTF-8.*text has"):
-        load_corpus(DataConfig(source="directory", path=str(root)))
-    corpus = load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"))
+        load_corpus(DataConfig(source="directory", path=str(root)), registry=get_registry())
+    corpus = load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"),
+                         registry=get_registry())
     latin = corpus.train[1]
     assert (latin.gloss, latin.text) == ("CAF\ufffd", "caf\ufffd")
 
@@ -273,7 +277,7 @@ def test_mska_pickle_clips_are_validated_too(tmp_path):
         with open(tmp_path / f"labels.{split}", "wb") as handle:
             pickle.dump({"p0": entry}, handle)
     with pytest.raises(DataError, match=r"clip 'p0' \(.*labels.train\): 1064 confidences outside \[0, 1\]"):
-        load_corpus(DataConfig(source="mska-pickle", path=str(tmp_path)))
+        load_corpus(DataConfig(source="mska-pickle", path=str(tmp_path)), registry=get_registry())
 
 
 @pytest.mark.slow
@@ -283,10 +287,10 @@ def test_pose_files_train_and_predict_never_guesses_from_an_all_nan_clip(tmp_pat
     import json
 
     import numpy as np
+    from test_train import write_config
 
     from mska_core.config import SyntheticConfig
     from mska_core.synthetic.corpus import make_corpus
-    from test_train import write_config
 
     corpus = make_corpus(SyntheticConfig(num_train=4, num_dev=2, num_test=2, vocab_size=5, min_glosses=1,
                                          max_glosses=2, frames_per_gloss=6))
@@ -318,9 +322,9 @@ def test_crop_streams_on_a_source_that_renders_no_crops_are_a_clear_error(tmp_pa
     from mska_core.config import AugmentConfig
     from mska_core.data.datasets import ClipDataset
     from mska_core.data.vocab import Vocabularies
-    from mska_core.registry import get_registry
 
-    corpus = load_corpus(DataConfig(source="directory", path=str(_directory_corpus(tmp_path, {"a": _clip().numpy()}))))
+    corpus = load_corpus(DataConfig(source="directory", path=str(_directory_corpus(tmp_path, {"a": _clip().numpy()}))),
+                         registry=get_registry())
     assert corpus.render_crops is None  # only the synthetic source renders crops
     with pytest.raises(DataError, match=r"data.crops: streams face read crops, but this data source renders none"):
         ClipDataset(corpus.train, Vocabularies.from_samples(corpus.train), AugmentConfig(), train=True,

@@ -28,22 +28,18 @@ if TYPE_CHECKING:
 
 
 def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: int | None = None,
-                registry: Any = None) -> Corpus:
+                registry: Any) -> Corpus:
     """The train, dev and test splits of ``data_cfg`` (a :class:`~mska_core.config.DataConfig`),
     validated.
 
     ``data_cfg.source`` names a registered :class:`~mska_core.records.DataSource` (an unknown name
     lists the registered ones); its ``open`` reads the splits in ``layout``, and every clip is then
     checked as :mod:`mska_core.data.validate` describes, under ``data_cfg.invalid``. ``num_joints``
-    defaults to the layout's. Without ``registry`` the process-wide one is used.
+    defaults to the layout's. Sources and layouts are looked up in ``registry``.
     """
     from mska_core.data.validate import validate_corpus
     from mska_core.errors import RegistryError
 
-    if registry is None:
-        from mska_core.registry import get_registry
-
-        registry = get_registry()
     try:
         source = registry.data_sources.get(data_cfg.source)
     except RegistryError as exc:
