@@ -23,6 +23,7 @@ from mska_core.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     make_payload,
+    read_payload,
     safe_torch_load,
     save_checkpoint,
 )
@@ -155,6 +156,32 @@ def test_code_running_pickle_is_refused_and_nothing_runs(tmp_path, writer):
     with pytest.raises(UnsafeCheckpointError):
         load_backbone(f"file::{path}:vit_tiny_test")
     assert not sentinel.exists()
+
+
+def test_a_legacy_file_is_refused_naming_what_its_object_pickle_would_import(tmp_path):
+    path = tmp_path / "legacy.pt"
+    sentinel = tmp_path / "SENTINEL"
+    torch.save({"w": torch.zeros(2), "x": Sentinel(str(sentinel))}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match=r"would import posix\.system"):
+        safe_torch_load(path)
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("module", [b"builtins", b"__builtin__"])
+@pytest.mark.parametrize("container", ["legacy", "zip"])
+def test_an_allocating_call_is_bounded_however_the_pickle_names_builtins(tmp_path, module, container):
+    from mska_core.checkpoints.files import check_pickle_bounds
+
+    # bytearray(10**12): protocol 2 names builtins "__builtin__", and torch's unpickler accepts both
+    call = b"\x80\x02c" + module + b"\nbytearray\n\x8a\x06" + (10**12).to_bytes(6, "little") + b"\x85R."
+    path = tmp_path / "bomb.pt"
+    if container == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("bomb/data.pkl", call)
+    else:
+        path.write_bytes(call)  # a legacy file that ends after its first pickle
+    with pytest.raises(UnsafeCheckpointError, match=r"builtins\.bytearray\(1000000000000\)"):
+        check_pickle_bounds(path)
 
 
 def test_namespace_needs_the_explicit_allow_list(tmp_path):
@@ -290,6 +317,33 @@ def test_save_checkpoint_writes_through_the_format_that_claims_the_suffix(tmp_pa
         assert json.loads(handle.metadata()["stream"]) == "face"
     save_checkpoint(payload, tmp_path / "w.bin", registry=registry)  # no format claims .bin: ours
     assert torch.load(tmp_path / "w.bin", weights_only=True)["epoch"] == 3
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_read_payload_gives_back_the_payload_that_was_saved(tmp_path, suffix):
+    payload = make_payload("model", _sd(3.0), stream="face", epoch=2, vocabularies={"gloss": ["a", "b"]})
+    path = save_checkpoint(payload, tmp_path / f"m{suffix}")
+    back = read_payload(path, kinds=("model",), require=("vocabularies",))
+    assert back["kind"] == "model" and back["stream"] == "face" and back["vocabularies"] == {"gloss": ["a", "b"]}
+    assert set(back["state_dict"]) == set(_sd()) and torch.equal(back["state_dict"]["blocks.0.weight"],
+                                                                 _sd(3.0)["blocks.0.weight"])
+
+
+@pytest.mark.parametrize(("write", "kwargs", "message"), [
+    (lambda p: torch.save(_sd(), p), {}, r"a state_dict checkpoint, not an mska-core payload, which a test needs"),
+    (lambda p: save_checkpoint(make_payload("backbone", _sd()), p), {"kinds": ("model", "training-state")},
+     r"kind 'backbone', expected 'model' or 'training-state', which a test needs; do this"),
+    (lambda p: save_checkpoint(make_payload("model", _sd()), p), {"require": ("vocabularies", "optimizer")},
+     r"lacks 'vocabularies', 'optimizer', which a test needs"),
+    (lambda p: save_checkpoint({**make_payload("model", _sd()), "format_version": 99}, p), {},
+     r"format_version 99; this mska-core reads versions up to 1"),
+], ids=["not ours", "wrong kind", "missing keys", "newer version"])
+def test_read_payload_refuses_what_the_caller_cannot_use_in_one_line(tmp_path, write, kwargs, message):
+    path = tmp_path / "c.pt"
+    write(path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        read_payload(path, needed_by="a test", hint="do this", **kwargs)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
 
 
 def test_save_checkpoint_refuses_a_read_only_format():

@@ -76,7 +76,14 @@ _ALLOCATING = ("builtins.bytearray", "builtins.bytes")
 
 class _Global:
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.name = _python3_name(name)
+
+
+def _python3_name(name: str) -> str:
+    """``module.name`` as the unpickler resolves it: protocol-2 pickles name ``builtins`` by its
+    Python 2 name ``__builtin__`` (pickle's ``fix_imports``), and torch's unpickler accepts both."""
+    module, _, attr = name.partition(".")
+    return f"builtins.{attr}" if module == "__builtin__" else name
 
 
 class _Call:
@@ -250,7 +257,7 @@ def _check_legacy(path: Path, size: int) -> None:
             allocations += asked
             if handle.tell() - 0 > MAX_PICKLE_BYTES:
                 raise _TooLarge(f"its pickle is more than {MAX_PICKLE_BYTES} bytes")
-            if handle.tell() == start:
+            if handle.tell() in (start, size):  # a file that ends early is torch's to refuse, after this check
                 break
     total = sum(wanted for _, wanted in storages)
     if total > size:
@@ -288,18 +295,34 @@ def safe_torch_load(path: str | Path, *, allow: Sequence[Any] = (), mmap: bool =
 
 
 def imported_globals(data: bytes) -> list[str]:
-    """``module.name`` of every global a pickle stream imports, found without executing it."""
+    """``module.name`` of every global a pickle stream imports, found without executing it.
+
+    ``data`` may hold pickles one after another, as a legacy torch file does (magic number, protocol,
+    system information, then the object): the first four are read.
+    """
+    names: list[str] = []
+    stream = io.BytesIO(data)
+    with contextlib.suppress(Exception):  # a damaged stream: report what was found before it
+        for _ in range(4):
+            start = stream.tell()
+            names += _pickle_globals(stream)
+            if stream.tell() in (start, len(data)):
+                break
+    return names
+
+
+def _pickle_globals(stream: Any) -> list[str]:
     names: list[str] = []
     strings: list[str | None] = []  # what each push left on top, as far as strings matter
     memo: dict[int, str | None] = {}
-    with contextlib.suppress(Exception):  # a damaged stream: report what was found before it
-        for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
+    try:
+        for op, arg, _pos in pickletools.genops(stream):
             top = strings[-1] if strings else None
             if op.name in ("GLOBAL", "INST"):
                 module, name = str(arg).split(" ", 1)
-                names.append(f"{module}.{name}")
+                names.append(_python3_name(f"{module}.{name}"))
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
-                names.append(f"{strings[-2]}.{strings[-1]}")
+                names.append(_python3_name(f"{strings[-2]}.{strings[-1]}"))
             if isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
                 strings.append(arg)
             elif op.name == "MEMOIZE":
@@ -310,6 +333,10 @@ def imported_globals(data: bytes) -> list[str]:
                 strings.append(memo.get(int(arg)))
             elif op.stack_after and op.name not in ("MEMOIZE", "FRAME", "PROTO"):
                 strings.append(None)
+    except Exception:
+        if names:  # a damaged stream: report what was found before it
+            return names
+        raise
     return names
 
 
