@@ -22,11 +22,10 @@ def build_encoder(
     model_cfg: Any,
     *,
     vocab_size: int | None = None,
-    registry: Any = None,
+    registry: Any,
     backbones: Mapping[str, nn.Module] | None = None,
 ) -> MSKAEncoder:
-    """The encoder ``model_cfg`` describes, over the streams the registry supplies (the process-wide
-    registry when ``registry`` is ``None``).
+    """The encoder ``model_cfg`` describes, over the streams ``registry`` supplies.
 
     ``vocab_size`` overrides ``model_cfg.vocab_size`` (one must be set). ``backbones`` gives ready
     crop backbones by stream; other streams with ``backbone`` set load theirs through
@@ -34,10 +33,6 @@ def build_encoder(
     """
     from mska_core.config import StreamConfig
 
-    if registry is None:
-        from mska_core.registry import get_registry
-
-        registry = get_registry()
     vocab = vocab_size if vocab_size is not None else model_cfg.vocab_size
     if vocab is None:
         raise ConfigError("model.vocab_size is not set: set it in [model] or pass vocab_size (e.g. --vocab-size)")

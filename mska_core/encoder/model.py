@@ -98,7 +98,8 @@ class MSKAEncoder(nn.Module):
         registry: Any = None,
         backbones: Mapping[str, nn.Module] | None = None,
     ) -> MSKAEncoder:
-        """The encoder ``model_cfg`` describes, over the streams the registry supplies.
+        """The encoder ``model_cfg`` describes, over the streams ``registry`` supplies (the
+        process-wide registry when none is given).
 
         ``vocab_size`` overrides ``model_cfg.vocab_size`` (one must be set). ``backbones`` gives
         ready crop backbones by stream; other streams with ``backbone`` set load theirs through
@@ -106,6 +107,10 @@ class MSKAEncoder(nn.Module):
         """
         from mska_core.encoder.build import build_encoder
 
+        if registry is None:
+            from mska_core.registry import get_registry
+
+            registry = get_registry()
         return build_encoder(model_cfg, vocab_size=vocab_size, registry=registry, backbones=backbones)
 
     def set_fused_kernels(self, enabled: bool) -> MSKAEncoder:
