@@ -11,23 +11,19 @@ from mska_core.checkpoints.encoder_state import load_strict
 from mska_core.errors import BackboneError
 
 
-def _registry(registry: Any) -> Any:
-    if registry is None:
-        from mska_core.registry import get_registry
-
-        return get_registry()
-    return registry
-
-
 def load_backbone(spec: str, *, img_size: int | None = None, registry: Any = None) -> Any:
     """Build the backbone a spec names, with its weights loaded strictly.
 
     The module maps ``[N, 3, H, W]`` to ``[N, D]`` and has ``feature_dim``, ``arch`` and
     ``arch_config``. ``img_size`` overrides the image size the weights carry (or the architecture's
     default). Every failure is a :class:`~mska_core.errors.BackboneError` or
-    :class:`~mska_core.errors.CheckpointError` with one line.
+    :class:`~mska_core.errors.CheckpointError` with one line. Schemes, archs and checkpoint formats
+    are looked up in ``registry`` (the process-wide one when none is given).
     """
-    registry = _registry(registry)
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
     scheme, payload = parse_spec(spec, registry=registry)
     loader = registry.backbone_loaders.get(scheme)
     model = loader.load(payload, BackboneOptions(img_size=img_size, spec=spec, registry=registry))
@@ -43,8 +39,13 @@ def load_backbone(spec: str, *, img_size: int | None = None, registry: Any = Non
 
 
 def build_arch(name: str, *, registry: Any = None, **arch_config: Any) -> Any:
-    """Build the registered architecture ``name`` with random weights (``arch_config`` overrides)."""
-    record = _registry(registry).backbone_archs.get(name)
+    """Build the architecture ``name`` of ``registry`` (the process-wide one when none is given) with
+    random weights (``arch_config`` overrides)."""
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
+    record = registry.backbone_archs.get(name)
     model = record.build(**{**dict(record.default_config), **arch_config})
     for attribute, value in (("feature_dim", record.feature_dim), ("arch", name), ("arch_config", dict(arch_config))):
         if not hasattr(model, attribute):
@@ -81,7 +82,7 @@ def load_file(payload: str, options: BackboneOptions) -> Any:
     """``file::PATH[:ARCH]``: weights read through the checkpoint formats, loaded into ARCH."""
     from mska_core.checkpoints.payload import load_checkpoint
 
-    registry = _registry(options.registry)
+    registry = options.registry
     path_text, arch = split_file_payload(payload)
     path = Path(path_text).expanduser()
     if arch is not None:
@@ -125,7 +126,7 @@ def load_hub(payload: str, options: BackboneOptions) -> Any:
     """
     import torch
 
-    registry = _registry(options.registry)
+    registry = options.registry
     repo, sep, entry = payload.rpartition(":")
     if not sep or "/" not in repo or not entry:
         raise BackboneError(f"backbone spec {options.spec!r}: write hub::OWNER/REPO:ENTRY (e.g. hub::facebookresearch/dinov2:dinov2_vits14)")
@@ -169,7 +170,7 @@ def load_timm(payload: str, options: BackboneOptions) -> Any:
     """``timm::MODEL[:FILE]``: a timm model, weights from FILE or from the local Hugging Face cache."""
     import timm
 
-    registry = _registry(options.registry)
+    registry = options.registry
     model_name, _, file_text = payload.partition(":")
     base = model_name.split(".")[0]
     if not timm.is_model(base):
