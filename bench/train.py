@@ -7,9 +7,18 @@ forward (encoder, decoder and losses), backward and optimiser. The baseline, run
 same process on the same batches, is the bare encoder step: CTC only, no decoder, plain SGD. CPU always;
 a CUDA GPU too when one is present.
 
-    python -m bench.train [--steps N] [--batch-size B]
+    python -m bench.train [--steps N] [--batch-size B] [--crops-only] [--workers W]
 
-Writes ``bench/results/train.json`` and prints a rich table.
+Crop-stream rows: the quickstart model with three crop streams (face, both hands) at 112 px on the
+tiny ViT, and the paper preset with ViT-S/14 crops at 112 px, trained from JPEG crops on disk in
+the layout ``mska extract`` writes (written by the benchmark into a temporary folder: the synthetic
+corpus's clips in our directory format, and per frame and stream a rendered synthetic crop with
+camera-like noise, JPEG quality 90). Each runs real fine-tuning steps with a DataLoader of ``W``
+workers (2 by default, as ``train.num_workers``) and reports the time the step waits for its batch
+÷ the whole step; the baseline row is the same model with the crops decoded in the training process
+(0 workers).
+
+Writes ``bench/results/train.json`` and prints rich tables.
 """
 
 from __future__ import annotations
@@ -98,11 +107,151 @@ def measure(config_path: Path | None, overrides: list[str], *, full: bool, devic
     }
 
 
+CROP_STREAMS = ("face", "hand_left", "hand_right")
+
+
+def write_crop_corpus(config, folder: Path, side: int) -> Path:
+    """The synthetic corpus of ``config`` as a directory-format corpus in ``folder`` with JPEG crops
+    ``crops/STREAM/ID/NNNNNN.jpg`` of ``side`` px for every frame of every clip."""
+    import numpy as np
+    from PIL import Image
+
+    from mska_core.data.directory import write_split
+    from mska_core.synthetic.corpus import make_corpus
+    from mska_core.synthetic.render import synthetic_crop
+
+    corpus = make_corpus(config.data.synthetic)
+    rng = np.random.default_rng(0)
+    pool = {kind: [synthetic_crop(kind, i, side, 0).permute(1, 2, 0).numpy() for i in range(16)]
+            for kind in ("face", "hand")}
+    for split in ("train", "dev", "test"):
+        samples = corpus.split(split)
+        write_split(folder, split, list(samples))
+        for sample in samples:
+            for stream in CROP_STREAMS:
+                kind = "face" if stream == "face" else "hand"
+                out = folder / "crops" / stream / sample.name
+                out.mkdir(parents=True, exist_ok=True)
+                for index in range(sample.num_frames):
+                    image = pool[kind][index % 16].astype(np.int16) + rng.normal(0, 6, (side, side, 3)).astype(np.int16)
+                    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(out / f"{index:06d}.jpg", quality=90)
+    return folder
+
+
+def measure_crops(config_path: Path | None, overrides: list[str], *, arch: str, side: int, device: torch.device,
+                  steps: int, batch_size: int, workers: int) -> dict:
+    """Fine-tuning steps of a model whose face and hand streams read JPEG crops from disk through a
+    DataLoader of ``workers`` workers: the share of the step spent waiting for the batch."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from mska_core.backbones.normalization import crop_normalization
+    from mska_core.backbones.vit import build_vit
+    from mska_core.config import load_config
+    from mska_core.data.collate import Collator
+    from mska_core.data.crop_files import crop_plan, resolve_crop_sizes
+    from mska_core.data.datasets import ClipDataset, load_corpus
+    from mska_core.data.vocab import Vocabularies
+    from mska_core.registry import get_registry
+    from mska_core.training.loop import build_losses
+    from mska_core.training.model import build_model
+
+    registry = get_registry()
+    with tempfile.TemporaryDirectory(prefix="mska-bench-crops-") as tmp:
+        folder = Path(tmp)
+        torch.manual_seed(0)
+        torch.save(build_vit(arch, img_size=side).state_dict(), folder / "backbone.pt")
+        streams = [f"model.streams.{s}.backbone='file::{folder / 'backbone.pt'}:{arch}'" for s in CROP_STREAMS]
+        streams.append("model.streams.body.keypoints=true")  # keep the fourth stream the heads read
+        config = load_config(config_path, SYNTHETIC + overrides + streams + [
+            "data.crops=true", "data.source='directory'", f"data.path='{folder / 'data'}'", "data.augment.rotation=0.0"])
+        write_crop_corpus(config, folder / "data", side)
+        corpus = load_corpus(config.data, registry=registry)
+        config = resolve_crop_sizes(config, corpus)
+        vocabularies = Vocabularies.from_samples(corpus.train)
+        losses = build_losses(config, registry)
+        model = build_model(config, vocabularies, registry=registry, losses={k: m for k, (m, _) in losses.items()})
+        model.to(device).train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        dataset = ClipDataset(corpus.train, vocabularies, config.data.augment, train=True,
+                              crops=crop_plan(config, corpus, model.encoder, registry))
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
+        batches = [order[(i * batch_size) % (len(order) - batch_size):][:batch_size] for i in range(steps + 1)]
+        loader = iter(DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                                 collate_fn=Collator(vocabularies, crop_normalization(model.encoder)),
+                                 pin_memory=device.type == "cuda"))
+        waited = total = 0.0
+        frames = images = 0
+        for step in range(steps + 1):  # the first step starts the workers and is not counted
+            t0 = time.perf_counter()
+            batch = next(loader).to(device, non_blocking=True)
+            sync(device)
+            t1 = time.perf_counter()
+            output = model(batch)
+            loss = sum(weight * module(output, batch) for module, weight in losses.values())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync(device)
+            t2 = time.perf_counter()
+            if step:
+                waited += t1 - t0
+                total += t2 - t0
+                frames += int(batch.clips.lengths.sum())
+                images += int(batch.clips.lengths.sum()) * len(CROP_STREAMS)
+    return {"data_over_step": waited / total, "seconds_per_step": total / steps, "data_seconds_per_step": waited / steps,
+            "crops_per_s": images / total, "frames_per_clip": frames / (steps * batch_size),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def crop_rows(args: argparse.Namespace) -> list[dict]:
+    models = {
+        "quickstart, 3 crop streams, tiny ViT 112 px": (QUICKSTART, [], "vit_tiny_test", args.batch_size,
+                                                         args.crop_steps),
+        "paper preset, 3 crop streams, ViT-S/14 112 px": (
+            PAPER if PAPER.exists() else None, [] if PAPER.exists() else ["train.batch_size=8"], "dinov2_vits14",
+            args.paper_batch_size, args.paper_steps),
+    }
+    rows = []
+    for name, (path, overrides, arch, batch_size, steps) in models.items():
+        for workers in (args.workers, 0):
+            result = measure_crops(path, overrides, arch=arch, side=112, device=torch.device("cpu"),
+                                   steps=steps, batch_size=batch_size, workers=workers)
+            rows.append({"model": name, "workers": workers, "batch_size": batch_size, **result})
+    return rows
+
+
+def print_crop_rows(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"crop streams from JPEG files, {torch.get_num_threads()} CPU threads")
+    for column in ("model", "batch", "workers", "s/step", "data s/step", "data ÷ step", "crops/s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(row["model"], str(row["batch_size"]), str(row["workers"]), f"{row['seconds_per_step']:.2f}",
+                      f"{row['data_seconds_per_step']:.3f}", f"{row['data_over_step']:.3f}",
+                      f"{row['crops_per_s']:.0f}")
+    Console().print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crops-only", action="store_true", help="only the crop-stream rows")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the crop rows")
+    parser.add_argument("--crop-steps", type=int, default=3, help="counted steps of each quickstart crop row")
+    parser.add_argument("--paper-steps", type=int, default=2, help="counted steps of each paper-preset crop row")
+    parser.add_argument("--paper-batch-size", type=int, default=2, help="batch of the paper preset's crop rows")
     args = parser.parse_args()
+    if args.crops_only:
+        rows = crop_rows(args)
+        print_crop_rows(rows)
+        write_results({"crop_rows": rows}, args)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -127,12 +276,20 @@ def main() -> None:
         table.add_row(row["model"], row["device"], row["step"], f"{row['clips_per_s']:.2f}",
                       f"{row['seconds_per_step']:.2f}", *(f"{100 * share[k]:.0f}%" for k in share))
     Console().print(table)
+    crops = crop_rows(args)
+    print_crop_rows(crops)
+    write_results({"rows": rows, "crop_rows": crops}, args)
+
+
+def write_results(results: dict, args: argparse.Namespace) -> None:
     out = ROOT / "bench" / "results" / "train.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}
     out.write_text(json.dumps({
+        **previous,
         "batch_size": args.batch_size, "steps": args.steps, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "machine": platform.machine(), "paper_config": str(PAPER.name if PAPER.exists() else "schema defaults"),
-        "rows": rows,
+        **results,
     }, indent=2) + "\n")
     print(f"wrote {out}")
 
