@@ -17,7 +17,7 @@ import zipfile
 import pytest
 import torch
 
-from mska_core import CheckpointFormat, hookimpl
+from mska_core import CheckpointFormat, get_registry, hookimpl
 from mska_core.checkpoints import (
     Checkpoint,
     list_checkpoints,
@@ -323,7 +323,7 @@ def test_save_checkpoint_writes_through_the_format_that_claims_the_suffix(tmp_pa
 def test_read_payload_gives_back_the_payload_that_was_saved(tmp_path, suffix):
     payload = make_payload("model", _sd(3.0), stream="face", epoch=2, vocabularies={"gloss": ["a", "b"]})
     path = save_checkpoint(payload, tmp_path / f"m{suffix}")
-    back = read_payload(path, kinds=("model",), require=("vocabularies",))
+    back = read_payload(path, kinds=("model",), require=("vocabularies",), registry=get_registry())
     assert back["kind"] == "model" and back["stream"] == "face" and back["vocabularies"] == {"gloss": ["a", "b"]}
     assert set(back["state_dict"]) == set(_sd()) and torch.equal(back["state_dict"]["blocks.0.weight"],
                                                                  _sd(3.0)["blocks.0.weight"])
@@ -342,7 +342,7 @@ def test_read_payload_refuses_what_the_caller_cannot_use_in_one_line(tmp_path, w
     path = tmp_path / "c.pt"
     write(path)
     with pytest.raises(CheckpointError, match=message) as info:
-        read_payload(path, needed_by="a test", hint="do this", **kwargs)
+        read_payload(path, needed_by="a test", hint="do this", registry=get_registry(), **kwargs)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
 
 

@@ -243,8 +243,13 @@ def load_mska_encoder_state(
     With ``strict`` nothing is loaded unless every key of every stream fits (the error's
     ``.mismatch`` lists them); otherwise the keys that fit are loaded and the report lists the rest.
     A payload that fits nowhere in a stream (image weights for a keypoint-only stream) is always a
-    :class:`~mska_core.errors.CheckpointError`.
+    :class:`~mska_core.errors.CheckpointError`. Files are read through the checkpoint formats of
+    ``registry`` (the process-wide one when none is given).
     """
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
     plans = _plan(encoder, groups=_groups(groups, face=face, hand=hand), streams=streams, registry=registry)
     for plan in plans:
         if plan.entry.error:
@@ -296,10 +301,6 @@ def _groups(groups: Mapping[str, Any] | None, **shorthands: Any) -> dict[str, An
 
 def _plan(encoder: Any, *, groups: Mapping[str, Any], streams: Mapping[str, Any] | None,
           registry: Any) -> list[_Plan]:
-    if registry is None:
-        from mska_core.registry import get_registry
-
-        registry = get_registry()
     names = list(encoder.stream_names)
     assigned: dict[str, Any] = {}
     for group, source in groups.items():

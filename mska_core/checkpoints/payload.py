@@ -87,6 +87,10 @@ def make_payload(
     """
     if kind not in KINDS:
         raise CheckpointError(f"unknown checkpoint kind {kind!r}; valid: {', '.join(KINDS)}")
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
     if config is not None and attrs.has(type(config)):
         from mska_core.config import unstructure
 
@@ -104,7 +108,7 @@ def make_payload(
         "global_step": global_step,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mska_core_version": _core_version(),
-        "plugins": _plugin_versions(registry),
+        "plugins": dict(registry.host.versions()),
         "config": config,
     }
     payload.update(extra)
@@ -148,14 +152,6 @@ def _core_version() -> str:
     return __version__
 
 
-def _plugin_versions(registry: Any) -> dict[str, str]:
-    if registry is None:
-        from mska_core.registry import get_registry
-
-        registry = get_registry()
-    return dict(registry.host.versions())
-
-
 # -- state-dict keys -------------------------------------------------------------------------------
 
 
@@ -165,11 +161,12 @@ WRAPPER_COMPONENTS = ("module", "_orig_mod")
 
 def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Drop every ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) component from the keys."""
-    out: dict[str, Any] = {}
-    for key, value in state_dict.items():
-        parts = [p for p in str(key).split(".") if p not in WRAPPER_COMPONENTS]
-        out[".".join(parts)] = value
-    return out
+    return {strip_wrapper_key(key): value for key, value in state_dict.items()}
+
+
+def strip_wrapper_key(key: Any) -> str:
+    """One key without its ``module.`` and ``_orig_mod.`` components."""
+    return ".".join(p for p in str(key).split(".") if p not in WRAPPER_COMPONENTS)
 
 
 def common_prefix(keys: list[str]) -> str:
@@ -198,16 +195,12 @@ TEMPORARY_SUFFIX = ".tmp"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 
 
-def detect_format(probe: FileProbe, *, registry: Any = None) -> Any:
-    """The one :class:`~mska_core.records.CheckpointFormat` that claims ``probe``'s file.
+def detect_format(probe: FileProbe, *, registry: Any) -> Any:
+    """The one :class:`~mska_core.records.CheckpointFormat` of ``registry`` that claims ``probe``'s file.
 
     None claiming it raises :class:`CheckpointError` with what the file looks like; two claiming
     it raise one naming both.
     """
-    if registry is None:
-        from mska_core.registry import get_registry
-
-        registry = get_registry()
     formats = list(registry.checkpoint_formats)
     if probe.is_torch:
         probe.load()  # an unsafe or unreadable torch file fails here, with its own message
@@ -259,8 +252,12 @@ def load_checkpoint(path: str | Path, *, select: str | None = None, registry: An
     """Read ``path`` through the one checkpoint format that claims it; never runs pickled code.
 
     ``select`` picks a part of multi-part files (``"student"`` of a DINO checkpoint; the teacher
-    is the default).
+    is the default). Formats are those of ``registry`` (the process-wide one when none is given).
     """
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
     probe = FileProbe.open(path, select=select)
     fmt = detect_format(probe, registry=registry)
     checkpoint = fmt.read(probe)
@@ -274,7 +271,7 @@ def load_checkpoint(path: str | Path, *, select: str | None = None, registry: An
 
 def read_payload(path: str | Path, *, kinds: Sequence[str] | None = None, require: Iterable[str] = (),
                  needed_by: str = "this command", hint: str = "give a checkpoint that mska-core wrote",
-                 registry: Any = None) -> dict[str, Any]:
+                 registry: Any) -> dict[str, Any]:
     """Read one of our own checkpoint files back as its payload dict, checked; never runs pickled code.
 
     The file is read through its format (:func:`load_checkpoint`: our torch payload or a safetensors
@@ -315,21 +312,22 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, *, format: str | 
     path's suffix (``.safetensors``: the tensors of ``state_dict``, every other key as JSON metadata),
     else ``mska`` (``torch.save`` of plain data). The payload must be plain data (see
     :func:`~mska_core.checkpoints.make_payload`); the previous file stays intact until the new one is
-    complete.
+    complete. Formats are those of ``registry`` (the process-wide one when none is given).
     """
     check_plain(payload)
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
     path = Path(path)
     fmt = writer_for(path, format=format, registry=registry)
     fmt.write(payload, path)
     return path
 
 
-def writer_for(path: Path, *, format: str | None = None, registry: Any = None) -> Any:
-    """The writable :class:`~mska_core.records.CheckpointFormat` that ``save_checkpoint`` uses for ``path``."""
-    if registry is None:
-        from mska_core.registry import get_registry
-
-        registry = get_registry()
+def writer_for(path: Path, *, format: str | None = None, registry: Any) -> Any:
+    """The writable :class:`~mska_core.records.CheckpointFormat` of ``registry`` that ``save_checkpoint``
+    uses for ``path``."""
     formats = registry.checkpoint_formats
     if format is not None:
         fmt = formats.get(format)
@@ -356,7 +354,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-def as_checkpoint(source: Any, *, registry: Any = None) -> Checkpoint:
+def as_checkpoint(source: Any, *, registry: Any) -> Checkpoint:
     """A :class:`Checkpoint` from a path, one of our payload dicts, a bare state dict or a Checkpoint."""
     from mska_core.checkpoints.formats import _is_state_dict
 
