@@ -101,9 +101,10 @@ def read_clip(spec: str, config: Any) -> tuple[str, Any]:
 class VideoReader:
     """Reads the VIDEO arguments of one ``mska predict`` run in memory, through ``mska extract``'s
     extraction: keypoints from ``--keypoints`` files or a built ``--estimator``, crops of the model's
-    crop streams at the model's crop size and the config's ``[extract] jpeg_quality``."""
+    crop streams at the size each one's backbone was built for and the config's ``[extract]
+    jpeg_quality``."""
 
-    def __init__(self, args: argparse.Namespace, config: Any, registry: Any, streams: list[str], size: int) -> None:
+    def __init__(self, args: argparse.Namespace, config: Any, registry: Any, crops: ModelCrops) -> None:
         from mska_core.errors import DataError
         from mska_core.extract.boxes import StreamCrop
         from mska_core.extract.keypoints import KeypointFiles
@@ -115,7 +116,7 @@ class VideoReader:
         self.config = config
         self.layout = config.model.layout
         self.layouts = {layout.name: layout.num_joints for layout in registry.layouts}
-        self.size = size
+        self.sizes = crops.sizes
         self.files = KeypointFiles(args.keypoints) if args.keypoints is not None else None
         self.record = None
         self.estimator: Any = None
@@ -125,11 +126,10 @@ class VideoReader:
                 raise DataError(f"keypoint estimator {self.record.name!r} gives layout {self.record.layout!r}, "
                                 f"but the model reads {self.layout!r}")
         self.streams = []
-        for name in streams:
-            spec = registry.streams.get(name)
+        for spec in crops.specs:
             if spec.crop_region is None:
-                raise DataError(f"stream {name!r} reads crops but declares no crop region, so its crops cannot "
-                                "be cut from a video; predict its extracted clips instead")
+                raise DataError(f"stream {spec.name!r} reads crops but declares no crop region, so its crops "
+                                "cannot be cut from a video; predict its extracted clips instead")
             self.streams.append(StreamCrop(spec.name, spec.crop_region))
 
     def read(self, spec: str) -> Any:
@@ -153,7 +153,7 @@ class VideoReader:
             ref = EstimatorRef(self.record.name, self.record.layout, version)
             if self.estimator is None:
                 self.estimator = self.record.build({})
-        return read_video(video, ref, self.streams, crop_size=self.size,
+        return read_video(video, ref, self.streams, crop_size=self.sizes,
                           jpeg_quality=self.config.extract.jpeg_quality, layouts=self.layouts,
                           layout=self.layout, estimator=self.estimator)
 
@@ -189,30 +189,28 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.data.validate import validate_clip
     from mska_core.errors import DataError
     from mska_core.registry import get_registry
-    from mska_core.training.loop import crop_size, crop_streams
     from mska_core.training.trained import load_trained
 
     registry = get_registry()
     trained = load_trained(args.checkpoint, registry=registry)
     config = trained.config
-    streams = crop_streams(config)
-    size = crop_size(config, streams)
+    if args.overlap is not None and args.window is None:
+        raise DataError("--overlap goes with --window FRAMES (the windows it is the overlap of)")
+    crops = ModelCrops.of(trained, registry)
     videos = [spec for spec in args.clips if is_video(spec)]
     if (args.keypoints is not None or args.estimator is not None) and not videos:
         raise DataError("--keypoints and --estimator are for VIDEO arguments (.mp4, .avi, .mkv, .webm, .mov); "
                         "keypoint clips carry their own points")
-    reader = VideoReader(args, config, registry, streams, size) if videos else None
-    specs = [registry.streams.get(name) for name in streams]
+    reader = VideoReader(args, config, registry, crops) if videos else None
     num_joints = registry.layouts.get(config.model.layout).num_joints
     policy = args.invalid or config.data.invalid
     rows: list[PredictRow] = []
     try:
         for spec in args.clips:
-            crops = None
+            video_crops = None
             if reader is not None and is_video(spec):
                 clip = reader.read(spec)
-                name, keypoints = clip.name, _tensor(clip.keypoints)
-                crops = {stream: _tensor(clip.crops[stream]) for stream in streams} if streams else None
+                name, keypoints, video_crops = clip.name, _tensor(clip.keypoints), clip.crops
             else:
                 name, keypoints = read_clip(spec, config)
             keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy,
@@ -220,11 +218,8 @@ def run(args: argparse.Namespace) -> int:
             if keypoints is None:
                 rows.append(PredictRow(clip=spec, name=None, prediction=None))
                 continue
-            if streams and crops is None:
-                from mska_core.synthetic.corpus import clip_crops
-
-                crops = clip_crops(keypoints, specs, size, config.model.layout)
-            rows.append(_predict(args, trained, spec, name, keypoints, crops))
+            item = crops.item(spec, name, keypoints, video_crops, trained)
+            rows.append(_predict(args, trained, crops, spec, item, int(keypoints.shape[0])))
     finally:
         if reader is not None:
             reader.close()
@@ -244,30 +239,104 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+@attrs.frozen
+class ModelCrops:
+    """The crops a model reads: its crop streams (``specs``), the side each stream's backbone was built
+    for (``sizes``), their normalisation, and the ``[data]`` table saying where crops come from."""
+
+    specs: tuple[Any, ...]
+    sizes: dict[str, int]
+    normalization: dict[str, Any]
+    data: Any
+    layout: str
+
+    @classmethod
+    def of(cls, trained: Any, registry: Any) -> ModelCrops:
+        from mska_core.backbones.normalization import crop_normalization
+        from mska_core.data.crop_files import crop_stream_names
+        from mska_core.encoder.crop import backbone_image_size
+
+        config = trained.config
+        streams = crop_stream_names(config)
+        branches = trained.model.encoder.branches
+        sizes = {}
+        for name in streams:
+            built = backbone_image_size(branches[name].crop.backbone) if branches[name].crop is not None else None
+            sizes[name] = built or config.model.streams[name].img_size or config.data.synthetic.crop_size
+        return cls(specs=tuple(registry.streams.get(name) for name in streams), sizes=sizes,
+                   normalization=crop_normalization(trained.model.encoder, streams), data=config.data,
+                   layout=config.model.layout)
+
+    def item(self, spec: str, name: str, keypoints: Any, video_crops: Any, trained: Any) -> Any:
+        """The clip prepared as evaluation prepares a clip (:class:`~mska_core.data.datasets.ClipDataset`,
+        no augmentation), but with every frame (:func:`~mska_core.training.windows.uncapped`): its crops
+        from the video (``video_crops``), rendered (a model trained on the synthetic corpus), or read
+        from the crop folders of ``mska extract`` (:meth:`folders`)."""
+        from mska_core.data.crop_files import CropPlan
+        from mska_core.data.datasets import ClipDataset
+        from mska_core.data.samples import Sample
+        from mska_core.training.windows import uncapped
+
+        render, folders = None, None
+        if self.specs and video_crops is not None:
+            def render(points: Any, specs: Any, size: int, layout: str) -> dict[str, Any]:  # noqa: ARG001
+                return {s.name: _tensor(video_crops[s.name]) for s in specs}
+        elif self.specs and self.data.source == "synthetic":  # the one source that renders its crops
+            from mska_core.synthetic.corpus import clip_crops as render
+        elif self.specs:
+            folders = self.folders(spec, name, int(keypoints.shape[0]))
+        plan = CropPlan(self.specs, self.sizes, folders, self.data.crop_options) if self.specs else None
+        sample = Sample(name=name, keypoints=keypoints, gloss="", text="", path=spec)
+        dataset = ClipDataset([sample], trained.vocabularies, uncapped(self.data.augment, sample.num_frames),
+                              train=False, layout=self.layout, render_crops=render, crops=plan)
+        return dataset[0]
+
+    def folders(self, spec: str, name: str, frames: int) -> Any:
+        """The crop folders that hold clip ``name``'s crops of every crop stream: ``ROOT/crops`` beside a
+        ``ROOT/SPLIT/ID.npy`` clip (``mska extract --annotations`` writes both), else the checkpoint's
+        ``[data.crop_options] path`` or ``[data] path``/crops. None holding them is a
+        :class:`~mska_core.errors.DataError` naming the clip, the stream and where it looked."""
+        from mska_core.data.crop_files import CropFolders
+        from mska_core.errors import DataError
+
+        path = Path(spec.rpartition(":")[0] if ":" in spec and not Path(spec).exists() else spec)
+        roots = [path.parent.parent / "crops", path.parent / "crops"]
+        if self.data.crop_options.path:
+            roots.append(Path(self.data.crop_options.path))
+        elif self.data.path:
+            roots.append(Path(self.data.path) / "crops")
+        problems = []
+        for root in dict.fromkeys(roots):
+            folders = CropFolders(root, "error")
+            found = [folders.problem(s.name, name, frames) for s in self.specs]
+            if not any(found):
+                return folders
+            problems.append(next(p for p in found if p))
+        raise DataError(f"{spec}: the model reads crops ({', '.join(s.name for s in self.specs)}) and none were "
+                        f"found: {'; '.join(problems)}. Predict the video itself, or give the clip's crops as "
+                        "mska extract writes them")
+
+
 def _tensor(array: Any) -> Any:
     import torch
 
     return torch.from_numpy(array)
 
 
-def _predict(args: argparse.Namespace, trained: Any, spec: str, name: str, keypoints: Any,
-             crops: dict[str, Any] | None) -> PredictRow:
-    """Encode one clip, every frame of it (whole or in windows), and decode it."""
+def _predict(args: argparse.Namespace, trained: Any, crops: ModelCrops, spec: str, item: Any,
+             frames: int) -> PredictRow:
+    """Encode one prepared clip, every frame of it (whole or in windows), and decode it."""
     import torch
 
     from mska_core.data.collate import Collator
-    from mska_core.data.datasets import ClipItem
     from mska_core.training.evaluation import decode_output
-    from mska_core.training.windows import encode_clip, prediction_frames
+    from mska_core.training.windows import encode_clip
 
     config = trained.config
-    frames = prediction_frames(keypoints.shape[0], config.data.augment)
-    item = ClipItem(index=0, name=name, keypoints=keypoints[frames], gloss="", text="", gloss_ids=[],
-                    text_ids=[], crops=None if crops is None else {s: c[frames] for s, c in crops.items()})
-    batch = Collator(trained.vocabularies)([item])
-    count = len(frames)
+    batch = Collator(trained.vocabularies, crops.normalization)([item])
+    count = int(item.keypoints.shape[0])
     windows = _windows(args, trained.model.encoder, count)
-    _notice(spec, keypoints.shape[0], count, windows, config.data.augment.max_frames, args)
+    _notice(spec, frames, count, windows, config.data.augment.max_frames, args)
     with torch.no_grad():
         encoded = encode_clip(trained.model.encoder, batch.clips, window=args.window, overlap=args.overlap)
         prediction = decode_output(
@@ -276,8 +345,8 @@ def _predict(args: argparse.Namespace, trained: Any, spec: str, name: str, keypo
             translation_beam_size=config.train.translation_beam_size,
             max_text_length=config.train.max_text_length,
         )[0]
-    return PredictRow(clip=spec, name=name, prediction=prediction, frames=int(keypoints.shape[0]),
-                      frames_encoded=count, windows=windows)
+    return PredictRow(clip=spec, name=item.name, prediction=prediction, frames=frames, frames_encoded=count,
+                      windows=windows)
 
 
 def _windows(args: argparse.Namespace, encoder: Any, frames: int) -> int:

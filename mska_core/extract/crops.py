@@ -57,11 +57,12 @@ def _within(box: Box, size: tuple[int, int]) -> bool:
 class CropCollector:
     """Keeps each frame's crops (one per stream) in memory: the crop :func:`cut_crop` cuts, encoded as
     :func:`write_jpeg` would write it and decoded again, so that a model sees the pixels it would read
-    from ``mska extract``'s files. :meth:`arrays` gives ``{stream: uint8 [T, 3, S, S]}``.
+    from ``mska extract``'s files. ``size`` is one side for every stream or one per stream.
+    :meth:`arrays` gives ``{stream: uint8 [T, 3, S, S]}``.
     """
 
-    def __init__(self, streams: Sequence[str], size: int, quality: int) -> None:
-        self.size = size
+    def __init__(self, streams: Sequence[str], size: int | Mapping[str, int], quality: int) -> None:
+        self.sizes = {name: size if isinstance(size, int) else size[name] for name in streams}
         self.quality = quality
         self.frames: dict[str, list[Any]] = {name: [] for name in streams}
 
@@ -73,7 +74,7 @@ class CropCollector:
         from PIL import Image
 
         for name, box in boxes.items():
-            data = encode_jpeg(cut_crop(image, box, self.size), self.quality)
+            data = encode_jpeg(cut_crop(image, box, self.sizes[name]), self.quality)
             with Image.open(io.BytesIO(data)) as decoded:
                 self.frames[name].append(np.asarray(decoded.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
 
@@ -89,7 +90,8 @@ class CropCollector:
         """``{stream: uint8 [T, 3, S, S]}`` (a numpy array per stream)."""
         import numpy as np
 
-        return {name: np.stack(frames) if frames else np.zeros((0, 3, self.size, self.size), dtype=np.uint8)
+        return {name: np.stack(frames) if frames else np.zeros((0, 3, self.sizes[name], self.sizes[name]),
+                                                                 dtype=np.uint8)
                 for name, frames in self.frames.items()}
 
 

@@ -40,10 +40,11 @@ class VideoClip:
 
 
 def read_video(video: Video, keypoints: KeypointRef | EstimatorRef, streams: Sequence[StreamCrop], *,
-               crop_size: int, jpeg_quality: int, layouts: Mapping[str, int], layout: str | None = None,
+               crop_size: int | Mapping[str, int], jpeg_quality: int, layouts: Mapping[str, int], layout: str | None = None,
                estimator: Any = None) -> VideoClip:
     """Extract ``video`` in memory: its points (from ``keypoints``: a file reference or an estimator,
-    built as ``estimator``) and, for each of ``streams``, its ``crop_size`` crops at ``jpeg_quality``.
+    built as ``estimator``) and, for each of ``streams``, its ``crop_size`` crops at ``jpeg_quality``
+    (``crop_size``: one side for every stream, or ``{stream: side}``).
 
     ``layout`` forces the layout of keypoint files (a file in another layout is an error). Every one of
     ``streams`` must have crop joints in the clip's layout.

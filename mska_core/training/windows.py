@@ -41,13 +41,20 @@ class Window:
     keep_stop: int
 
 
+def uncapped(augment_cfg: Any, num_frames: int) -> Any:
+    """``[data.augment]`` with a ``max_frames`` cap no clip of ``num_frames`` frames reaches: evaluation's
+    frame selection then keeps every frame."""
+    from mska_core.data.augment import MULTIPLE
+
+    return attrs.evolve(augment_cfg, max_frames=max(augment_cfg.max_frames, num_frames + MULTIPLE))
+
+
 def prediction_frames(num_frames: int, augment_cfg: Any) -> Any:
     """Every frame of a clip, as evaluation selects them but without its ``max_frames`` cap: a long
     tensor of indices (trimmed to a multiple of 4; a clip under 4 frames repeats its last frame)."""
-    from mska_core.data.augment import MULTIPLE, select_frames
+    from mska_core.data.augment import select_frames
 
-    uncapped = attrs.evolve(augment_cfg, max_frames=max(augment_cfg.max_frames, num_frames + MULTIPLE))
-    return select_frames(num_frames, uncapped, None, train=False)
+    return select_frames(num_frames, uncapped(augment_cfg, num_frames), None, train=False)
 
 
 def default_overlap(window: int, factor: int) -> int:
