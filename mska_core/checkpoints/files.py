@@ -396,9 +396,12 @@ def _first_line(exc: BaseException) -> str:
 #: The largest safetensors JSON header we parse (the safetensors library's own limit).
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
-_SAFETENSORS_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+#: safetensors dtype names -> (torch dtype name, bytes per element).
+SAFETENSORS_DTYPES = {
+    "BOOL": ("bool", 1), "U8": ("uint8", 1), "I8": ("int8", 1), "F8_E5M2": ("float8_e5m2", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1), "I16": ("int16", 2), "U16": ("uint16", 2), "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2), "I32": ("int32", 4), "U32": ("uint32", 4), "F32": ("float32", 4),
+    "I64": ("int64", 8), "U64": ("uint64", 8), "F64": ("float64", 8), "C64": ("complex64", 8),
 }
 
 
@@ -417,7 +420,7 @@ def safetensors_header_problem(header: Any, data_size: int) -> str | None:
         if not isinstance(entry, dict):
             return f"its header entry {name!r} is not an object"
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in _SAFETENSORS_BYTES:
+        if dtype not in SAFETENSORS_DTYPES:
             return f"tensor {name!r} has an unknown dtype {dtype!r}"
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                   for d in shape):
@@ -432,8 +435,8 @@ def safetensors_header_problem(header: Any, data_size: int) -> str | None:
         count = 1
         for dim in shape:
             count *= dim
-        if count * _SAFETENSORS_BYTES[dtype] != offsets[1] - offsets[0]:
-            return (f"tensor {name!r}: shape {shape} of {dtype} needs {count * _SAFETENSORS_BYTES[dtype]} "
+        if count * SAFETENSORS_DTYPES[dtype][1] != offsets[1] - offsets[0]:
+            return (f"tensor {name!r}: shape {shape} of {dtype} needs {count * SAFETENSORS_DTYPES[dtype][1]} "
                     f"bytes, its data_offsets give {offsets[1] - offsets[0]}")
     return None
 

@@ -39,13 +39,13 @@ from typing import Any
 
 import attrs
 
-from mska_core.checkpoints.files import FileProbe
+from mska_core.checkpoints.files import SAFETENSORS_DTYPES, FileProbe
 from mska_core.checkpoints.payload import (
     CHECKPOINT_SUFFIXES,
-    TEMPORARY_SUFFIX,
-    WRAPPER_COMPONENTS,
     common_prefix,
     detect_format,
+    list_checkpoints,
+    strip_wrapper_key,
 )
 from mska_core.errors import CheckpointError, MskaError
 
@@ -56,11 +56,6 @@ from mska_core.errors import CheckpointError, MskaError
 METADATA_FIELDS = (
     "kind", "stream", "arch", "arch_config", "min_loss", "epoch", "global_step", "created", "mska_core_version",
 )
-_SAFETENSORS_DTYPES = {
-    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
-    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
-    "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
-}
 #: Last key components of buffers: batch-norm (and instance-norm) running statistics.
 BUFFER_LEAVES = ("running_mean", "running_var", "num_batches_tracked")
 _FLOATING = ("float", "bfloat", "complex")  # dtype name prefixes of tensors that can be parameters
@@ -75,7 +70,6 @@ def describe(path: str | Path, *, registry: Any = None, select: str | None = Non
     counts, dtypes and bytes), ``totals`` (tensors, parameters, buffers, bytes, dtypes and a
     ``by_dtype`` breakdown) and ``claims`` (see :func:`check_claims`).
     """
-
     if registry is None:
         from mska_core.registry import get_registry
 
@@ -284,7 +278,7 @@ def _safetensors_tensors(header: Mapping[str, Any]) -> list[dict[str, Any]]:
         if key == "__metadata__" or not isinstance(info, Mapping):
             continue
         shape = list(info.get("shape", []))
-        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"), (str(info.get("dtype")).lower(), 0))[0]
+        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"), (str(info.get("dtype")).lower(), 0))[0]
         start, end = info.get("data_offsets", (0, 0))
         rows.append({"key": key, "shape": shape, "dtype": dtype, "numel": math.prod(shape),
                      "bytes": int(end) - int(start), "role": role(key, dtype)})
@@ -335,7 +329,6 @@ RUN_CONFIG, RUN_METRICS, RUN_BEST, RUN_LAST = "config.toml", "metrics.jsonl", "b
 
 def is_run_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder holding a run's config, metrics or checkpoints."""
-
     folder = Path(path)
     if not folder.is_dir():
         return False
@@ -367,12 +360,8 @@ def describe_run(path: str | Path, *, registry: Any = None) -> dict[str, Any]:
         from mska_core.registry import get_registry
 
         registry = get_registry()
-    files = sorted(
-        (p for p in [*folder.iterdir(), *(q for d in folder.iterdir() if d.is_dir() for q in d.iterdir())]
-         if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
-         and not p.name.endswith(TEMPORARY_SUFFIX)),
-        key=lambda p: (p.parent != folder, p.stat().st_mtime, str(p)),
-    )
+    below = (p for d in folder.iterdir() if d.is_dir() for p in list_checkpoints(d))
+    files = list_checkpoints(folder) + sorted(below, key=lambda p: (p.stat().st_mtime, str(p)))
     checkpoints, metadata_by_name = [], {}
     for file in files:
         entry: dict[str, Any] = {"path": str(file.relative_to(folder)), "size": file.stat().st_size}
@@ -726,7 +715,6 @@ _LIBC: Any = None
 
 def _open(path: str | Path, select: str | None, registry: Any) -> tuple[str, Mapping[str, Any]]:
     """``(format name, tensors by key)`` of ``path``, read lazily where the format allows."""
-
     probe = FileProbe.open(path, select=select)
     fmt = detect_format(probe, registry=registry)
     if fmt.name == "safetensors" and probe.header is not None and fmt.read.__module__.startswith("mska_core."):
@@ -735,23 +723,17 @@ def _open(path: str | Path, select: str | None, registry: Any) -> tuple[str, Map
     return fmt.name, checkpoint.state_dict
 
 
-#: safetensors dtype names -> torch dtype names.
-SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                      "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-
-
 class _SafetensorsMap(Mapping):
     """A safetensors file's tensors as a mapping; each tensor a view into one read-only mmap."""
 
     def __init__(self, probe: Any) -> None:
-
         self._path = probe.path
         self._start = 8 + int.from_bytes(probe.head[:8], "little")
         self._info: dict[str, dict[str, Any]] = {}
         for key, info in probe.header.items():
             if key == "__metadata__" or not isinstance(info, Mapping):
                 continue
-            name = ".".join(p for p in key.split(".") if p not in WRAPPER_COMPONENTS)
+            name = strip_wrapper_key(key)
             self._info[name] = dict(info)
         self._map: mmap.mmap | None = None
 
@@ -759,8 +741,8 @@ class _SafetensorsMap(Mapping):
         import torch
 
         info = self._info[key]
-        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
-        if dtype is None:
+        dtype = SAFETENSORS_DTYPES.get(info["dtype"], (None, 0))[0]
+        if dtype is None or dtype.startswith("complex"):
             raise CheckpointError(
                 f"{self._path}: tensor {key!r} has dtype {info['dtype']}, which this comparison cannot read")
         if self._map is None:
