@@ -280,6 +280,10 @@ def check_mska_encoder_state(
     *, groups: Mapping[str, Any] | None = None, registry: Any = None,
 ) -> LoadReport:
     """What :func:`load_mska_encoder_state` would do, per stream, without loading or raising on fit."""
+    if registry is None:
+        from mska_core.registry import get_registry
+
+        registry = get_registry()
     plans = _plan(encoder, groups=_groups(groups, face=face, hand=hand), streams=streams, registry=registry)
     return LoadReport(tuple(p.entry for p in plans))
 
