@@ -10,13 +10,19 @@ Everything goes through ``torch.load(..., weights_only=True)``: its unpickler bu
 plain containers and refuses to import anything else. Known formats that need one more type get it
 through an explicit allow-list (:data:`ALLOWED_GLOBAL_NAMES`: DINO v1 stores its ``argparse.Namespace``).
 When torch refuses a file we scan its pickle (without executing it) to name what it would have
-imported, so the message says exactly why.
+imported, so the message says exactly why. That scan (:func:`imported_globals`) is ours rather than
+``torch.serialization.get_unsafe_globals_in_checkpoint`` on measurement (``python -m
+bench.kept_libraries``, figures in bench/RESULTS.md): torch's names the same globals in zip files and
+is 2.3x faster, but refuses legacy (non-zip) torch files, which ours reads; and ours runs only after
+torch has refused a file, so its speed costs nothing on a normal load.
 
 Before torch reads a file, :func:`check_pickle_bounds` bounds what unpickling it may cost: the pickle
 is at most :data:`MAX_PICKLE_BYTES` long and :data:`MAX_PICKLE_OPS` instructions, every tensor storage
 it declares fits in the bytes the file holds for it, and nothing it calls may allocate more than the
 file's size (``bytearray(10**12)``). The check reads the pickle's instructions with
-:mod:`pickletools` and follows its stack symbolically; it never executes anything.
+:mod:`pickletools` and follows its stack symbolically; it never executes anything. torch has nothing
+that bounds unpickling; this check costs about a tenth of the load it guards (``python -m
+bench.unpickle_bounds``).
 
 A safetensors header is checked by :func:`safetensors_header_problem` before the library maps it.
 """
