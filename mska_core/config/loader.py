@@ -2,6 +2,12 @@
 
 Errors are :class:`~mska_core.errors.ConfigError` with one line naming the file, the dotted key, what
 was expected and, for unknown keys, the nearest valid key.
+
+:func:`structure` is written here rather than taken from cattrs (attrs' own structuring library) on
+measurement (``python -m bench.kept_libraries``, figures in bench/RESULTS.md): cattrs builds the same
+``Config`` from every preset, 2-3x faster, but both take under a millisecond; of ten bad inputs it
+accepts five silently (``epochs = "3"``, ``true``, ``2.5``; ``name = 5``; ``lr = inf``) and refuses two
+without naming the key, where this loader refuses all ten with the dotted key and a suggestion.
 """
 
 from __future__ import annotations
