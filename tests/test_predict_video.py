@@ -3,13 +3,13 @@ what the extracted clip gives; and no clip is ever cut, however long (whole, or 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_mska
 from test_extract import make_clip, run_extract
 from test_train import write_config
@@ -98,6 +98,30 @@ def test_predict_video_gives_what_evaluate_gives_on_the_test_split(signers: Path
         assert row["translation"] == evaluated[row["name"]]["translation"]
 
 
+def test_predict_video_with_an_estimator_gives_the_glosses_of_the_clip_extract_writes_with_it(signers: Path,
+                                                                                             tmp_path: Path):
+    from conftest import mska_env
+    from plugin_fixtures import install_distribution
+    from test_extract_plugins import BLOB_ESTIMATOR
+
+    site = install_distribution(tmp_path / "site", "mska-colour-blobs", "0.3.0",
+                                {"blobs": "mska_colour_blobs"}, {"mska_colour_blobs": BLOB_ESTIMATOR})
+    closed = tmp_path / "closed.txt"
+    env = {"PYTHONPATH": str(site), "MSKA_LOAD_PLUGINS": "blobs", "BLOB_CLOSED": str(closed)}
+    video = str(signers / "videos" / "delta.mp4")
+    result = run_extract(video, "--estimator", "colour-blobs", "--out", str(tmp_path / "out"), "--annotations",
+                         str(signers / "annotations.tsv"), "--split", "test", "--streams", "face", **env)
+    assert result.returncode == 0, result.stderr
+    rows = []
+    for clip in (str(tmp_path / "out" / "test" / "delta.npy"), video):
+        extra = ("--estimator", "colour-blobs") if clip == video else ()
+        result = run_mska("predict", "--checkpoint", checkpoint(signers), clip, *extra, "--json", env=mska_env(**env))
+        assert result.returncode == 0, result.stderr
+        rows += json.loads(result.stdout)
+    assert rows[0]["glosses"] == rows[1]["glosses"] and rows[0]["translation"] == rows[1]["translation"]
+    assert closed.read_text() == "closed\n" * 2  # extract's estimator and predict's, each closed once
+
+
 def test_a_video_without_keypoints_is_one_line_and_exit_code_2(signers: Path, tmp_path: Path):
     video = str(signers / "videos" / "charlie.mp4")
     result = run_mska("predict", "--checkpoint", checkpoint(signers), video)
@@ -151,7 +175,7 @@ def test_windows_cover_every_output_frame_once_from_the_window_where_it_is_farth
     for frames, window, overlap in ((5000, 400, 100), (44, 16, 4), (400, 400, 100), (404, 400, 0), (52, 16, 12)):
         windows = plan_windows(frames, window, overlap, 4)
         assert windows[0].keep_start == 0 and windows[-1].keep_stop == frames // 4
-        for earlier, later in zip(windows, windows[1:]):
+        for earlier, later in itertools.pairwise(windows):
             assert earlier.keep_stop == later.keep_start  # contiguous, no frame twice, none missed
             assert later.start < earlier.stop  # neighbours overlap ...
             middle = (later.start + earlier.stop) / 2 / 4

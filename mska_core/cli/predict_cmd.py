@@ -279,7 +279,7 @@ class ModelCrops:
 
         render, folders = None, None
         if self.specs and video_crops is not None:
-            def render(points: Any, specs: Any, size: int, layout: str) -> dict[str, Any]:  # noqa: ARG001
+            def render(points: Any, specs: Any, size: int, layout: str) -> dict[str, Any]:
                 return {s.name: _tensor(video_crops[s.name]) for s in specs}
         elif self.specs and self.data.source == "synthetic":  # the one source that renders its crops
             from mska_core.synthetic.corpus import clip_crops as render

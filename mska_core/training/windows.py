@@ -22,6 +22,7 @@ of ``O`` frames (both multiples of the encoder's downsampling in time, 4 for the
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import attrs
@@ -74,7 +75,7 @@ def plan_windows(frames: int, window: int, overlap: int, factor: int) -> list[Wi
         return [Window(0, frames, 0, frames // factor)]
     starts = list(range(0, frames - window, window - overlap)) + [frames - window]
     starts = sorted(set(starts))
-    cuts = [0] + [(later + earlier + window) // 2 // factor for earlier, later in zip(starts, starts[1:])] \
+    cuts = [0] + [(later + earlier + window) // 2 // factor for earlier, later in itertools.pairwise(starts)] \
         + [frames // factor]
     return [Window(start, start + window, cuts[i], cuts[i + 1]) for i, start in enumerate(starts)]
 
