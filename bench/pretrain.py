@@ -4,8 +4,9 @@ For each architecture (the tiny test ViT and DINOv2 ViT-S/14, both at the ``[pre
 112 px, 2 global and ``local_crops`` local crops of 56 px, ``out_dim`` prototypes, ``centering``) and
 each device (CPU, and CUDA when available), side by side in one process:
 
-- **DINO step**: what ``mska pretrain`` does per batch: teacher forward on the global views, student
-  forward on all views, DINO + KoLeo loss, backward, clipping, AdamW, EMA update of the teacher;
+- **DINO step**: what ``mska pretrain`` does per batch, through the same model object
+  (``training.dino.DINO``): ``forward_backward`` (teacher forward on the global views, student forward
+  on all views, DINO + KoLeo loss, the step's figures, backward), clipping, AdamW, ``update_teacher``;
 - **backbone step** (baseline): forward and backward of the student backbone alone on the same views;
 - **multi-crop data**: building the batch's views on the CPU (``MultiCropDataset`` over decoded
   images, no model), from rendered images in memory and from PNG files on disk.
@@ -38,7 +39,7 @@ from mska_core.data.crops import CropFolder, MultiCrop, MultiCropDataset, collat
 from mska_core.registry import get_registry
 from mska_core.synthetic.crops import SyntheticCrops
 from mska_core.synthetic.render import write_synthetic_crops
-from mska_core.training.dino import DINOHead, MultiCropModel, ema_update
+from mska_core.training.dino import DINO, DINOHead
 
 ARCHS = ("vit_tiny_test", "dinov2_vits14")
 DEFAULTS = PretrainConfig()
@@ -61,13 +62,10 @@ def bench_model(arch: str, device: torch.device, batch: int, steps: int) -> dict
     registry = get_registry()
     torch.manual_seed(0)
     backbone = build_arch(arch, img_size=IMG_SIZE)
-    student = MultiCropModel(backbone, DINOHead(backbone.feature_dim, DEFAULTS.out_dim)).to(device)
-    teacher = MultiCropModel(build_arch(arch, img_size=IMG_SIZE), DINOHead(backbone.feature_dim, DEFAULTS.out_dim)).to(device)
-    teacher.load_state_dict(student.state_dict())
-    teacher.requires_grad_(False)
-    dino = registry.losses.get("dino").build(out_dim=DEFAULTS.out_dim, centering=DEFAULTS.centering).to(device)
-    koleo = registry.losses.get("koleo").build()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    model = DINO(backbone, DINOHead(backbone.feature_dim, DEFAULTS.out_dim),
+                 registry.losses.get("dino").build(out_dim=DEFAULTS.out_dim, centering=DEFAULTS.centering),
+                 koleo_loss=registry.losses.get("koleo").build(), koleo_weight=DEFAULTS.koleo_weight).to(device)
+    optimizer = torch.optim.AdamW(model.param_groups(), lr=1e-4)
     views = [torch.randn(batch, 3, IMG_SIZE, IMG_SIZE, device=device) for _ in range(2)]
     views += [torch.randn(batch, 3, LOCAL_SIZE, LOCAL_SIZE, device=device) for _ in range(LOCAL_CROPS)]
 
@@ -75,17 +73,15 @@ def bench_model(arch: str, device: torch.device, batch: int, steps: int) -> dict
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def dino_step() -> None:
-        with torch.no_grad():
-            teacher_logits, _ = teacher(views[:2])
-        logits, features = student(views)
-        loss = dino(logits, teacher_logits, 0.0) + 0.1 * sum(koleo(c) for c in features[: 2 * batch].chunk(2))
+    def dino_step() -> None:  # the loop's step (training/dino.py pretrain), schedules aside
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 3.0)
+        model.forward_backward(views, 0.0)
+        model.clip_gradients(DEFAULTS.grad_clip)
         optimizer.step()
-        ema_update(teacher, student, 0.996)
+        model.update_teacher(DEFAULTS.momentum_teacher)
         sync()
+
+    student = model.student
 
     def backbone_step() -> None:
         student.backbone.zero_grad(set_to_none=True)

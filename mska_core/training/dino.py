@@ -1,7 +1,10 @@
 """DINO pretraining of a crop encoder for one stream (``mska pretrain``).
 
-The pieces read top-down: the DINO head, the student/teacher wrapper that runs a backbone over the
-multi-crop views, the schedules, and :func:`pretrain`, the loop with its records.
+The pieces read top-down: the DINO head, the multi-crop wrapper that runs a backbone over the views,
+:class:`DINO` (student, EMA teacher and losses as one object), the measurements, the schedules, and
+:func:`pretrain`, a short loop over them that stands on the training scaffold
+(:mod:`mska_core.training.scaffold`, :mod:`~mska_core.training.runfolder`,
+:mod:`~mska_core.training.distributed`).
 
 - Student and teacher share one architecture: a backbone from the registry's archs
   (``build_arch(arch, img_size=...)``) or from a spec (``load_backbone``), plus a DINO head whose
@@ -27,22 +30,23 @@ multi-crop views, the schedules, and :func:`pretrain`, the loop with its records
 from __future__ import annotations
 
 import copy
-import json
 import math
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mska_core.config import Config, PretrainConfig, save_config, unstructure
 from mska_core.errors import ConfigError, MskaError
+from mska_core.losses.dino import entropy
+from mska_core.training.scaffold import (
+    CosineSchedule, MetricsLog, ProgressDisplay, rng_state, seed_everything, set_rng_state,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -123,6 +127,114 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
 
 
+class DINO(nn.Module):
+    """DINO self-distillation as one model: a student, its EMA teacher and the losses.
+
+    - :meth:`forward_backward` runs the teacher on the two global views and the student on every view,
+      computes the DINO loss (plus ``koleo_weight`` times KoLeo on the student's features of the global
+      views, one batch of views at a time), back-propagates it into the student and returns the step's
+      figures. ``progress`` is the position in epochs (``epoch + batch / batches``); it drives the
+      teacher temperature's warm-up.
+    - The optimiser is the caller's; between its ``zero_grad`` and ``step`` come
+      :meth:`clip_gradients` and, while the prototypes are frozen, :meth:`cancel_last_layer_gradients`.
+    - :meth:`update_teacher` then moves the teacher towards the student.
+
+    The teacher never trains: it starts as a copy of the student and stays in eval mode.
+    """
+
+    def __init__(self, backbone: nn.Module, head: DINOHead, dino_loss: nn.Module, *,
+                 koleo_loss: nn.Module | None = None, koleo_weight: float = 0.0) -> None:
+        super().__init__()
+        self.student = MultiCropModel(backbone, head)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.dino_loss = dino_loss
+        self.koleo_loss = koleo_loss
+        self.koleo_weight = koleo_weight
+
+    def train(self, mode: bool = True) -> DINO:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward_backward(self, views: Sequence[torch.Tensor], progress: float) -> dict[str, float]:
+        """One step's forward and backward passes over ``views`` (global views first, each ``[B, 3, S, S]``).
+
+        Returns ``loss`` (the total), ``dino``, ``koleo``, ``teacher_temp``, ``teacher_entropy`` (of the
+        teacher's targets; ``log(out_dim)`` when they are uniform) and ``feature_std`` (of the student's
+        features of the global views; near 0 when every image gets one feature).
+        """
+        batch = views[0].shape[0]
+        with torch.no_grad():
+            teacher_logits, _ = self.teacher(views[:2])  # [2 B, out_dim]
+            targets = self.dino_loss.teacher_probabilities(teacher_logits, progress)
+            teacher_entropy = float(entropy(targets))
+        student_logits, features = self.student(views)  # [n_views B, out_dim], [n_views B, D]
+        dino = self.dino_loss(student_logits, teacher_logits, progress)
+        loss = dino
+        koleo = torch.zeros(())
+        if self.koleo_loss is not None:
+            koleo = sum(self.koleo_loss(chunk) for chunk in features[: 2 * batch].chunk(2))
+            loss = loss + self.koleo_weight * koleo
+        loss.backward()
+        return {"loss": float(loss.detach()), "dino": float(dino.detach()), "koleo": float(koleo.detach()),
+                "teacher_temp": self.dino_loss.teacher_temperature(progress), "teacher_entropy": teacher_entropy,
+                "feature_std": feature_std(features[: 2 * batch])}
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip the student's gradient norm to ``max_norm`` (0: no clipping)."""
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
+
+    def cancel_last_layer_gradients(self) -> None:
+        """Drop the prototypes' gradients, so that the optimiser step leaves them as they are."""
+        for param in self.student.head.last_layer.parameters():
+            param.grad = None
+
+    def update_teacher(self, momentum: float) -> None:
+        """``teacher = momentum * teacher + (1 - momentum) * student``."""
+        ema_update(self.teacher, self.student, momentum)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The student's trainable parameters for the optimiser: weights decayed, biases and norms
+        (one-dimensional parameters) in a second group with no weight decay."""
+        decayed, plain = [], []
+        for name, param in self.student.named_parameters():
+            if not param.requires_grad:
+                continue
+            (plain if param.ndim <= 1 or name.endswith(".bias") else decayed).append(param)
+        return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
+
+    def training_state(self) -> dict[str, Any]:
+        """The checkpoint fields of the model: ``state_dict`` (the student), ``teacher`` and ``loss``
+        (the DINO loss's centre)."""
+        return {"state_dict": self.student.state_dict(), "teacher": self.teacher.state_dict(),
+                "loss": self.dino_loss.state_dict()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` recorded."""
+        self.student.load_state_dict(state["state_dict"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.dino_loss.load_state_dict(state["loss"])
+
+
+def build_dino(cfg: PretrainConfig, registry: Any) -> DINO:
+    """The :class:`DINO` model of ``[pretrain]``: backbone (:func:`build_backbone`), head and the
+    registry's ``dino`` and ``koleo`` losses."""
+    backbone = build_backbone(cfg, registry)
+    head = DINOHead(int(backbone.feature_dim), cfg.out_dim, hidden_dim=cfg.head_hidden_dim,
+                    bottleneck_dim=cfg.head_bottleneck_dim, n_layers=cfg.head_layers,
+                    norm_last_layer=cfg.norm_last_layer)
+    dino_loss = registry.losses.get("dino").build(
+        out_dim=cfg.out_dim, n_global=2, student_temp=cfg.student_temp, teacher_temp=cfg.teacher_temp,
+        warmup_teacher_temp=cfg.warmup_teacher_temp, warmup_teacher_temp_epochs=cfg.warmup_teacher_temp_epochs,
+        center_momentum=cfg.center_momentum, centering=cfg.centering,
+    )
+    koleo_loss = registry.losses.get("koleo").build() if cfg.koleo_weight > 0 else None
+    return DINO(backbone, head, dino_loss, koleo_loss=koleo_loss, koleo_weight=cfg.koleo_weight)
+
+
 # --- measurements --------------------------------------------------------------------------------
 
 
@@ -188,75 +300,32 @@ class Probe:
         return knn_accuracy(self.features(backbone), self.labels)
 
 
+
 # --- schedules -----------------------------------------------------------------------------------
-
-
-def cosine(start: float, end: float, step: int, total: int) -> float:
-    """A half cosine from ``start`` (step 0) to ``end`` (step ``total``)."""
-    if total <= 0:
-        return end
-    progress = min(max(step / total, 0.0), 1.0)
-    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
 
 
 @attrs.frozen
 class Schedules:
-    """Learning rate, weight decay and teacher momentum as functions of the global step."""
+    """Learning rate, weight decay and teacher momentum per global step, each a
+    :class:`~mska_core.training.scaffold.CosineSchedule` over the whole run."""
 
-    lr: float
-    min_lr: float
-    warmup_steps: int
-    weight_decay: float
-    weight_decay_end: float
-    momentum: float
-    total_steps: int
+    lr: CosineSchedule
+    weight_decay: CosineSchedule
+    momentum: CosineSchedule
 
     @classmethod
     def from_config(cls, cfg: PretrainConfig, steps_per_epoch: int) -> Schedules:
-        return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
-                   weight_decay=cfg.weight_decay, weight_decay_end=cfg.weight_decay_end,
-                   momentum=cfg.momentum_teacher, total_steps=cfg.epochs * steps_per_epoch)
+        total = cfg.epochs * steps_per_epoch
+        return cls(
+            lr=CosineSchedule(cfg.lr, cfg.min_lr, total, warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch))),
+            weight_decay=CosineSchedule(cfg.weight_decay, cfg.weight_decay_end, total),
+            momentum=CosineSchedule(cfg.momentum_teacher, 1.0, total),
+        )
 
-    def lr_at(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.lr * step / self.warmup_steps
-        return cosine(self.lr, self.min_lr, step - self.warmup_steps, self.total_steps - self.warmup_steps)
+    def at(self, step: int) -> tuple[float, float, float]:
+        """``(lr, weight_decay, momentum)`` of optimiser step ``step`` (0-based)."""
+        return self.lr(step), self.weight_decay(step), self.momentum(step)
 
-    def weight_decay_at(self, step: int) -> float:
-        return cosine(self.weight_decay, self.weight_decay_end, step, self.total_steps)
-
-    def momentum_at(self, step: int) -> float:
-        return cosine(self.momentum, 1.0, step, self.total_steps)
-
-
-# --- state that survives --resume ----------------------------------------------------------------
-
-
-def rng_state() -> dict[str, Any]:
-    """The random generators' states as plain data (tensors, lists, numbers, strings)."""
-    version, words, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(words), gauss],
-        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
-                  float(cached)],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` recorded."""
-    torch.set_rng_state(state["torch"])
-    version, words, gauss = state["python"]
-    random.setstate((version, tuple(words), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -346,78 +415,77 @@ def make_probe(cfg: PretrainConfig, sprite: str | None, seed: int) -> Probe | No
     return Probe(sprite, cfg.probe_images, cfg.img_size, seed, start=cfg.synthetic_images)
 
 
-def _mean(values: Any) -> float:
-    values = list(values)
+
+@attrs.frozen
+class CropData:
+    """The multi-crop training data of a run: crop source, augmentation, dataset, sampler and loader."""
+
+    source: Any
+    augment: Any
+    dataset: Any
+    sampler: Any
+    loader: Any
+
+    @classmethod
+    def build(cls, cfg: PretrainConfig, seed: int, sprite: str | None, backbone: nn.Module) -> CropData:
+        from torch.utils.data import DataLoader
+
+        from mska_core.data.crops import EpochShuffle, MultiCrop, MultiCropDataset, collate_views
+
+        source = crop_source(cfg, seed, sprite)
+        augment = MultiCrop(global_size=cfg.img_size, local_size=local_size(cfg, backbone),
+                            local_crops=cfg.local_crops, global_scale=cfg.global_crop_scale,
+                            local_scale=cfg.local_crop_scale, jitter=cfg.color_jitter, grayscale=cfg.grayscale)
+        dataset = MultiCropDataset(source, augment, seed)
+        sampler = EpochShuffle(len(dataset), seed)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_views,
+                            num_workers=cfg.num_workers, drop_last=len(dataset) >= cfg.batch_size)
+        return cls(source, augment, dataset, sampler, loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The order and the augmentation of ``epoch`` (both drawn from the seed and the epoch)."""
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+
+@attrs.define
+class EpochMeter:
+    """What one epoch's steps measured, for its summary record."""
+
+    losses: list[float] = attrs.Factory(list)
+    entropies: list[float] = attrs.Factory(list)
+    feature_stds: list[float] = attrs.Factory(list)
+    images: int = 0
+    data_s: float = 0.0
+    step_s: float = 0.0
+
+    def add(self, parts: dict[str, float], images: int, data_s: float, step_s: float) -> None:
+        self.losses.append(parts["loss"])
+        self.entropies.append(parts["teacher_entropy"])
+        self.feature_stds.append(parts["feature_std"])
+        self.images += images
+        self.data_s += data_s
+        self.step_s += step_s
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.data_s + self.step_s, 1e-9)
+
+    def summary(self, epoch: int, step: int, min_loss: float | None, skipped: int) -> dict[str, Any]:
+        """The epoch's ``"summary": true`` record; ``min_loss`` is the lowest epoch loss before it."""
+        loss = _mean(self.losses) if self.losses else 0.0
+        return {"epoch": epoch + 1, "step": step, "summary": True, "loss": loss,
+                "min_loss": loss if min_loss is None else min(min_loss, loss), "images_per_s": self.images_per_s,
+                "data_s": self.data_s, "step_s": self.step_s, "skipped": skipped,
+                "teacher_entropy": _mean(self.entropies), "feature_std": _mean(self.feature_stds)}
+
+
+def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
-
-
-def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
-    decayed, plain = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (plain if param.ndim <= 1 or name.endswith(".bias") else decayed).append(param)
-    return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    from mska_core.io import read_jsonl
-
-    return [r for r in read_jsonl(path) if isinstance(r, dict) and r.get("step", 0) <= up_to_step]
 
 
 #: What ``--resume`` reads from ``checkpoint.pt``.
 RESUME_KEYS = ("state_dict", "teacher", "loss", "optimizer", "rng", "epoch", "global_step", "min_loss", "config")
-
-
-def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
-    from mska_core.io import atomic_write_bytes
-
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-class _Reporter:
-    """The rich progress bar (on a terminal) and one line per epoch."""
-
-    def __init__(self, console: Any, enabled: bool, total: int, completed: int) -> None:
-        self.console = console
-        self.progress = None
-        if enabled and console is not None and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  teacher H {task.fields[entropy]}  lr {task.fields[lr]}  "
-                           "{task.fields[speed]} img/s  probe {task.fields[probe]}"),
-                TimeRemainingColumn(), console=console, transient=False,
-            )
-            self.task = self.progress.add_task("pretrain", total=total, completed=completed,
-                                               loss="-", entropy="-", lr="-", speed="-", probe="-")
-            self.progress.start()
-
-    def step(self, epoch: int, epochs: int, loss: float, teacher_entropy: float, lr: float, speed: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, description=f"epoch {epoch + 1}/{epochs}",
-                                 loss=f"{loss:.4f}", entropy=f"{teacher_entropy:.2f}", lr=f"{lr:.2e}",
-                                 speed=f"{speed:.1f}")
-
-    def probe(self, accuracy: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, probe=f"{accuracy:.3f}")
-
-    def line(self, text: str) -> None:
-        if self.console is not None:
-            self.console.print(text)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def pretrain(config: Config, *, registry: Any = None, console: Any = None, extend: bool = False) -> PretrainResult:
@@ -425,234 +493,178 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
 
     The output folder is locked while the run writes it; a folder that holds a checkpoint is refused
     unless ``pretrain.resume`` is set, and a resume whose config differs incompatibly from the stored
-    one is refused (``extend=True`` lets ``pretrain.epochs`` grow).
+    one is refused (``extend=True`` lets ``pretrain.epochs`` grow). ``registry`` supplies the
+    architectures, losses and checkpoint formats, and its plugins are recorded in every checkpoint
+    and export; the process-wide one when none is given (this is a Python entry point, as
+    ``mska pretrain`` is).
     """
-    from torch.utils.data import DataLoader
+    from mska_core.checkpoints import make_payload, save_checkpoint
+    from mska_core.registry import get_registry, registry_for
+    from mska_core.training import distributed, runfolder
 
-    from mska_core.checkpoints import make_payload, safe_torch_load, save_checkpoint
-    from mska_core.data.crops import EpochShuffle, MultiCrop, MultiCropDataset, collate_views
-    from mska_core.losses.dino import entropy
-
-    from mska_core.registry import registry_for
-    from mska_core.training import runfolder
-
-    registry = registry_for(config.plugins, registry)
-    cfg = config.pretrain
+    registry = registry_for(config.plugins, registry if registry is not None else get_registry())
+    cfg, seed = config.pretrain, config.run.seed
     stream = resolve_stream(cfg.stream, registry)
     sprite = synthetic_sprite(cfg, stream, registry)
-    seed = config.run.seed
-    device = _device(config.run.device)
+    _, device = distributed.setup(config.run.device, single_process="mska pretrain")
+    say = console.print if console is not None else (lambda text: None)
     output_dir = Path(cfg.output_dir)
-    lock = runfolder.RunFolderLock(output_dir).acquire()
     checkpoint_path = output_dir / CHECKPOINT_NAME
-    metrics_path = output_dir / METRICS_NAME
-    runfolder.check_start(output_dir, checkpoint_path, resume=cfg.resume)
-    state = None
-    if cfg.resume and checkpoint_path.exists():
-        state = safe_torch_load(checkpoint_path)
-        if not isinstance(state, dict):
-            raise MskaError(f"{checkpoint_path}: holds a {type(state).__name__}, not a pretraining state")
-        runfolder.require_keys(state, RESUME_KEYS, checkpoint_path)
-        from mska_core.training.loop import stored_config
+    with runfolder.RunFolderLock(output_dir):
+        runfolder.check_start(output_dir, checkpoint_path, resume=cfg.resume)
+        state = None
+        if cfg.resume and checkpoint_path.exists():
+            state = runfolder.load_training_state(checkpoint_path, RESUME_KEYS, unstructure(config),
+                                                  loop="pretrain", extend=extend)
+        save_config(config, output_dir / CONFIG_NAME)
+        seed_everything(seed)
 
-        runfolder.check_resume(stored_config(state["config"]), unstructure(config), loop="pretrain",
-                               source=checkpoint_path, extend=extend)
-    save_config(config, output_dir / CONFIG_NAME)
-    seed_everything(seed)
+        # set-up: model, data, schedules, optimiser, records
+        model = build_dino(cfg, registry).to(device)
+        data = CropData.build(cfg, seed, sprite, model.student.backbone)
+        steps_per_epoch = len(data.loader)
+        schedules = Schedules.from_config(cfg, steps_per_epoch)
+        optimizer = torch.optim.AdamW(model.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        metrics = MetricsLog(output_dir / METRICS_NAME)
+        start_epoch, global_step, min_loss, skipped = 0, 0, None, set()
+        if state is not None:
+            model.load_training_state(state)
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+            start_epoch, global_step, min_loss = int(state["epoch"]), int(state["global_step"]), state["min_loss"]
+            skipped.update(state.get("skipped", []))
+            metrics.resume(global_step)
+            say(f"resuming from {checkpoint_path} after epoch {start_epoch} (step {global_step})")
+        elif cfg.resume:
+            say(f"no {checkpoint_path} to resume from; starting a new run")
+        backbone = model.student.backbone
+        arch = getattr(backbone, "arch", None) or cfg.arch
+        arch_config = dict(getattr(backbone, "arch_config", None) or {})
+        say(f"DINO pretraining of stream [bold]{stream}[/bold]: {arch} at {cfg.img_size} px "
+            f"(+{cfg.local_crops} local crops of {data.augment.local_size} px), {data.source.describe()}, "
+            f"batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, {cfg.epochs} epochs, on {device}")
+        probe = make_probe(cfg, sprite, seed)
+        probe_init = None  # the initial backbone's figure, recorded with the first epoch's summary
+        if probe is not None and start_epoch == 0 and global_step == 0:
+            probe_init = probe(model.teacher.backbone)
+            say(f"k-NN probe of the initial backbone on {len(probe.labels)} held-out synthetic {sprite} "
+                f"crops: {probe_init:.3f}")
 
-    # model: student and EMA teacher
-    backbone = build_backbone(cfg, registry)
-    head = DINOHead(int(backbone.feature_dim), cfg.out_dim, hidden_dim=cfg.head_hidden_dim,
-                    bottleneck_dim=cfg.head_bottleneck_dim, n_layers=cfg.head_layers,
-                    norm_last_layer=cfg.norm_last_layer)
-    student = MultiCropModel(backbone, head).to(device)
-    teacher = copy.deepcopy(student)
-    teacher.requires_grad_(False)
-    teacher.eval()
-    arch = getattr(backbone, "arch", None) or cfg.arch
-    arch_config = dict(getattr(backbone, "arch_config", None) or {})
-
-    # data
-    source = crop_source(cfg, seed, sprite)
-    augment = MultiCrop(global_size=cfg.img_size, local_size=local_size(cfg, backbone), local_crops=cfg.local_crops,
-                        global_scale=cfg.global_crop_scale, local_scale=cfg.local_crop_scale,
-                        jitter=cfg.color_jitter, grayscale=cfg.grayscale)
-    dataset = MultiCropDataset(source, augment, seed)
-    sampler = EpochShuffle(len(dataset), seed)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_views,
-                        num_workers=cfg.num_workers, drop_last=len(dataset) >= cfg.batch_size)
-    steps_per_epoch = len(loader)
-    schedules = Schedules.from_config(cfg, steps_per_epoch)
-
-    # losses and optimiser
-    dino_loss = registry.losses.get("dino").build(
-        out_dim=cfg.out_dim, n_global=2, student_temp=cfg.student_temp, teacher_temp=cfg.teacher_temp,
-        warmup_teacher_temp=cfg.warmup_teacher_temp, warmup_teacher_temp_epochs=cfg.warmup_teacher_temp_epochs,
-        center_momentum=cfg.center_momentum, centering=cfg.centering,
-    ).to(device)
-    koleo_loss = registry.losses.get("koleo").build() if cfg.koleo_weight > 0 else None
-    optimizer = torch.optim.AdamW(_param_groups(student), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    last_layer = list(student.head.last_layer.parameters())
-
-    start_epoch, global_step, min_loss = 0, 0, None
-    history: list[dict[str, Any]] = []
-    skipped: set[str] = set()
-    reporter_console = console
-    if state is not None:
-        student.load_state_dict(state["state_dict"])
-        teacher.load_state_dict(state["teacher"])
-        dino_loss.load_state_dict(state["loss"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start_epoch, global_step, min_loss = int(state["epoch"]), int(state["global_step"]), state["min_loss"]
-        skipped.update(state.get("skipped", []))
-        history = _read_metrics(metrics_path, global_step)
-        if console is not None:
-            console.print(f"resuming from {checkpoint_path} after epoch {start_epoch} (step {global_step})")
-    elif cfg.resume and console is not None:
-        console.print(f"no {checkpoint_path} to resume from; starting a new run")
-
-    if console is not None:
-        console.print(
-            f"DINO pretraining of stream [bold]{stream}[/bold]: {arch} at {cfg.img_size} px "
-            f"(+{cfg.local_crops} local crops of {augment.local_size} px), {source.describe()}, "
-            f"batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, {cfg.epochs} epochs, on {device}"
-        )
-    probe = make_probe(cfg, sprite, seed)
-    probe_init = None  # the initial backbone's figure, recorded with the first epoch
-    if probe is not None and start_epoch == 0 and global_step == 0:
-        probe_init = probe(teacher.backbone)
-        if console is not None:
-            console.print(f"k-NN probe of the initial backbone on {len(probe.labels)} held-out synthetic "
-                          f"{sprite} crops: {probe_init:.3f}")
-    reporter = _Reporter(reporter_console, cfg.progress, cfg.epochs * steps_per_epoch, global_step)
-    stopped = False
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if cfg.max_steps is not None and global_step >= cfg.max_steps:
-                stopped = True
-                break
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            student.train()
-            epoch_losses: list[float] = []
-            data_time = step_time = 0.0
-            images = 0
-            tick = time.perf_counter()
-            for index, (views, batch_skipped) in enumerate(loader):
-                loaded = time.perf_counter()
-                skipped.update(batch_skipped)
-                views = [v.to(device, non_blocking=True) for v in views]
-                progress = epoch + index / steps_per_epoch
-                lr, weight_decay = schedules.lr_at(global_step), schedules.weight_decay_at(global_step)
-                for i, group in enumerate(optimizer.param_groups):
-                    group["lr"] = lr
-                    if i == 0:
-                        group["weight_decay"] = weight_decay
-                with torch.no_grad():
-                    teacher_logits, _ = teacher(views[:2])
-                    teacher_entropy = float(entropy(dino_loss.teacher_probabilities(teacher_logits, progress)))
-                student_logits, features = student(views)
-                dino_value = dino_loss(student_logits, teacher_logits, progress)
-                loss = dino_value
-                koleo_value = torch.zeros(())
-                if koleo_loss is not None:
-                    batch = views[0].shape[0]
-                    koleo_value = sum(koleo_loss(chunk) for chunk in features[: 2 * batch].chunk(2))
-                    loss = loss + cfg.koleo_weight * koleo_value
-                if not torch.isfinite(loss):
-                    raise MskaError(
-                        f"pretraining diverged at epoch {epoch + 1}, step {global_step + 1} (loss {loss.item()}); "
-                        "lower pretrain.lr or raise pretrain.warmup_epochs"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-                if progress < cfg.freeze_last_layer_epochs:
-                    for param in last_layer:
-                        param.grad = None
-                optimizer.step()
-                momentum = schedules.momentum_at(global_step)
-                ema_update(teacher, student, momentum)
-                global_step += 1
-                done = time.perf_counter()
-                data_time += loaded - tick
-                step_time += done - loaded
-                images += views[0].shape[0]
-                loss_value = float(loss.detach())
-                epoch_losses.append(loss_value)
-                history.append({
-                    "epoch": epoch + 1, "step": global_step, "loss": loss_value,
-                    "dino": float(dino_value.detach()), "koleo": float(koleo_value.detach() if torch.is_tensor(koleo_value) else koleo_value),
-                    "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
-                    "teacher_temp": dino_loss.teacher_temperature(progress),
-                    "teacher_entropy": teacher_entropy, "feature_std": feature_std(features[: 2 * views[0].shape[0]]),
-                })
-                reporter.step(epoch, cfg.epochs, loss_value, teacher_entropy, lr,
-                              views[0].shape[0] / max(done - tick, 1e-9))
-                tick = time.perf_counter()
+        # the loop
+        display = ProgressDisplay(console, enabled=cfg.progress, transient=False)
+        display.begin("pretrain", cfg.epochs * steps_per_epoch, completed=global_step)
+        probe_shown, stopped = "-", False
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
                 if cfg.max_steps is not None and global_step >= cfg.max_steps:
                     stopped = True
                     break
-            if stopped:  # a partial epoch is neither summarised nor checkpointed
-                break
-            mean_loss = sum(epoch_losses) / max(len(epoch_losses), 1)
-            min_loss = mean_loss if min_loss is None else min(min_loss, mean_loss)
-            epoch_steps = [r for r in history if r["epoch"] == epoch + 1 and not r.get("summary")]
-            summary: dict[str, Any] = {
-                "epoch": epoch + 1, "step": global_step, "summary": True, "loss": mean_loss,
-                "min_loss": min_loss, "images_per_s": images / max(data_time + step_time, 1e-9),
-                "data_s": data_time, "step_s": step_time, "skipped": len(skipped),
-                "teacher_entropy": _mean(r["teacher_entropy"] for r in epoch_steps),
-                "feature_std": _mean(r["feature_std"] for r in epoch_steps),
-            }
-            measured = ""
-            if probe is not None and ((epoch + 1) % cfg.probe_every == 0 or epoch + 1 == cfg.epochs):
-                summary["probe"] = probe(teacher.backbone)
-                if probe_init is not None:
-                    summary["probe_init"], probe_init = probe_init, None
-                reporter.probe(summary["probe"])
-                measured = f"  probe {summary['probe']:.3f}"
-            history.append(summary)
-            _write_metrics(metrics_path, history)
-            save_checkpoint(make_payload(
-                "training-state", student.state_dict(), stream=stream, arch=arch, arch_config=arch_config,
-                min_loss=min_loss, epoch=epoch + 1, global_step=global_step, config=unstructure(config),
-                teacher=teacher.state_dict(), loss=dino_loss.state_dict(), optimizer=optimizer.state_dict(),
-                rng=rng_state(), skipped=sorted(skipped),
-            ), checkpoint_path)
-            reporter.line(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {mean_loss:.4f}  min {min_loss:.4f}  "
-                f"teacher H {summary['teacher_entropy']:.2f}/{math.log(cfg.out_dim):.2f}{measured}  "
-                f"{images / max(data_time + step_time, 1e-9):.1f} img/s  (data {data_time:.1f}s, step {step_time:.1f}s)"
-            )
-    finally:
-        reporter.close()
-    if stopped:
-        _write_metrics(metrics_path, history)
-        reporter.line(f"stopped after step {global_step} (pretrain.max_steps)")
-    if skipped:
-        from mska_core.io import atomic_write_bytes
+                data.set_epoch(epoch)
+                model.train()
+                meter = EpochMeter()
+                tick = time.perf_counter()
+                for index, (views, batch_skipped) in enumerate(data.loader):
+                    loaded = time.perf_counter()
+                    skipped.update(batch_skipped)
+                    views = [v.to(device, non_blocking=True) for v in views]
+                    progress = epoch + index / steps_per_epoch
+                    lr, weight_decay, momentum = schedules.at(global_step)
+                    apply_schedules(optimizer, lr, weight_decay)
+                    optimizer.zero_grad(set_to_none=True)
+                    parts = model.forward_backward(views, progress)
+                    if not math.isfinite(parts["loss"]):
+                        raise MskaError(
+                            f"pretraining diverged at epoch {epoch + 1}, step {global_step + 1} (loss "
+                            f"{parts['loss']}); lower pretrain.lr or raise pretrain.warmup_epochs"
+                        )
+                    model.clip_gradients(cfg.grad_clip)
+                    if progress < cfg.freeze_last_layer_epochs:
+                        model.cancel_last_layer_gradients()
+                    optimizer.step()
+                    model.update_teacher(momentum)
+                    global_step += 1
 
-        atomic_write_bytes(output_dir / SKIPPED_NAME, "".join(f"{p}\n" for p in sorted(skipped)).encode())
+                    done = time.perf_counter()
+                    meter.add(parts, views[0].shape[0], loaded - tick, done - loaded)
+                    metrics.append({"epoch": epoch + 1, "step": global_step, "loss": parts["loss"],
+                                    "dino": parts["dino"], "koleo": parts["koleo"], "lr": lr,
+                                    "weight_decay": weight_decay, "momentum": momentum,
+                                    "teacher_temp": parts["teacher_temp"],
+                                    "teacher_entropy": parts["teacher_entropy"],
+                                    "feature_std": parts["feature_std"]})
+                    display.advance(f"loss {parts['loss']:.4f}  teacher H {parts['teacher_entropy']:.2f}  "
+                                    f"lr {lr:.2e}  {views[0].shape[0] / max(done - tick, 1e-9):.1f} img/s  "
+                                    f"probe {probe_shown}", description=f"epoch {epoch + 1}/{cfg.epochs}")
+                    tick = time.perf_counter()
+                    if cfg.max_steps is not None and global_step >= cfg.max_steps:
+                        stopped = True
+                        break
+                if stopped:  # a partial epoch is neither summarised nor checkpointed
+                    break
 
-    # exports: the teacher's backbone
-    completed = min(cfg.epochs, max(start_epoch, global_step // max(steps_per_epoch, 1)))
+                summary = meter.summary(epoch, global_step, min_loss, len(skipped))
+                min_loss = summary["min_loss"]
+                if probe is not None and ((epoch + 1) % cfg.probe_every == 0 or epoch + 1 == cfg.epochs):
+                    summary["probe"] = probe(model.teacher.backbone)
+                    if probe_init is not None:
+                        summary["probe_init"], probe_init = probe_init, None
+                    probe_shown = f"{summary['probe']:.3f}"
+                metrics.log(summary)
+                save_checkpoint(make_payload(
+                    "training-state", stream=stream, arch=arch, arch_config=arch_config, min_loss=min_loss,
+                    epoch=epoch + 1, global_step=global_step, config=unstructure(config),
+                    optimizer=optimizer.state_dict(), rng=rng_state(), skipped=sorted(skipped),
+                    registry=registry, **model.training_state(),
+                ), checkpoint_path, registry=registry)
+                measured = f"  probe {summary['probe']:.3f}" if "probe" in summary else ""
+                say(f"epoch {epoch + 1}/{cfg.epochs}  loss {summary['loss']:.4f}  min {min_loss:.4f}  "
+                    f"teacher H {summary['teacher_entropy']:.2f}/{math.log(cfg.out_dim):.2f}{measured}  "
+                    f"{meter.images_per_s:.1f} img/s  (data {meter.data_s:.1f}s, step {meter.step_s:.1f}s)")
+        finally:
+            display.close()
+        if stopped:
+            metrics.flush()
+            say(f"stopped after step {global_step} (pretrain.max_steps)")
+        if skipped:
+            from mska_core.io import atomic_write_bytes
+
+            atomic_write_bytes(output_dir / SKIPPED_NAME, "".join(f"{p}\n" for p in sorted(skipped)).encode())
+
+        # exports: the teacher's backbone
+        completed = min(cfg.epochs, max(start_epoch, global_step // max(steps_per_epoch, 1)))
+        exported = export(model.teacher.backbone, cfg, registry=registry, stream=stream, arch=arch,
+                          arch_config=arch_config,
+                          min_loss=min_loss, epoch=completed, global_step=global_step, config=unstructure(config))
+    return PretrainResult(output_dir=output_dir, checkpoint=checkpoint_path, metrics=metrics.path, stream=stream,
+                          epochs=completed, global_step=global_step, min_loss=min_loss, exported=tuple(exported),
+                          skipped=tuple(sorted(skipped)), ignored=len(getattr(data.source, "ignored", ())))
+
+
+def apply_schedules(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    """Set every group's learning rate, and the weight decay of the first (decayed) group."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr
+        if i == 0:
+            group["weight_decay"] = weight_decay
+
+
+def export(backbone: nn.Module, cfg: PretrainConfig, *, registry: Any, **fields: Any) -> list[Path]:
+    """Write the teacher's ``backbone`` as ``--export-checkpoint`` (a stream-encoder payload) and
+    ``--export-backbone`` (a backbone payload) ask, recording the plugins of ``registry``; the paths
+    written."""
+    from mska_core.checkpoints import make_payload, save_checkpoint
+
+    state_dict = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
     exported: list[Path] = []
-    state_dict = {k: v.detach().cpu().clone() for k, v in teacher.backbone.state_dict().items()}
-    common = dict(stream=stream, arch=arch, arch_config=arch_config, min_loss=min_loss, epoch=completed,
-                  global_step=global_step, config=unstructure(config))
     output_path = export_path(cfg)
     if output_path is not None:
-        exported.append(save_checkpoint(make_payload("stream-encoder", state_dict, **common), output_path))
+        exported.append(save_checkpoint(make_payload("stream-encoder", state_dict, registry=registry, **fields),
+                                        output_path, registry=registry))
     if cfg.export_backbone:
-        exported.append(save_checkpoint(make_payload("backbone", state_dict, **common), Path(cfg.export_backbone)))
-    ignored = len(getattr(source, "ignored", ()))
-    lock.release()
-    return PretrainResult(output_dir=output_dir, checkpoint=checkpoint_path, metrics=metrics_path, stream=stream,
-                          epochs=completed, global_step=global_step, min_loss=min_loss, exported=tuple(exported),
-                          skipped=tuple(sorted(skipped)), ignored=ignored)
+        exported.append(save_checkpoint(make_payload("backbone", state_dict, registry=registry, **fields),
+                                        Path(cfg.export_backbone), registry=registry))
+    return exported
+
 
 
 def export_path(cfg: PretrainConfig) -> Path | None:

@@ -62,12 +62,23 @@ def resolve_device(requested: str, info: DistInfo) -> Any:
     return torch.device(requested)
 
 
-def setup(requested_device: str) -> tuple[DistInfo, Any]:
-    """Join the process group when launched by torchrun; return this process's info and device."""
+def setup(requested_device: str, *, single_process: str | None = None) -> tuple[DistInfo, Any]:
+    """Join the process group when launched by torchrun; return this process's info and device.
+
+    Both loops set up their device here. ``single_process`` names a command that runs in one process
+    only: launched by torchrun, it is refused in one line instead of every rank writing one folder.
+    """
     import torch
     import torch.distributed as dist
 
     info = from_environment()
+    if single_process and info.enabled:
+        from mska_core.errors import ConfigError
+
+        raise ConfigError(
+            f"{single_process} runs in one process, but WORLD_SIZE is {info.world_size} (torchrun); "
+            "start it without torchrun"
+        )
     device = resolve_device(requested_device, info)
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

@@ -13,6 +13,8 @@ Both training loops (``mska train`` and ``mska pretrain``) go through this modul
   (architecture, data, losses, optimiser, batch size, seed ...), listing the changed keys. Settings
   that only change how the run is watched or where it stops early may change
   (:data:`RESUMABLE_CHANGES`); the number of epochs may grow with ``--extend``.
+- :func:`load_training_state` reads the checkpoint a ``--resume`` continues from and runs those
+  checks on it.
 """
 
 from __future__ import annotations
@@ -248,3 +250,38 @@ def require_keys(payload: Mapping[str, Any], keys: Iterable[str], path: Path) ->
             f"{path}: the checkpoint lacks {', '.join(repr(k) for k in missing)}, which a resume needs; it "
             "is damaged or was not written by this loop — start a new run folder, or restore the file"
         )
+
+
+def stored_config(data: Any) -> Any:
+    """A checkpoint's stored config as plain data with today's defaults filled in (as stored when the
+    schema cannot read it)."""
+    from mska_core.config import config_from_dict, unstructure
+    from mska_core.errors import MskaError
+
+    if not isinstance(data, dict):
+        return data
+    try:
+        return unstructure(config_from_dict(data))
+    except MskaError:
+        return data
+
+
+def load_training_state(path: Path, keys: Iterable[str], config: Mapping[str, Any], *, loop: str,
+                        extend: bool = False) -> dict[str, Any]:
+    """The ``training-state`` payload of ``path`` that a ``--resume`` continues from.
+
+    Read without running pickled code; refused in one line when it is not a training state, lacks one
+    of ``keys``, or was started with a config (``config``, the resolved one as plain data) that differs
+    from the new one in a way :func:`check_resume` refuses.
+    """
+    from mska_core.checkpoints import safe_torch_load
+    from mska_core.errors import CheckpointError
+
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or state.get("kind") != "training-state":
+        kind = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: kind {kind!r}, expected 'training-state'; it was not written by this "
+                              "loop — start a new run folder, or restore the file")
+    require_keys(state, keys, path)
+    check_resume(stored_config(state["config"]), config, loop=loop, source=path, extend=extend)
+    return state
