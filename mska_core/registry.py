@@ -246,16 +246,15 @@ def set_registry(registry: Registry | None) -> None:
     _default = registry
 
 
-def registry_for(plugins_cfg: Any, registry: Registry | None = None) -> Registry:
-    """The registry a config's ``[plugins]`` table asks for.
+def registry_for(plugins_cfg: Any, registry: Registry) -> Registry:
+    """The registry a config's ``[plugins]`` table asks for, starting from ``registry``.
 
-    ``registry`` (default: the process-wide one) when the table neither disables a loaded plugin nor
-    requires one; otherwise plugins are loaded again with ``disable`` added to
-    ``MSKA_DISABLE_PLUGINS``, and a ``required`` plugin that is not loaded is a
-    :class:`~mska_core.errors.PluginError`. A fresh registry replaces the process-wide one when
-    ``registry`` was that one.
+    ``registry`` itself when the table disables no loaded plugin; otherwise plugins are loaded again
+    with ``disable`` added to ``MSKA_DISABLE_PLUGINS`` (beside ``registry``'s extra plugins). A
+    ``required`` plugin that is not loaded is a :class:`~mska_core.errors.PluginError`. A fresh
+    registry replaces the process-wide one when ``registry`` was that one.
     """
-    base = registry if registry is not None else get_registry()
+    base = registry
     disable = tuple(getattr(plugins_cfg, "disable", ()) or ())
     required = tuple(getattr(plugins_cfg, "required", ()) or ())
     if any(base.host.infos.get(name) is not None and base.host.infos[name].status == LOADED

@@ -146,10 +146,13 @@ REGISTRY_ENTRY_POINTS = {
     ("checkpoints/payload.py", "load_checkpoint"),
     ("checkpoints/payload.py", "save_checkpoint"),
     ("checkpoints/encoder_state.py", "load_mska_encoder_state"),
+    ("checkpoints/encoder_state.py", "check_mska_encoder_state"),
     ("checkpoints/inspector.py", "describe"),
     ("checkpoints/inspector.py", "describe_run"),
     ("checkpoints/inspector.py", "diff_checkpoints"),
     ("training/fit.py", "check_fit"),
+    ("training/loop.py", "FineTuning.__init__"),
+    ("training/dino.py", "pretrain"),
     # a worker process of `mska extract --workers` is a process of its own: it loads its plugins
     ("extract/runner.py", "_worker"),
 }
