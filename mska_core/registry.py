@@ -104,9 +104,9 @@ class Catalog(Generic[T]):
 class Registry:
     """Every record the loaded plugins supply, one :class:`Catalog` per hook.
 
-    The catalogs are attributes named by :data:`mska_core.hookspecs.HOOKS` (``layouts``, ``streams``,
-    ``backbone_loaders``, ``backbone_archs``, ``checkpoint_formats``, ``losses``, ``data_sources``,
-    ``keypoint_estimators``), made on first use; ``catalog(hook_name)`` is the same by hook name.
+    The catalogs are attributes named by :data:`mska_core.hookspecs.HOOKS` (``registry.streams``,
+    ``registry.losses``, ...: each hook's ``attribute``), made on first use; ``catalog(hook_name)``
+    is the same by hook name.
     """
 
     def __init__(self, host: PluginHost) -> None:
