@@ -19,11 +19,19 @@ format), so both networks compute with the same tensors.
    reference's loss: CTC summed over the batch and divided by B for each head, plus the KL
    self-distillation of each head to the detached mean of the heads' probabilities, ``batchmean``)
    and an eval forward (the reference also computes its losses in ``forward``; ours does not), at
-   ``--batches`` × ``--frames``. Medians of the pairs and the ratio reference / ours.
-3. **Where the time goes**: torch.profiler's operators by self CPU time for our paper-mode training
+   ``--batches`` × ``--frames``. Medians of the rounds' seconds; the speed-up is the median of each
+   round's own ratio reference / ours, with its range over the rounds. ``--compile`` adds
+   ``torch.compile`` of our paper mode; its compilation runs before the timed rounds of each shape
+   and is not in the figures.
+3. **The arithmetic floor**: the FLOPs of each pass as ``torch.utils.flop_counter`` counts them (matrix
+   products and convolutions, forward and backward), divided by the rate of plain float32 matrix
+   products of the encoder's shapes on this machine: how fast a pass could be if all of its counted
+   arithmetic ran at that rate, and so the largest speed-up over the reference that float32 allows.
+4. **Where the time goes**: torch.profiler's operators by self CPU time for our paper-mode training
    step and for the reference's, B=1.
 
-    python -m bench.encoder --reference-src /work/ref/MSKA [--threads 2] [--pairs 5] [--compile]
+    python -m bench.encoder --reference-src /path/to/MSKA [--threads 2] [--pairs 5] [--batches 1 4] [--compile]
+    python -m bench.encoder --reference-src /path/to/MSKA --threads 1 --clock cpu   # on a shared machine
 
 Writes ``bench/results/encoder.json``. On a shared machine, take the medians with care: the ratio of
 interleaved runs is what holds, not the seconds.
@@ -44,6 +52,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import json
+import os
 import pickle
 import platform
 import re
@@ -315,10 +324,17 @@ def gradient_norm_difference(reference: nn.Module, ours: MSKAEncoder) -> float:
 # -- 2. speed --------------------------------------------------------------------------------------
 
 
+#: What the timings read: wall-clock seconds (the default), or this process's CPU seconds
+#: (``--clock cpu``: with ``--threads 1`` on a machine shared with other jobs, the time the work
+#: itself took, whatever else ran).
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCK["wall"]
+
+
 def timed(fn) -> float:
-    start = time.perf_counter()
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, frames: int, mode: str,
@@ -329,8 +345,9 @@ def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, fr
             else (lambda: reference_eval(reference, case))}
     for name, encoder in contenders.items():
         runs[name] = (lambda e=encoder: ours_train(e, case)) if mode == "train" else (lambda e=encoder: ours_eval(e, case))
-    if warm_up:
-        for run in runs.values():
+    for name, run in runs.items():
+        # A compiled contender compiles (again) for every new input shape: that happens here, untimed.
+        if warm_up or "compiled" in name:
             run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
@@ -340,10 +357,64 @@ def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, fr
             times[name].append(timed(runs[name]))
     medians = {name: statistics.median(values) for name, values in times.items()}
     row = {"mode": mode, "batch": batch, "frames": frames, "pairs": pairs, "seconds": medians, "all": times}
-    row["speedup"] = {name: medians["reference"] / medians[name] for name in contenders}
+    # Each round's own ratio (the runs of one round share the machine's load), then their median and range.
+    ratios = {name: [ref / ours for ref, ours in zip(times["reference"], times[name])] for name in contenders}
+    row["round_ratios"] = ratios
+    row["speedup"] = {name: statistics.median(values) for name, values in ratios.items()}
+    row["spread"] = {name: [min(values), max(values)] for name, values in ratios.items()}
     print(f"  {mode:5s} B={batch} T={frames}: " + ", ".join(f"{n} {s:.3f} s" for n, s in medians.items())
-          + " | " + ", ".join(f"{n} {r:.2f}x" for n, r in row["speedup"].items()), file=sys.stderr)
+          + " | " + ", ".join(f"{n} {row['speedup'][n]:.2f}x ({row['spread'][n][0]:.2f}-{row['spread'][n][1]:.2f})"
+                               for n in contenders), file=sys.stderr)
     return row
+
+
+# -- 2b. the arithmetic floor ----------------------------------------------------------------------
+
+
+def counted_flops(fn) -> int:
+    """Floating-point operations of ``fn`` as torch counts them (matrix products and convolutions,
+    forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def product_throughput(rounds: int = 7) -> float:
+    """FLOP/s of float32 matrix products of the encoder's typical shapes on this machine (median of
+    ``rounds``): the rate at which the arithmetic itself can run."""
+    shapes = [(2700, 384, 64), (2700, 64, 192), (675, 1536, 256), (1975, 256, 256), (1350, 768, 128)]
+    pairs = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+    work = sum(2 * m * k * n for m, k, n in shapes)
+
+    def run() -> None:
+        for a, b in pairs:
+            torch.mm(a, b)
+
+    run()
+    return work / statistics.median(timed(run) for _ in range(rounds))
+
+
+def floor(reference: nn.Module, contender: nn.Module, batch: int, frames: int, speed_rows: list[dict]) -> dict:
+    """How fast each pass could be if every counted operation ran at the measured product rate."""
+    case = Case(batch, frames)
+    rate = product_throughput()
+    result = {"batch": batch, "frames": frames, "gflop_per_s": rate / 1e9, "passes": {}}
+    for mode, ours_fn, theirs_fn in (
+        ("train", lambda: ours_train(contender, case), lambda: reference_train(reference, case)),
+        ("eval", lambda: ours_eval(contender, case), lambda: reference_eval(reference, case)),
+    ):
+        ours_flops, theirs_flops = counted_flops(ours_fn), counted_flops(theirs_fn)
+        entry = {"gflop_ours": ours_flops / 1e9, "gflop_reference": theirs_flops / 1e9,
+                 "floor_seconds": ours_flops / rate}
+        measured = [r for r in speed_rows if r["mode"] == mode and r["batch"] == batch]
+        if measured:
+            entry["reference_seconds"] = measured[0]["seconds"]["reference"]
+            entry["best_ratio"] = entry["reference_seconds"] / entry["floor_seconds"]
+        result["passes"][mode] = entry
+    print(f"  floor B={batch}: {result}", file=sys.stderr)
+    return result
 
 
 # -- 3. profile ------------------------------------------------------------------------------------
@@ -369,23 +440,36 @@ def print_tables(report: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    check = report["numerics"]
-    table = Table(title=f"numerics against the reference (paper mode, B=2, T={check['frames']})")
-    for column in ("eval logits", "train logits", "loss ref / ours", "grads fp64 (max)", "grads fp32 (norm)"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{check['eval_logits_rel']:.1e}", f"{check['train_logits_rel']:.1e}",
-                  f"{check['loss_reference']:.4f} / {check['loss_ours']:.4f}", f"{check['grad_rel_max_fp64']:.1e}",
-                  f"{check['grad_rel_norm_fp32']:.1e}")
-    console.print(table)
+    check = report.get("numerics")
+    if check is not None:
+        table = Table(title=f"numerics against the reference (paper mode, B=2, T={check['frames']})")
+        for column in ("eval logits", "train logits", "loss ref / ours", "grads fp64 (max)", "grads fp32 (norm)"):
+            table.add_column(column, justify="right")
+        table.add_row(f"{check['eval_logits_rel']:.1e}", f"{check['train_logits_rel']:.1e}",
+                      f"{check['loss_reference']:.4f} / {check['loss_ours']:.4f}",
+                      f"{check['grad_rel_max_fp64']:.1e}", f"{check['grad_rel_norm_fp32']:.1e}")
+        console.print(table)
     contenders = [name for name in report["speed"][0]["speedup"]]
-    table = Table(title=f"seconds, medians of interleaved runs ({report['threads']} threads)")
+    table = Table(title=f"{report['clock']} seconds, medians of interleaved runs ({report['threads']} threads); "
+                        "× = median of the rounds' ratios (range)")
     for column in ("pass", "B", "T", "reference", *contenders, *[f"{c} ×" for c in contenders]):
         table.add_column(column, justify="right")
     for row in report["speed"]:
         table.add_row(row["mode"], str(row["batch"]), str(row["frames"]), f"{row['seconds']['reference']:.3f}",
                       *[f"{row['seconds'][c]:.3f}" for c in contenders],
-                      *[f"{row['speedup'][c]:.2f}x" for c in contenders])
+                      *[f"{row['speedup'][c]:.2f}x ({row['spread'][c][0]:.2f}-{row['spread'][c][1]:.2f})"
+                        for c in contenders])
     console.print(table)
+    for check in report.get("floor", []):
+        table = Table(title=f"arithmetic floor, B={check['batch']}: counted FLOPs at "
+                            f"{check['gflop_per_s']:.0f} GFLOP/s (this machine's matrix products)")
+        for column in ("pass", "GFLOP ours", "GFLOP reference", "floor s", "reference s", "best possible ×"):
+            table.add_column(column, justify="right")
+        for mode, entry in check["passes"].items():
+            table.add_row(mode, f"{entry['gflop_ours']:.1f}", f"{entry['gflop_reference']:.1f}",
+                          f"{entry['floor_seconds']:.3f}", f"{entry.get('reference_seconds', float('nan')):.3f}",
+                          f"{entry.get('best_ratio', float('nan')):.2f}x")
+        console.print(table)
     for side, rows in report.get("profile", {}).items():
         table = Table(title=f"where the time goes: {side}, training step, B=1 (self CPU)")
         for column in ("operator", "calls", "self ms", "share"):
@@ -406,9 +490,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--numerics-frames", type=int, default=None, help="T of the numerics check (default --frames)")
     parser.add_argument("--modes", nargs="+", default=["train", "eval"], choices=["train", "eval"])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of our paper mode")
+    parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                        help="wall-clock seconds, or this process's CPU seconds (meaningful with --threads 1)")
+    parser.add_argument("--no-numerics", action="store_true", help="skip the numerics check")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip counting FLOPs and timing plain matrix products (the arithmetic floor)")
     parser.add_argument("--json", default=str(RESULTS))
     args = parser.parse_args(argv)
+    global clock
+    clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -418,11 +509,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
         "threads": args.threads,
+        "clock": args.clock,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "command": "python -m bench.encoder " + " ".join(argv if argv is not None else sys.argv[1:]),
         "reference": str(args.reference_src),
     }
-    report["numerics"] = numerics(reference, args.numerics_frames or args.frames)
-    print(f"  numerics: {report['numerics']}", file=sys.stderr)
+    if not args.no_numerics:
+        report["numerics"] = numerics(reference, args.numerics_frames or args.frames)
+        print(f"  numerics: {report['numerics']}", file=sys.stderr)
     contenders: dict[str, nn.Module] = {"paper": build_ours(reference, "paper"),
                                         "softmax": build_ours(reference, "softmax")}
     if args.compile:
@@ -434,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     for index, (mode, batch) in enumerate(cases):
         first = all(m != mode for m, _ in cases[:index])
         report["speed"].append(speed(reference, contenders, batch, args.frames, mode, args.pairs, warm_up=first))
+    if not args.no_floor:
+        report["floor"] = [floor(reference, contenders["paper"], batch, args.frames, report["speed"])
+                           for batch in sorted(args.batches)]
     if not args.no_profile:
         case = Case(1, args.frames)
         report["profile"] = {

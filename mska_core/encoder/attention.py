@@ -34,7 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mska_core.encoder.layers import LEAKY_SLOPE, ConvNorm, batch_norm_rows, frame_mask, sinusoid, use_fused_kernels
+from mska_core.encoder.layers import (
+    LEAKY_SLOPE,
+    ConvNorm,
+    batch_norm_rows,
+    frame_mask,
+    sinusoid,
+    temporal_conv,
+    use_fused_kernels,
+)
 
 #: Additive bias that hides a joint from softmax attention (finite, so a row never becomes NaN).
 HIDDEN_BIAS = -1.0e4
@@ -213,8 +221,8 @@ class AttentionBlock(nn.Module):
         frames = y.permute(0, 3, 1, 2)  # [N, C, T, V] over channels-last memory
         padding = (self.kernel // 2, 0)
         if self.training:
-            z = self.temporal.norm(F.conv2d(frames, self.temporal.conv.weight, self.temporal.conv.bias,
-                                            stride=(self.stride, 1), padding=padding)).permute(0, 2, 3, 1)
+            z = temporal_conv(y, self.temporal.conv.weight, self.temporal.conv.bias, self.stride)  # [N, T', V, C]
+            z = self.temporal.norm(z.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
             if self.skip_temporal is not None:
                 # A strided 1×1 convolution reads every stride-th frame (as a product: the
                 # channels-last strided 1×1 convolution's backward is not reliable on every CPU build).
