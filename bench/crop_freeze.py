@@ -10,7 +10,7 @@ tensors autograd saves for backward during the forward (``torch.autograd.graph.s
 which is what training keeps beyond inference; on a GPU the peak allocated memory is reported too.
 The baseline is the whole backbone trained.
 
-    python -m bench.crop_freeze [--arch dinov2_vits14] [--img-size 112] [--clips 2] [--frames 16] [--rounds 3]
+    python -m bench.crop_freeze [--arch dinov2_vits14] [--img-size 112] [--clips 1] [--frames 8] [--rounds 2]
 
 Writes ``bench/results/crop_freeze.json`` and prints a rich table.
 """
@@ -74,9 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="dinov2_vits14")
     parser.add_argument("--img-size", type=int, default=112)
-    parser.add_argument("--clips", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--last-blocks", type=int, default=2, help="N of the partly frozen mode")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

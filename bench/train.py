@@ -211,15 +211,19 @@ def crop_rows(args: argparse.Namespace) -> list[dict]:
         "quickstart, 3 crop streams, tiny ViT 112 px": (QUICKSTART, [], "vit_tiny_test", args.batch_size,
                                                          args.crop_steps),
         "paper preset, 3 crop streams, ViT-S/14 112 px": (
-            PAPER if PAPER.exists() else None, [] if PAPER.exists() else ["train.batch_size=8"], "dinov2_vits14",
-            args.paper_batch_size, args.paper_steps),
+            PAPER if PAPER.exists() else None,
+            ([] if PAPER.exists() else ["train.batch_size=8"]) + [f"data.synthetic.frames_per_gloss={args.paper_frames_per_gloss}"],
+            "dinov2_vits14", args.paper_batch_size, args.paper_steps),
     }
     rows = []
     for name, (path, overrides, arch, batch_size, steps) in models.items():
+        if not any(name.startswith(wanted) for wanted in args.crop_models):
+            continue
         for workers in (args.workers, 0):
             result = measure_crops(path, overrides, arch=arch, side=112, device=torch.device("cpu"),
                                    steps=steps, batch_size=batch_size, workers=workers)
             rows.append({"model": name, "workers": workers, "batch_size": batch_size, **result})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -244,8 +248,12 @@ def main() -> None:
     parser.add_argument("--crops-only", action="store_true", help="only the crop-stream rows")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the crop rows")
     parser.add_argument("--crop-steps", type=int, default=3, help="counted steps of each quickstart crop row")
-    parser.add_argument("--paper-steps", type=int, default=2, help="counted steps of each paper-preset crop row")
-    parser.add_argument("--paper-batch-size", type=int, default=2, help="batch of the paper preset's crop rows")
+    parser.add_argument("--paper-steps", type=int, default=1, help="counted steps of each paper-preset crop row")
+    parser.add_argument("--crop-models", nargs="+", default=["quickstart", "paper"], choices=["quickstart", "paper"],
+                        help="which crop rows to run")
+    parser.add_argument("--paper-batch-size", type=int, default=1, help="batch of the paper preset's crop rows")
+    parser.add_argument("--paper-frames-per-gloss", type=int, default=3,
+                        help="frames per gloss of the paper preset's crop rows (short clips keep a CPU step short)")
     args = parser.parse_args()
     if args.crops_only:
         rows = crop_rows(args)
@@ -285,6 +293,10 @@ def write_results(results: dict, args: argparse.Namespace) -> None:
     out = ROOT / "bench" / "results" / "train.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
+    if "crop_rows" in results:  # rows of models not run this time are kept
+        fresh = {(row["model"], row["workers"]) for row in results["crop_rows"]}
+        kept = [row for row in previous.get("crop_rows", []) if (row["model"], row["workers"]) not in fresh]
+        results = {**results, "crop_rows": kept + results["crop_rows"]}
     out.write_text(json.dumps({
         **previous,
         "batch_size": args.batch_size, "steps": args.steps, "threads": torch.get_num_threads(),
