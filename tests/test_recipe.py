@@ -117,9 +117,10 @@ def test_the_paper_preset_rotates_training_clips_and_not_dev_clips():
 
 
 def test_cosine_epoch_schedule_is_cosine_annealing_stepped_at_each_epoch_start():
-    from mska_core.training.loop import learning_rate
+    from mska_core.training.loop import lr_schedule
 
     cfg = OptimConfig(name="adam", lr=1e-3, min_lr=0.0, schedule="cosine-epoch", t_max=10)
+    learning_rate = lr_schedule(cfg, 36, steps_per_epoch=3, epochs=12)
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([weight], lr=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10, eta_min=0.0)
@@ -129,16 +130,17 @@ def test_cosine_epoch_schedule_is_cosine_annealing_stepped_at_each_epoch_start()
         scheduler.step()
         expected = optimizer.param_groups[0]["lr"]
         for batch in range(steps_per_epoch):
-            got = learning_rate(epoch * steps_per_epoch + batch, 36, cfg, steps_per_epoch=steps_per_epoch, epochs=12)
+            got = learning_rate(epoch * steps_per_epoch + batch)
             assert got == pytest.approx(expected, rel=1e-9, abs=1e-15), (epoch, batch)
 
 
 def test_cosine_epoch_runs_over_the_epochs_without_t_max():
-    from mska_core.training.loop import learning_rate
+    from mska_core.training.loop import lr_schedule
 
-    cfg = OptimConfig(lr=1.0, min_lr=0.0, schedule="cosine-epoch")
-    assert learning_rate(0, 40, cfg, steps_per_epoch=10, epochs=4) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
-    assert learning_rate(39, 40, cfg, steps_per_epoch=10, epochs=4) == pytest.approx(0.0, abs=1e-12)
+    learning_rate = lr_schedule(OptimConfig(lr=1.0, min_lr=0.0, schedule="cosine-epoch"), 40, steps_per_epoch=10,
+                                epochs=4)
+    assert learning_rate(0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert learning_rate(39) == pytest.approx(0.0, abs=1e-12)
 
 
 # --- PHOENIX-2014T gloss clean-up -------------------------------------------------------------------------

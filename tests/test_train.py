@@ -118,20 +118,25 @@ def test_one_training_step_with_every_loss(tmp_path):
     assert (result.run_dir / "config.toml").read_text().count("[losses.translation]") == 1
 
 
-def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
+def test_resume_gives_exactly_the_losses_and_weights_of_an_uninterrupted_run(tmp_path):
+    """Stopped in the middle of the second epoch and resumed: every record (but the clips/s) and every
+    weight is the uninterrupted run's, to the bit."""
     whole = fine_tune(tiny_config(tmp_path / "a"))
     stopped = fine_tune(tiny_config(tmp_path / "b", "train.max_steps=3"))
     assert stopped.global_step == 3
     resumed = fine_tune(tiny_config(tmp_path / "b"), resume=True)
-    expected, got = train_records(whole.run_dir), train_records(resumed.run_dir)
-    assert [r["step"] for r in got] == [r["step"] for r in expected] == [1, 2, 3, 4]
-    for a, b in zip(expected, got):
-        for key in ("loss", "loss/ctc", "loss/distillation", "loss/translation", "lr"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
-    final_a = torch.load(whole.last, weights_only=True)["state_dict"]
-    final_b = torch.load(resumed.last, weights_only=True)["state_dict"]
-    for key in final_a:
-        assert torch.allclose(final_a[key].float(), final_b[key].float(), atol=1e-5), key
+
+    def records(run_dir):
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "clips_per_s"} for line in lines]
+
+    expected, got = records(whole.run_dir), records(resumed.run_dir)
+    assert [r["step"] for r in got if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert got == expected
+    final_a = torch.load(whole.last, weights_only=True)
+    final_b = torch.load(resumed.last, weights_only=True)
+    assert all(torch.equal(final_a["state_dict"][k], final_b["state_dict"][k]) for k in final_a["state_dict"])
+    assert {"torch", "python", "numpy"} <= set(final_b["rng"])
 
 
 def test_best_checkpoint_is_chosen_on_dev_and_holds_what_evaluation_needs(tmp_path):

@@ -11,13 +11,18 @@ One run lives in ``[run] output_dir / [run] name``:
   when no CTC loss is trained), with the resolved config, vocabularies and dev metrics inside.
 
 Exact resume: the order of an epoch comes from a generator seeded by (seed, epoch), every clip's
-augmentation from one seeded by (seed, epoch, clip), and the global torch RNG (dropout) is saved in
-``last.pt``. ``--resume`` therefore continues with the losses an uninterrupted run would have had.
+augmentation from one seeded by (seed, epoch, clip), and every global random generator (Python,
+NumPy, torch, CUDA; dropout draws from torch's) is saved in ``last.pt``. ``--resume`` therefore
+continues with exactly the records and weights of an uninterrupted run.
+
+The run folder, seeding and random state, the learning-rate schedule, ``metrics.jsonl``, the progress
+bar and the device come from the training scaffold that DINO pretraining stands on too
+(:mod:`~mska_core.training.scaffold`, :mod:`~mska_core.training.runfolder`,
+:mod:`~mska_core.training.distributed`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -29,7 +34,10 @@ import torch
 from torch import nn
 
 from mska_core.config.loader import unstructure
-from mska_core.errors import CheckpointError, ConfigError
+from mska_core.errors import ConfigError
+from mska_core.training.scaffold import (
+    CosineSchedule, MetricsLog, ProgressDisplay, rng_state, seed_everything, set_rng_state,
+)
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.toml"
 
@@ -68,28 +76,22 @@ def build_losses(config: Any, registry: Any) -> dict[str, tuple[nn.Module, float
     return losses
 
 
-def learning_rate(step: int, total_steps: int, optim_cfg: Any, *, steps_per_epoch: int = 1,
-                  epochs: int = 1) -> float:
-    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``.
+def lr_schedule(optim_cfg: Any, total_steps: int, *, steps_per_epoch: int = 1, epochs: int = 1) -> CosineSchedule:
+    """The learning rate of each optimiser step (0-based) of ``total_steps``, as ``[optim]`` says.
 
-    Linear warm-up to ``lr`` over ``warmup_steps``, then ``schedule``: ``"cosine"`` decays to ``min_lr``
-    over the remaining steps; ``"cosine-epoch"`` is the MSKA reference's ``CosineAnnealingLR`` stepped
-    at the start of every epoch, so epoch ``e`` (0-based) trains at
-    ``min_lr + (lr - min_lr) (1 + cos(pi (e + 1) / t_max)) / 2`` (``t_max`` defaults to ``epochs``);
-    ``"constant"`` keeps ``lr``.
+    Linear warm-up to ``lr`` over ``warmup_steps`` (the first step already at ``lr / warmup_steps``),
+    then ``schedule``: ``"cosine"`` decays to ``min_lr`` over the remaining steps; ``"cosine-epoch"`` is
+    the MSKA reference's ``CosineAnnealingLR`` stepped at the start of every epoch, so epoch ``e``
+    (0-based) trains at ``min_lr + (lr - min_lr) (1 + cos(pi (e + 1) / t_max)) / 2`` (``t_max``
+    defaults to ``epochs``); ``"constant"`` keeps ``lr``.
     """
-    if optim_cfg.warmup_steps and step < optim_cfg.warmup_steps:
-        return optim_cfg.lr * (step + 1) / optim_cfg.warmup_steps
-    if optim_cfg.schedule == "constant":
-        return optim_cfg.lr
-    if optim_cfg.schedule == "cosine-epoch":
-        epoch = step // max(1, steps_per_epoch)
-        t_max = optim_cfg.t_max or epochs
-        progress = (epoch + 1) / t_max
-    else:
-        span = max(1, total_steps - optim_cfg.warmup_steps)
-        progress = min(1.0, (step - optim_cfg.warmup_steps) / span)
-    return optim_cfg.min_lr + 0.5 * (optim_cfg.lr - optim_cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    per_epoch = optim_cfg.schedule == "cosine-epoch"
+    return CosineSchedule(
+        optim_cfg.lr, optim_cfg.lr if optim_cfg.schedule == "constant" else optim_cfg.min_lr, total_steps,
+        warmup_steps=optim_cfg.warmup_steps, warmup_from_zero=False,
+        steps_per_epoch=steps_per_epoch if per_epoch else None,
+        period=(optim_cfg.t_max or epochs) if per_epoch else None,
+    )
 
 
 def make_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
@@ -123,9 +125,10 @@ def improves(value: float | None, best: float | None, *, lower_is_better: bool) 
     return value < best if lower_is_better else value > best
 
 
-def load_initial_weights(encoder: nn.Module, model_cfg: Any) -> Any:
+def load_initial_weights(encoder: nn.Module, model_cfg: Any, registry: Any) -> Any:
     """``[model.init]`` (weight group -> file) and ``[model.streams.<s>] init`` through
-    :func:`~mska_core.checkpoints.load_mska_encoder_state`; ``None`` when nothing is to be loaded."""
+    :func:`~mska_core.checkpoints.load_mska_encoder_state` and the checkpoint formats of ``registry``;
+    ``None`` when nothing is to be loaded."""
     init = dict(model_cfg.init)
     streams = {name: s.init for name, s in model_cfg.streams.items() if s.init}
     if not init and not streams:
@@ -138,7 +141,8 @@ def load_initial_weights(encoder: nn.Module, model_cfg: Any) -> Any:
     for key, path in init.items():
         if key not in weight_groups:
             streams.setdefault(key, path)
-    return load_mska_encoder_state(encoder, groups=groups, streams=streams or None, strict=True)
+    return load_mska_encoder_state(encoder, groups=groups, streams=streams or None, strict=True,
+                                   registry=registry)
 
 
 def freeze_streams(encoder: nn.Module, model_cfg: Any) -> list[str]:
@@ -150,49 +154,17 @@ def freeze_streams(encoder: nn.Module, model_cfg: Any) -> list[str]:
     return frozen
 
 
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``; a line that is not JSON is a one-line DataError (metrics are
-    written atomically, so such a line was not written by a run)."""
-    from mska_core.io import read_jsonl
-
-    return read_jsonl(path)
-
-
 #: What ``--resume`` reads from ``last.pt``.
 RESUME_KEYS = ("state_dict", "optimizer", "rng", "global_step", "position", "vocabularies", "config")
-
-
-def stored_config(data: Any) -> Any:
-    """A checkpoint's stored config as plain data with today's defaults filled in (as stored when the
-    schema cannot read it)."""
-    from mska_core.config import config_from_dict
-    from mska_core.errors import MskaError
-
-    if not isinstance(data, dict):
-        return data
-    try:
-        return unstructure(config_from_dict(data))
-    except MskaError:
-        return data
 
 
 class FineTuning:
     """One fine-tuning run of a :class:`~mska_core.config.Config`.
 
     ``out`` receives human-readable lines (rank 0 only); ``progress`` turns the rich progress bar on.
+    ``registry`` supplies the streams, losses, data sources and checkpoint formats, and its plugins
+    are recorded in the checkpoints; the process-wide one when none is given (this is a Python entry
+    point, as ``mska train`` is).
     """
 
     def __init__(self, config: Any, *, resume: bool = False, registry: Any = None,
@@ -204,12 +176,13 @@ class FineTuning:
         self.resume = resume
         self.extend = extend  # --resume may raise train.epochs
         self.lock: Any = None  # the run folder's lock, held from prepare() to the end of run()
-        self.registry = registry or get_registry()
+        self.registry = registry if registry is not None else get_registry()
         self.info, self.device = distributed.setup(config.run.device)
         self.console = console
         self._out = out or (lambda line: None)
         self.run_dir = run_dir_of(config)
-        self.records: list[dict[str, Any]] = []
+        self.metrics = MetricsLog(self.run_dir / METRICS, enabled=self.info.is_main)
+        self.prepared = False  # prepare() has run
         self.best_value: float | None = None
         self.best_metrics: dict[str, Any] = {}
         self.global_step = 0
@@ -225,6 +198,8 @@ class FineTuning:
     def prepare(self) -> None:
         from mska_core.config.checks import check_against_registry
         from mska_core.data.collate import Collator
+        from mska_core.backbones.normalization import crop_normalization
+        from mska_core.data.crop_files import crop_plan, resolve_crop_sizes
         from mska_core.data.datasets import ClipDataset, load_corpus
         from mska_core.data.vocab import Vocabularies
         from mska_core.training.model import build_model
@@ -243,21 +218,16 @@ class FineTuning:
         runfolder.check_start(self.run_dir, last, resume=self.resume)
         if self.resume and not last.exists():
             raise ConfigError(f"--resume: no {LAST} in {self.run_dir}; start the run without --resume")
-        torch.manual_seed(config.run.seed)
+        seed_everything(config.run.seed)
         layout = self.registry.layouts.get(config.model.layout)
         self.corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints,
                                   registry=self.registry)
+        # crop backbones are built at the size of the crops the data provides (unless img_size is set)
+        config = self.config = resolve_crop_sizes(config, self.corpus)
         self.state = None
         if self.resume:
-            from mska_core.checkpoints import safe_torch_load
-
-            self.state = safe_torch_load(last)
-            if not isinstance(self.state, dict) or self.state.get("kind") != "training-state":
-                kind = self.state.get("kind") if isinstance(self.state, dict) else type(self.state).__name__
-                raise CheckpointError(f"{last}: kind {kind!r}, expected 'training-state'")
-            runfolder.require_keys(self.state, RESUME_KEYS, last)
-            runfolder.check_resume(stored_config(self.state["config"]), unstructure(config), loop="train",
-                                   source=last, extend=self.extend)
+            self.state = runfolder.load_training_state(last, RESUME_KEYS, unstructure(config), loop="train",
+                                                       extend=self.extend)
             self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
         else:
             self.vocabularies = Vocabularies.from_samples(self.corpus.train)
@@ -273,25 +243,25 @@ class FineTuning:
         for module, _ in self.losses.values():
             module.to(self.device)
         if self.state is None:
-            self.init_report = load_initial_weights(self.model.encoder, config.model)
+            self.init_report = load_initial_weights(self.model.encoder, config.model, self.registry)
         self.frozen = freeze_streams(self.model.encoder, config.model)
         if config.train.compile:
             # In place (nn.Module.compile): parameters, state_dict keys and checkpoints stay the same.
             self.model.encoder.compile()
-        streams = crop_streams(config)
-        size = crop_size(config, streams)
-        specs = [self.registry.streams.get(name) for name in streams]
-        self.collate = Collator(self.vocabularies)
+        plan = crop_plan(config, self.corpus, self.model.encoder, self.registry)
+        self.collate = Collator(self.vocabularies, crop_normalization(self.model.encoder))
         seed = config.run.seed
         self.train_set = ClipDataset(self.corpus.train, self.vocabularies, config.data.augment, train=True,
-                                     seed=seed, crop_streams=specs, crop_size=size, layout=layout.name,
-                                     render_crops=self.corpus.render_crops)
+                                     seed=seed, layout=layout.name, render_crops=self.corpus.render_crops,
+                                     crops=plan)
         self.dev_set = ClipDataset(self.corpus.dev, self.vocabularies, config.data.augment, train=False,
-                                   seed=seed, crop_streams=specs, crop_size=size, layout=layout.name,
-                                   render_crops=self.corpus.render_crops)
+                                   seed=seed, layout=layout.name, render_crops=self.corpus.render_crops,
+                                   crops=plan)
         self.optimizer = make_optimizer(self.model, config.optim)
         self.steps_per_epoch = math.ceil(len(self.train_set) / config.train.batch_size)
         self.total_steps = self.steps_per_epoch * config.train.epochs
+        self.lr_schedule = lr_schedule(config.optim, self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                                       epochs=config.train.epochs)
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -307,7 +277,8 @@ class FineTuning:
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / CONFIG)
-            self._write_metrics()
+            self.metrics.flush()
+        self.prepared = True
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["state_dict"])
@@ -318,8 +289,7 @@ class FineTuning:
         best = state.get("best") or {}
         self.best_value = best.get("value")
         self.best_metrics = dict(best.get("metrics") or {})
-        # Records written after this checkpoint belong to steps that will run again.
-        self.records = [r for r in read_metrics(self.run_dir / METRICS) if r.get("step", 0) <= self.global_step]
+        self.metrics.resume(self.global_step)
 
     def release(self) -> None:
         """Give up the run folder's lock (the end of :meth:`run` does it)."""
@@ -333,16 +303,16 @@ class FineTuning:
         """Train to the configured number of epochs (or ``train.max_steps``) and return the result."""
         started = time.perf_counter()
         config = self.config
-        if not hasattr(self, "model"):
+        if not self.prepared:
             self.prepare()
         start_epoch, start_batch = self.position
         if start_epoch or start_batch:
             self.say(f"resuming at epoch {start_epoch + 1}, step {self.global_step}")
-        progress = self._progress()
+        display = ProgressDisplay(self.console, enabled=self.info.is_main and config.train.progress)
         stopped = False
         try:
             for epoch in range(start_epoch, config.train.epochs):
-                stopped = self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, progress)
+                stopped = self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, display)
                 if stopped:
                     break
                 last_epoch = epoch + 1 == config.train.epochs
@@ -351,8 +321,7 @@ class FineTuning:
                 self.position = (epoch + 1, 0)
                 self._save_last(epoch)
         finally:
-            if progress is not None:
-                progress.stop()
+            display.close()
             self.release()
         from mska_core.training.distributed import barrier
 
@@ -389,18 +358,16 @@ class FineTuning:
 
         loader = iter(DataLoader(self.train_set, batch_sampler=[c for step in steps for c in step],
                                  collate_fn=self.collate, num_workers=self.config.train.num_workers,
+                                 pin_memory=self.device.type == "cuda",
                                  generator=torch.Generator().manual_seed(0)))
         return ([next(loader) for _ in step] for step in steps)
 
-    def _train_epoch(self, epoch: int, start_batch: int, progress: Any) -> bool:
+    def _train_epoch(self, epoch: int, start_batch: int, display: ProgressDisplay) -> bool:
         """Run one epoch from ``start_batch``; true when ``max_steps`` stopped the run."""
         config = self.config
         self.train_set.set_epoch(epoch)
         batches = self._batches(epoch)
-        task = None
-        if progress is not None:
-            task = progress.add_task(f"epoch {epoch + 1}/{config.train.epochs}", total=len(batches),
-                                     completed=start_batch, info="")
+        display.begin(f"epoch {epoch + 1}/{config.train.epochs}", len(batches), completed=start_batch)
         sums: dict[str, float] = {}
         count = 0
         tick = time.perf_counter()
@@ -418,9 +385,8 @@ class FineTuning:
             if self.global_step % config.train.log_every == 0 or b + 1 == len(batches):
                 self._log({"kind": "train", "epoch": epoch + 1, "step": self.global_step, "lr": lr,
                            **parts, "clips_per_s": rate})
-            if task is not None:
-                shown = " ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in parts.items())
-                progress.update(task, advance=1, info=f"{shown} lr {lr:.2e} {rate:.1f} clips/s")
+            shown = " ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in parts.items())
+            display.advance(f"{shown} lr {lr:.2e} {rate:.1f} clips/s")
             last_of_epoch = b + 1 == len(batches)
             every = config.train.checkpoint_every
             if every and self.global_step % every == 0 and not last_of_epoch:
@@ -431,8 +397,7 @@ class FineTuning:
                 self._save_last(epoch)
                 self.say(f"stopped at step {self.global_step} (train.max_steps)")
                 return True
-        if task is not None:
-            progress.remove_task(task)
+        display.end()
         means = {k: v / max(1, count) for k, v in sums.items()}
         if means:
             shown = ", ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in means.items() if k != "loss")
@@ -447,8 +412,7 @@ class FineTuning:
         from mska_core.training.distributed import all_sum
 
         config = self.config
-        lr = learning_rate(self.global_step, self.total_steps, config.optim,
-                           steps_per_epoch=self.steps_per_epoch, epochs=config.train.epochs)
+        lr = self.lr_schedule(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.wrapped.train()
@@ -548,25 +512,4 @@ class FineTuning:
         save_checkpoint(payload, self.run_dir / LAST, registry=self.registry)
 
     def _log(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        self._write_metrics()
-
-    def _write_metrics(self) -> None:
-        if not self.info.is_main:
-            return
-        from mska_core.io import atomic_write_bytes
-
-        text = "".join(json.dumps(r, sort_keys=False) + "\n" for r in self.records)
-        atomic_write_bytes(self.run_dir / METRICS, text.encode())
-
-    def _progress(self) -> Any:
-        if not (self.info.is_main and self.config.train.progress and self.console is not None):
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"), console=self.console, transient=True,
-        )
-        progress.start()
-        return progress
+        self.metrics.log(record)
