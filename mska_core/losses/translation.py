@@ -11,6 +11,7 @@ translation::
     heads = 4           # attention heads
     ff = 512            # feed-forward width
     dropout = 0.1
+    context = 3         # width of the convolution that gives each memory entry its neighbours (1: none)
     head = "fuse"       # the recognition head whose gloss features the decoder reads
     memory = "glosses"  # one vector per gloss the head recognises (CTC compression), or "frames"
 """
@@ -30,14 +31,16 @@ MEMORIES = ("glosses", "frames")
 
 @attrs.frozen
 class DecoderConfig:
-    """The text decoder's size, the recognition head it reads (``None``: ``fuse`` or the first) and
-    what it reads of it (``memory``: ``"glosses"`` or ``"frames"``, see
-    :mod:`mska_core.training.decoder`)."""
+    """The text decoder's size, the recognition head it reads (``None``: ``fuse`` or the first),
+    what it reads of it (``memory``: ``"glosses"`` or ``"frames"``) and the width of the convolution
+    that gives each memory entry its neighbours (``context``; 1: none), see
+    :mod:`mska_core.training.decoder`."""
 
     layers: int = 2
     heads: int = 4
     ff: int = 512
     dropout: float = 0.1
+    context: int = 3
     head: str | None = None
     memory: str = "glosses"
 
@@ -47,16 +50,19 @@ class TranslationLoss(nn.Module):
     batch's ``text_target`` (``<pad>`` ignored); averaged over each clip's tokens, then over clips."""
 
     def __init__(self, label_smoothing: float = 0.1, pad: int = 0, layers: int = 2, heads: int = 4,
-                 ff: int = 512, dropout: float = 0.1, head: str | None = None, memory: str = "glosses") -> None:
+                 ff: int = 512, dropout: float = 0.1, context: int = 3, head: str | None = None,
+                 memory: str = "glosses") -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if memory not in MEMORIES:
             raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORIES))}, got {memory!r}")
+        if not isinstance(context, int) or context < 1 or context % 2 == 0:
+            raise ValueError(f"context must be an odd kernel width, 1 or more (1: no context), got {context!r}")
         self.label_smoothing = label_smoothing
         self.pad = pad
-        self.decoder_config = DecoderConfig(layers=layers, heads=heads, ff=ff, dropout=dropout, head=head,
-                                            memory=memory)
+        self.decoder_config = DecoderConfig(layers=layers, heads=heads, ff=ff, dropout=dropout, context=context,
+                                            head=head, memory=memory)
 
     def forward(self, output: Any, batch: Any) -> torch.Tensor:
         logits = output.translation_logits

@@ -10,6 +10,13 @@ of frames the head labels with one gloss are averaged, blanks dropped, so that t
 vector per recognised gloss, in order (CTC compression, as in speech translation). Memory positions
 are sinusoidal over the memory's index; target positions are learned, started from the same
 sinusoids, and token embeddings are scaled so that both are of unit size.
+
+Before the decoder reads it, each memory vector gets its neighbours' features through a residual
+convolution over the memory (``context``, the kernel width; 1 turns it off): the decoder can then
+find the next gloss as "the entry that follows the one I have just translated" in one look-up,
+instead of counting its way along the memory. Without it the decoder learns the training
+sentences but skips, repeats and reorders glosses in new combinations of them (docs/training.md,
+"Translation on the synthetic corpus").
 """
 
 from __future__ import annotations
@@ -18,8 +25,6 @@ import math
 
 import torch
 from torch import nn
-
-from mska_core.losses.translation import MEMORIES
 
 
 def sinusoid_table(length: int, dim: int) -> torch.Tensor:
@@ -61,13 +66,16 @@ def ctc_compress(features: torch.Tensor, logits: torch.Tensor, lengths: torch.Te
 
 class TranslationDecoder(nn.Module):
     """Token embedding + learned positions, ``layers`` pre-norm transformer decoder layers over the
-    memory (with sinusoidal positions added), and a projection to the text vocabulary."""
+    memory (given its neighbours by a residual convolution of width ``context``, then sinusoidal
+    positions), and a projection to the text vocabulary."""
 
     def __init__(self, vocab_size: int, dim: int, *, layers: int = 2, heads: int = 4, ff: int = 512,
-                 dropout: float = 0.1, max_length: int = 256, pad: int = 0) -> None:
+                 dropout: float = 0.1, context: int = 3, max_length: int = 256, pad: int = 0) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"the decoder width {dim} is not a multiple of its {heads} heads")
+        if context < 1 or context % 2 == 0:
+            raise ValueError(f"the memory context must be an odd kernel width (1 turns it off), got {context}")
         self.dim = dim
         self.pad = pad
         self.max_length = max_length
@@ -76,17 +84,31 @@ class TranslationDecoder(nn.Module):
         with torch.no_grad():
             self.embed.weight[pad].zero_()
         self.positions = nn.Parameter(sinusoid_table(max_length, dim))
+        # [B, H, K] -> [B, H, K]: each memory vector plus what its neighbours hold
+        self.context = nn.Conv1d(dim, dim, context, padding=context // 2) if context > 1 else None
         layer = nn.TransformerDecoderLayer(dim, heads, ff, dropout, batch_first=True, norm_first=True)
         self.layers = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
         self.out = nn.Linear(dim, vocab_size)
 
     def forward(self, memory: torch.Tensor, memory_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, L, V]`` of the next token after each of ``tokens`` ``[B, L]``."""
+        """Logits ``[B, L, V]`` of the next token after each of ``tokens`` ``[B, L]``, reading
+        ``memory`` ``[B, K, H]`` of ``memory_lengths`` ``[B]`` entries."""
+        return self.decode(self.read(memory, memory_lengths), memory_lengths, tokens)
+
+    def read(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> torch.Tensor:
+        """The memory as the layers attend to it: neighbours mixed in (padding kept out), positions added."""
+        if self.context is not None:
+            valid = (torch.arange(memory.shape[1], device=memory.device)[None, :] < memory_lengths[:, None])
+            valid = valid.unsqueeze(-1).to(memory.dtype)  # [B, K, 1]
+            memory = memory + self.context((memory * valid).transpose(1, 2)).transpose(1, 2) * valid
+        return memory + sinusoid_table(memory.shape[1], self.dim).to(memory.device, memory.dtype)
+
+    def decode(self, memory: torch.Tensor, memory_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, L, V]`` after each of ``tokens`` over an already :meth:`read` memory."""
         steps = tokens.shape[1]
         if steps > self.max_length:
             raise ValueError(f"a translation of {steps} tokens is longer than the decoder's {self.max_length}")
         x = self.embed(tokens) * math.sqrt(self.dim) + self.positions[:steps]
-        memory = memory + sinusoid_table(memory.shape[1], self.dim).to(memory.device, memory.dtype)
         causal = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=tokens.device), diagonal=1)
         memory_pad = torch.arange(memory.shape[1], device=memory.device)[None, :] >= memory_lengths[:, None]
         x = self.layers(x, memory, tgt_mask=causal, tgt_key_padding_mask=tokens == self.pad,
@@ -104,7 +126,7 @@ class TranslationDecoder(nn.Module):
         """
         batch, k = memory.shape[0], beam_size
         max_length = min(max_length, self.max_length - 1)
-        memory = memory.repeat_interleave(k, 0)
+        memory = self.read(memory, memory_lengths).repeat_interleave(k, 0)
         lengths = memory_lengths.repeat_interleave(k, 0)
         tokens = torch.full((batch * k, 1), bos, dtype=torch.long, device=memory.device)
         scores = torch.zeros(batch, k, device=memory.device)
@@ -113,7 +135,7 @@ class TranslationDecoder(nn.Module):
         produced = torch.zeros(batch * k, device=memory.device)
         rows = torch.arange(batch, device=memory.device)[:, None] * k
         for _ in range(max_length):
-            log_probs = torch.log_softmax(self(memory, lengths, tokens)[:, -1].float(), dim=-1)
+            log_probs = torch.log_softmax(self.decode(memory, lengths, tokens)[:, -1].float(), dim=-1)
             log_probs[:, [self.pad, bos]] = float("-inf")
             log_probs[finished] = float("-inf")
             log_probs[finished, self.pad] = 0.0

@@ -91,7 +91,7 @@ class SignModel(nn.Module):
         return StepOutput(encoder=encoded, translation_logits=logits)
 
 
-def build_model(config: Any, vocabularies: Any, *, registry: Any = None, losses: dict[str, Any] | None = None) -> SignModel:
+def build_model(config: Any, vocabularies: Any, *, registry: Any, losses: dict[str, Any] | None = None) -> SignModel:
     """The encoder of ``config.model`` sized for the gloss vocabulary, and the text decoder when the
     ``translation`` loss is configured (its size from that loss's options)."""
     from mska_core.encoder import MSKAEncoder
@@ -105,6 +105,6 @@ def build_model(config: Any, vocabularies: Any, *, registry: Any = None, losses:
     head = decoder_head(list(encoder.heads), dec.head)
     decoder = TranslationDecoder(
         len(vocabularies.text), config.model.head_hidden, layers=dec.layers, heads=dec.heads, ff=dec.ff,
-        dropout=dec.dropout, pad=vocabularies.pad,
+        dropout=dec.dropout, context=dec.context, pad=vocabularies.pad,
     )
     return SignModel(encoder, decoder, head, memory=dec.memory, blank=vocabularies.blank)
