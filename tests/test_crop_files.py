@@ -282,15 +282,18 @@ def test_spatial_augmentation_changes_training_crops_only(corpus_dir, backbone_f
 # -- frozen backbones -------------------------------------------------------------------------------
 
 
-def test_a_frozen_crop_backbone_stays_in_eval_mode_and_out_of_the_optimiser(corpus_dir, backbone_file, tmp_path):
+@pytest.mark.parametrize("option", ["trainable_blocks = 0", "freeze = true"])
+def test_a_frozen_crop_backbone_stays_in_eval_mode_and_out_of_the_optimiser(corpus_dir, backbone_file, tmp_path,
+                                                                            option):
     from mska_core.training.loop import make_optimizer
 
-    _, model, _, config = datasets(write_config(tmp_path, corpus_dir, backbone_file, face="trainable_blocks = 0"))
+    _, model, _, config = datasets(write_config(tmp_path, corpus_dir, backbone_file, face=option))
     model.train()
     face = model.encoder.branches["face"].crop
     assert not face.backbone.training and face.project.training
     assert not any(p.requires_grad for p in face.backbone.parameters())
-    assert face.project.weight.requires_grad
+    # trainable_blocks fixes the backbone only; freeze fixes the whole stream
+    assert face.project.weight.requires_grad == (option != "freeze = true")
     optimised = {id(p) for group in make_optimizer(model, config.optim).param_groups for p in group["params"]}
     assert not optimised & {id(p) for p in face.backbone.parameters()}
     assert optimised >= {id(p) for p in model.encoder.branches["hand_left"].crop.backbone.parameters()}
