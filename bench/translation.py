@@ -1,0 +1,139 @@
+"""The text decoder alone on ideal memory: does it learn the synthetic corpus's translation?
+
+The memory is what a perfect recogniser would hand the decoder under ``memory = "glosses"``: one
+vector per gloss of the clip, in order (a fixed random vector per gloss plus noise while training,
+no noise on the test split). The texts are the quickstart corpus's own (``[data.synthetic]`` of
+``mska_core/presets/quickstart.toml``). Each variant trains a fresh
+:class:`~mska_core.training.decoder.TranslationDecoder` of the quickstart's size (width 64, 2
+layers, 4 heads, feed-forward 256) with AdamW, warm-up and cosine as the quickstart does, for the
+quickstart's 300 steps of 8 clips, and scores test BLEU-4 (beam 3) and exact sentences along the
+way. Recognition is taken out of the picture, so what is left is whether the decoder can learn
+the mapping from as many sentences as the quickstart shows it.
+
+    python -m bench.translation                      # every variant
+    python -m bench.translation --variants default no-context --steps 300
+
+Prints a table and writes ``bench/results/translation.json``. One thread, fixed seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: name -> (what differs from the quickstart's decoder, keyword changes)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("the quickstart's decoder (memory context 3)", {}),
+    "no-context": ("memory context 1 (each entry alone)", {"context": 1}),
+    "no-context, ls 0, dropout 0": ("context 1, no label smoothing, no dropout", {"context": 1, "ls": 0.0, "dropout": 0.0}),
+    "no-context, lr 1e-2": ("context 1, learning rate 1e-2", {"context": 1, "lr": 1e-2}),
+    "no-context, 1 layer": ("context 1, one decoder layer", {"context": 1, "layers": 1}),
+    "no-context, batch 32": ("context 1, 32 clips a step", {"context": 1, "batch": 32}),
+    "no-context, 1000 steps": ("context 1, 1000 steps", {"context": 1, "steps": 1000}),
+    "ls 0, dropout 0": ("context 3, no label smoothing, no dropout", {"ls": 0.0, "dropout": 0.0}),
+}
+
+
+def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, lr: float = 3e-3,
+                warmup: int = 20, ls: float = 0.1, dropout: float = 0.1, layers: int = 2, context: int = 3,
+                dim: int = 64, noise: float = 0.3, beam: int = 3, every: int = 100, seed: int = 0) -> dict[str, Any]:
+    from mska_core.data.vocab import text_tokens
+    from mska_core.training.decoder import TranslationDecoder
+    from mska_core.training.metrics import bleu_scores
+
+    torch.manual_seed(seed)
+    vectors = torch.randn(len(vocabularies.gloss), dim)
+
+    def tensors(samples: list[Any], noise: float) -> tuple[torch.Tensor, ...]:
+        glosses = [vocabularies.gloss.encode(s.gloss.split()) for s in samples]
+        memory = torch.zeros(len(glosses), max(map(len, glosses)), dim)  # [B, K, H]
+        for i, g in enumerate(glosses):
+            memory[i, : len(g)] = vectors[g] + noise * torch.randn(len(g), dim)
+        texts = [vocabularies.text.encode(text_tokens(s.text)) for s in samples]
+        width = max(map(len, texts)) + 1
+        inputs = torch.zeros(len(texts), width, dtype=torch.long)
+        targets = torch.zeros(len(texts), width, dtype=torch.long)
+        for i, t in enumerate(texts):
+            inputs[i, 0], inputs[i, 1 : len(t) + 1] = vocabularies.bos, torch.tensor(t)
+            targets[i, : len(t)], targets[i, len(t)] = torch.tensor(t), vocabularies.eos
+        return memory, torch.tensor([len(g) for g in glosses]), inputs, targets
+
+    decoder = TranslationDecoder(len(vocabularies.text), dim, layers=layers, heads=4, ff=256, dropout=dropout,
+                                 context=context, pad=vocabularies.pad)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, betas=(0.9, 0.998), weight_decay=1e-3)
+    order = torch.Generator().manual_seed(seed + 1)
+    references = [s.text.lower() for s in corpus.test]
+    curve = []
+
+    def score() -> tuple[float, int]:
+        decoder.eval()
+        memory, lengths, _, _ = tensors(corpus.test, 0.0)
+        ids = decoder.generate(memory, lengths, bos=vocabularies.bos, eos=vocabularies.eos, max_length=40,
+                               beam_size=beam)
+        decoder.train()
+        hypotheses = [" ".join(vocabularies.text.decode(row)) for row in ids]
+        return bleu_scores(references, hypotheses)["bleu4"], sum(h == r for h, r in zip(hypotheses, references))
+
+    started = time.perf_counter()
+    loss = torch.zeros(())
+    for step in range(steps):
+        if step < warmup:
+            rate = lr * (step + 1) / warmup
+        else:
+            rate = 1e-6 + 0.5 * (lr - 1e-6) * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        chosen = torch.randint(len(corpus.train), (batch,), generator=order).tolist()
+        memory, lengths, inputs, targets = tensors([corpus.train[i] for i in chosen], noise)
+        logits = decoder(memory, lengths, inputs)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                                 ignore_index=vocabularies.pad, label_smoothing=ls)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+        optimizer.step()
+        if (step + 1) % every == 0 or step + 1 == steps:
+            bleu, exact = score()
+            curve.append({"step": step + 1, "bleu4": round(bleu, 2), "exact": exact})
+    return {"curve": curve, "final_train_loss": round(float(loss.detach()), 4), "test_sentences": len(references),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mska_core.config import load_config
+    from mska_core.data.vocab import Vocabularies
+    from mska_core.synthetic.corpus import make_corpus
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
+    parser.add_argument("--steps", type=int, default=300, help="steps of each variant (unless it sets its own)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default="bench/results/translation.json", metavar="PATH")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    preset = Path(__file__).resolve().parents[1] / "mska_core" / "presets" / "quickstart.toml"
+    corpus = make_corpus(load_config(str(preset)).data.synthetic)
+    vocabularies = Vocabularies.from_samples(corpus.train)
+    rows = {}
+    for name in args.variants:
+        what, changes = VARIANTS[name]
+        options = {"steps": args.steps, "seed": args.seed, **changes}
+        rows[name] = {"what": what, "options": options, **run_variant(corpus, vocabularies, **options)}
+        print(f"{name:<30} " + "  ".join(f"{p['step']}: {p['bleu4']:5.1f} ({p['exact']})" for p in rows[name]["curve"])
+              + f"  train loss {rows[name]['final_train_loss']:.3f}", flush=True)
+    print(f"\ntest BLEU-4 (sentences exactly right of {len(corpus.test)}) after N steps; decoder alone on ideal memory")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"torch": torch.__version__, "threads": 1, "variants": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
