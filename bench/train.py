@@ -297,12 +297,17 @@ def write_results(results: dict, args: argparse.Namespace) -> None:
         fresh = {(row["model"], row["workers"]) for row in results["crop_rows"]}
         kept = [row for row in previous.get("crop_rows", []) if (row["model"], row["workers"]) not in fresh]
         results = {**results, "crop_rows": kept + results["crop_rows"]}
-    out.write_text(json.dumps({
-        **previous,
-        "batch_size": args.batch_size, "steps": args.steps, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": platform.machine(), "paper_config": str(PAPER.name if PAPER.exists() else "schema defaults"),
-        **results,
-    }, indent=2) + "\n")
+    run = {"threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine()}
+    if "rows" in results:
+        meta = {"batch_size": args.batch_size, "steps": args.steps, **run,
+                "paper_config": str(PAPER.name if PAPER.exists() else "schema defaults")}
+    else:
+        meta = {}
+    if "crop_rows" in results:
+        meta["crop_run"] = {**run, "workers": args.workers, "quickstart_steps": args.crop_steps,
+                            "paper_steps": args.paper_steps, "paper_batch_size": args.paper_batch_size,
+                            "paper_frames_per_gloss": args.paper_frames_per_gloss}
+    out.write_text(json.dumps({**previous, **meta, **results}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
