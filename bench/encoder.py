@@ -65,9 +65,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mska_core.checkpoints.paper import convert_reference_state_dict, to_reference_state_dict
 from mska_core.config import load_config
 from mska_core.encoder import ClipBatch, MSKAEncoder
-from mska_core.checkpoints.paper import convert_reference_state_dict, to_reference_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "examples" / "configs" / "mska-slr-paper.toml"

@@ -221,6 +221,7 @@ class _Exploit:
 
 def bench_pickle_scan(repeat: int, folder: Path) -> dict[str, Any]:
     import argparse as argparse_module
+
     import timm
     import torch
 

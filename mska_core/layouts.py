@@ -15,7 +15,7 @@ COCO_WHOLEBODY = KeypointLayout(
     name="coco_wholebody",
     num_joints=133,
     parts={
-        "body": range(0, 17),
+        "body": range(17),
         "feet": range(17, 23),
         "face": range(23, 91),
         "left_hand": range(91, 112),
@@ -28,7 +28,7 @@ MEDIAPIPE_HOLISTIC = KeypointLayout(
     name="mediapipe_holistic",
     num_joints=543,
     parts={
-        "pose": range(0, 33),
+        "pose": range(33),
         "face": range(33, 501),
         "left_hand": range(501, 522),
         "right_hand": range(522, 543),

@@ -187,7 +187,7 @@ class _Guarded:
                 result = self.function(*args, **kwargs)
         except MskaError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - attribution of plugin failures is the point
+        except BaseException as exc:
             if _is_user_interrupt(exc) or isinstance(exc, (GeneratorExit, MemoryError)):
                 raise
             raise PluginError(
@@ -250,7 +250,7 @@ class PluginHost:
             _refuse_undecorated(self.pm, plugin)
             self.pm.register(plugin, name=info.name)
             self.pm.check_pending()  # every plugin before this one passed, so a failure is this one's
-        except BaseException as exc:  # noqa: BLE001 - isolation of plugin failures is the point
+        except BaseException as exc:
             if _is_user_interrupt(exc):
                 raise
             return self.fail(info, self._explain(exc, plugin))
@@ -358,7 +358,7 @@ def load_plugins(
         try:
             with plugin_output_to_stderr():
                 module = importlib.import_module(module_name)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if _is_user_interrupt(exc):
                 raise
             host.fail(info, _describe(exc))
@@ -379,7 +379,7 @@ def load_plugins(
         try:
             with plugin_output_to_stderr():
                 plugin = ep.load()
-        except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin must not end the command
+        except BaseException as exc:
             if _is_user_interrupt(exc):
                 raise
             host.fail(info, _describe(exc))

@@ -41,7 +41,7 @@ def _stamp(record: Any, provider: Provider, hook: str) -> Any:
     if provider.distribution != DISTRIBUTION:
         for field in attrs.fields(type(record)):
             value = getattr(record, field.name)
-            if field.name != "provider" and callable(value) and not isinstance(value, type(None)):
+            if field.name != "provider" and callable(value) and not (value is None):
                 what = f"{type(record).__name__} {record_name(record)!r}: {field.name}"
                 changes[field.name] = guarded(value, provider, what)
     return attrs.evolve(record, **changes)
@@ -141,7 +141,7 @@ class Registry:
                     if hook.name in implemented:
                         returned = self._call(pm.subset_hook_caller(hook.name, others), hook)
                         supplied[hook.name] = [_stamp(r, provider, hook.name) for r in returned]
-            except BaseException as exc:  # noqa: BLE001 - a broken hook must not break the others
+            except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt) and user_interrupted():
                     raise
                 self.host.fail(info, f"{hook.name}() failed: {type(exc).__name__}: {exc}")

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from mska_core.backbones import build_arch, load_backbone, parse_spec, split_file_payload
-from mska_core.checkpoints import make_payload, save_checkpoint
-from mska_core.checkpoints import WeightMismatchError
+from mska_core.checkpoints import WeightMismatchError, make_payload, save_checkpoint
 from mska_core.errors import BackboneError, MskaError
 
 

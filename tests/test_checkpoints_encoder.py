@@ -7,8 +7,7 @@ import torch
 
 from mska_core import load_mska_encoder_state
 from mska_core.backbones import build_arch, timm_to_official
-from mska_core.checkpoints import make_payload, save_checkpoint
-from mska_core.checkpoints import WeightMismatchError
+from mska_core.checkpoints import WeightMismatchError, make_payload, save_checkpoint
 from mska_core.config import config_from_dict
 from mska_core.errors import CheckpointError
 

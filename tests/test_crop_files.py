@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import mska_env, run_mska
 
 #: Side of the crops written to disk (a multiple of the tiny ViT's patch, 14).

@@ -119,7 +119,7 @@ def test_a_plugin_encoder_factory_replaces_the_core_keypoint_branch():
     class LipsPlugin:
         @hookimpl
         def mska_streams(self):
-            build = lambda spec, model_cfg, stream_cfg, layout: MeanEncoder(math.prod(model_cfg.strides))  # noqa: E731
+            build = lambda spec, model_cfg, stream_cfg, layout: MeanEncoder(math.prod(model_cfg.strides))
             return [StreamSpec(name="lips", joints={"coco_wholebody": range(71, 91)}, build_encoder=build)]
 
     encoder = MSKAEncoder.from_config(
@@ -256,7 +256,7 @@ def test_paper_attention_block_matches_the_formula():
             block.alpha.normal_(1, 0.3)
             block.global_attention.normal_(0, 0.1)
     branch.eval()
-    points = clips(batch=2, frames=17).keypoints[:, :, list(range(0, 27))]
+    points = clips(batch=2, frames=17).keypoints[:, :, list(range(27))]
     with torch.no_grad():
         ours = branch(points, torch.tensor([17, 17]))
         expected = literal_branch(branch, points)

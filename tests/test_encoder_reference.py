@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mska_core.config import load_config
-from mska_core.encoder import ClipBatch, MSKAEncoder
 from mska_core.checkpoints.paper import (
     convert_reference_state_dict,
     is_reference_state_dict,
     to_reference_state_dict,
 )
+from mska_core.config import load_config
+from mska_core.encoder import ClipBatch, MSKAEncoder
 from mska_core.errors import CheckpointError
 
 PAPER_PRESET = Path(__file__).resolve().parents[1] / "examples" / "configs" / "mska-slr-paper.toml"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import mska_env
 
 WIDTH, HEIGHT, FPS = 256, 192, 25

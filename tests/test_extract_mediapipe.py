@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_extract import make_clip, run_extract
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from plugin_fixtures import install_distribution
 from test_extract import COLOURS, colour_shares, make_clip, run_extract
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_mska
 from test_extract import make_clip, run_extract
 from test_train import write_config

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mska_core.registry import Registry
 from mska_core.plugins import load_plugins
+from mska_core.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mska-mouth-stream"

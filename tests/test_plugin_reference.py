@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import attrs
 from pathlib import Path
+
+import attrs
 
 from mska_core import hookspecs
 from mska_core.plugin_reference import render

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import install_distribution, stream_plugin_source
 
 from mska_core import StreamSpec, hookimpl
 from mska_core.errors import PluginError, UnknownNameError
 from mska_core.plugins import load_plugins
 from mska_core.registry import Registry, make_registry
-from plugin_fixtures import install_distribution, stream_plugin_source
 
 PAPER_STREAMS = {"face": 26, "hand_left": 27, "hand_right": 27, "body": 79}
 

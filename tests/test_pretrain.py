@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from mska_core.config import load_config
-from mska_core.registry import get_registry
 from mska_core.losses.dino import entropy
+from mska_core.registry import get_registry
 from mska_core.training.dino import DINOHead, Probe, Schedules, knn_accuracy, pretrain
 
 #: Small enough to take a second or two per run on two shared CPU cores.
@@ -347,11 +347,11 @@ def test_exports_initialise_the_face_and_both_hand_streams_of_an_encoder(exports
 def test_train_shorthands_initialise_face_and_both_hands_from_the_exports(exports, tmp_path) -> None:
     """The guide's `mska train --use-mska --mska-face-state ... --face-backbone file::...` round trip:
     the real parser and the real preparation of a fine-tuning run, then tensors compared."""
+    from mska_core.backbones import build_arch
+    from mska_core.checkpoints import make_payload, save_checkpoint
     from mska_core.cli import build_parser
     from mska_core.cli.train_cmd import resolve_config
     from mska_core.registry import get_registry
-    from mska_core.backbones import build_arch
-    from mska_core.checkpoints import make_payload, save_checkpoint
     from mska_core.training.loop import FineTuning
 
     face_file = exports / "face" / "encoder_face.pt"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mska_core.config import AugmentConfig, OptimConfig, load_config
+from mska_core.config import OptimConfig, load_config
 from mska_core.losses.distillation import SelfDistillationLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,8 +244,8 @@ def write_reference_pickles(folder: Path, frames: int = 16) -> None:
 
 def reference_checkpoint_file(path: Path, model_cfg, vocab_size: int) -> None:
     """A checkpoint laid out as sutwangyan/MSKA saves one, from a randomly initialised paper model."""
-    from mska_core.encoder import MSKAEncoder
     from mska_core.checkpoints.paper import to_reference_state_dict
+    from mska_core.encoder import MSKAEncoder
 
     torch.manual_seed(11)
     encoder = MSKAEncoder.from_config(model_cfg, vocab_size=vocab_size)

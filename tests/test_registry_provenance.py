@@ -44,8 +44,9 @@ def test_make_payload_records_the_plugins_of_the_registry_it_is_given(registry):
 
 @pytest.mark.slow
 def test_a_fine_tuning_run_records_the_plugins_of_its_own_registry_in_best_and_last(tmp_path, registry):
-    from mska_core.training.loop import FineTuning
     from test_train import tiny_config
+
+    from mska_core.training.loop import FineTuning
 
     result = FineTuning(tiny_config(tmp_path, "train.epochs=1"), registry=registry).run()
     assert result.best is not None and result.last is not None
@@ -56,8 +57,9 @@ def test_a_fine_tuning_run_records_the_plugins_of_its_own_registry_in_best_and_l
 
 @pytest.mark.slow
 def test_dino_pretraining_records_the_plugins_of_its_own_registry_in_its_state_and_exports(tmp_path, registry):
-    from mska_core.training.dino import pretrain
     from test_pretrain import tiny_config
+
+    from mska_core.training.dino import pretrain
 
     result = pretrain(tiny_config(tmp_path, **{
         "pretrain.stream": "face", "pretrain.epochs": 1, "pretrain.export_checkpoint": True,

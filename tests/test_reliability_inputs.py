@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_mska
 from test_reliability_runs import one_error_line
 
@@ -67,9 +66,10 @@ def test_a_misspelt_option_of_a_plugin_loss_with_a_signature_names_the_options(t
 
 
 def test_model_vocab_size_that_disagrees_with_the_data_stops_training(tmp_path: Path):
+    from test_train import tiny_config
+
     from mska_core.errors import ConfigError
     from mska_core.training.loop import FineTuning
-    from test_train import tiny_config
 
     with pytest.raises(ConfigError, match="model.vocab_size = 99.*remove model.vocab_size"):
         FineTuning(tiny_config(tmp_path, "model.vocab_size=99", "train.max_steps=1")).prepare()

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import mska_env, run_mska
 from plugin_fixtures import install_distribution, stream_plugin_source
 from test_reliability_runs import one_error_line, write_tiny

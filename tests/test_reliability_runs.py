@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import mska_env, run_mska
 from plugin_fixtures import install_distribution, stream_plugin_source
 from test_train import TINY

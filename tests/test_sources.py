@@ -75,7 +75,7 @@ def write_pose(path, points, components, *, width: int = 640, height: int = 480,
     """A real .pose file (pose-format's own writer) of one person: ``points`` [T, P, 3] or [T, P, 4]
     (coordinates then confidence); a confidence of 0 is a point the estimator did not find."""
     import numpy as np
-    import numpy.ma as ma
+    from numpy import ma
     from pose_format import Pose
     from pose_format.numpy import NumPyPoseBody
     from pose_format.pose_header import PoseHeader, PoseHeaderDimensions

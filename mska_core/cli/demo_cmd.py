@@ -158,7 +158,7 @@ def _show(out: Any, stages: list[tuple[str, float, str]], summary: dict[str, Any
     scores.add_column("")
     scores.add_column("dev", justify="right")
     scores.add_column("test", justify="right")
-    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"
     scores.add_row("WER (ensemble) %", fmt(summary["dev"]["wer"]), fmt(summary["test"]["wer"]))
     scores.add_row("BLEU-4", fmt(summary["dev"]["bleu4"]), fmt(summary["test"]["bleu4"]))
     scores.add_row("ROUGE-L", fmt(summary["dev"]["rouge_l"]), fmt(summary["test"]["rouge_l"]))

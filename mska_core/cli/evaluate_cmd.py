@@ -30,8 +30,8 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
                         batch_size: int | None = None) -> tuple[dict[str, Any], list[Any], Any]:
     """Score ``split`` with a fine-tuned checkpoint: ``(result, predictions, corpus)``; the result holds
     the metrics, the checkpoint, the split and the CTC beam width."""
-    from mska_core.config import load_config
     from mska_core.backbones.normalization import crop_normalization
+    from mska_core.config import load_config
     from mska_core.data.collate import Collator
     from mska_core.data.crop_files import crop_plan
     from mska_core.data.datasets import ClipDataset, load_corpus

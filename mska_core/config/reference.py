@@ -145,7 +145,7 @@ def _type_name(tp: Any) -> str:
     args = typing.get_args(tp)
     if origin is typing.Literal:
         return " \\| ".join(f'`"{a}"`' for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, __import__("types").UnionType):
         return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (optional)"
     if origin in (tuple, list):
         return "array"

@@ -5,7 +5,7 @@ encoder, a crop backbone), and which heads read which streams."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn

@@ -172,7 +172,7 @@ def _plan(request: ExtractRequest, registry: Any) -> _Plan:
             raise DataError(f"keypoint estimator {record.name!r} gives layout {record.layout!r}, which no "
                             f"plugin registers (registered: {', '.join(layouts)})")
         provider = record.provider
-        source: Callable[[str], Any] = lambda clip_id: EstimatorRef(  # noqa: E731
+        source: Callable[[str], Any] = lambda clip_id: EstimatorRef(
             record.name, record.layout, getattr(provider, "version", "") or "")
     else:
         files = KeypointFiles(request.keypoints)  # type: ignore[arg-type]

@@ -45,7 +45,12 @@ from mska_core.config import Config, PretrainConfig, save_config, unstructure
 from mska_core.errors import ConfigError, MskaError
 from mska_core.losses.dino import entropy
 from mska_core.training.scaffold import (
-    CosineSchedule, MetricsLog, ProgressDisplay, rng_state, seed_everything, set_rng_state,
+    CosineSchedule,
+    MetricsLog,
+    ProgressDisplay,
+    rng_state,
+    seed_everything,
+    set_rng_state,
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -45,10 +45,8 @@ def _is_letter(part: str) -> bool:
 
 def _strip(token: str) -> str:
     for prefix in _PREFIXES:
-        if token.startswith(prefix):
-            token = token[len(prefix):]
-    if token.endswith(_SUFFIX):
-        token = token[: -len(_SUFFIX)]
+        token = token.removeprefix(prefix)
+    token = token.removesuffix(_SUFFIX)
     stem = token[: -len(_REGION)]
     if token.endswith(_REGION) and stem.isascii() and stem.isalpha() and stem.isupper():
         token = stem

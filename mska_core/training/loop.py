@@ -36,7 +36,12 @@ from torch import nn
 from mska_core.config.loader import unstructure
 from mska_core.errors import ConfigError
 from mska_core.training.scaffold import (
-    CosineSchedule, MetricsLog, ProgressDisplay, rng_state, seed_everything, set_rng_state,
+    CosineSchedule,
+    MetricsLog,
+    ProgressDisplay,
+    rng_state,
+    seed_everything,
+    set_rng_state,
 )
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.toml"
@@ -196,17 +201,15 @@ class FineTuning:
             self._out(line)
 
     def prepare(self) -> None:
-        from mska_core.config.checks import check_against_registry
-        from mska_core.data.collate import Collator
         from mska_core.backbones.normalization import crop_normalization
+        from mska_core.config.checks import check_against_registry, resolve_model
+        from mska_core.data.collate import Collator
         from mska_core.data.crop_files import crop_plan, resolve_crop_sizes
         from mska_core.data.datasets import ClipDataset, load_corpus
         from mska_core.data.vocab import Vocabularies
-        from mska_core.training.model import build_model
-
-        from mska_core.config.checks import resolve_model
         from mska_core.registry import registry_for
         from mska_core.training import runfolder
+        from mska_core.training.model import build_model
 
         self.registry = registry_for(self.config.plugins, self.registry)
         check_against_registry(self.config, "config", self.registry)

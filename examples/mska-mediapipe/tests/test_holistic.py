@@ -17,8 +17,9 @@ import pytest
 mp = pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 is not installed (it needs numpy<2; see README)")
 data = pytest.importorskip("skimage.data", reason="scikit-image (the astronaut photograph) is not installed")
 
-import mska_mediapipe  # noqa: E402
-from mska_core.registry import make_registry  # noqa: E402
+import mska_mediapipe
+
+from mska_core.registry import make_registry
 
 #: Where the astronaut's face lies in the 512 x 512 photograph: x from, x to, y from, y to (pixels).
 FACE_BOX = (150, 290, 40, 220)

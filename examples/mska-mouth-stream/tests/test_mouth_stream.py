@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import mska_mouth_stream
+
 from mska_core.registry import make_registry
 
 
