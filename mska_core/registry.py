@@ -35,13 +35,14 @@ from mska_core.records import Provider, StreamSpec
 
 T = TypeVar("T")
 
+
 def _stamp(record: Any, provider: Provider, hook: str) -> Any:
     """``record`` with its provider, and (for plugins outside mska-core) every callable field guarded."""
     changes: dict[str, Any] = {"provider": provider}
     if provider.distribution != DISTRIBUTION:
         for field in attrs.fields(type(record)):
             value = getattr(record, field.name)
-            if field.name != "provider" and callable(value) and not (value is None):
+            if field.name != "provider" and callable(value):
                 what = f"{type(record).__name__} {record_name(record)!r}: {field.name}"
                 changes[field.name] = guarded(value, provider, what)
     return attrs.evolve(record, **changes)
