@@ -134,6 +134,9 @@ def test_a_video_without_keypoints_is_one_line_and_exit_code_2(signers: Path, tm
     np.save(short / "charlie.npy", np.load(signers / "keypoints" / "charlie.npy")[:10])
     result = run_mska("predict", "--checkpoint", checkpoint(signers), video, "--keypoints", str(short))
     assert result.returncode == 2 and "more frames than its 10 keypoint frames" in result.stderr, result.stderr
+    missing = str(tmp_path / "nobody.mp4")
+    result = run_mska("predict", "--checkpoint", checkpoint(signers), missing, "--keypoints", str(short))
+    assert result.returncode == 2 and f"{missing}: no such video file" in result.stderr, result.stderr
 
 
 def long_clip(signers: Path, path: Path, frames: int) -> Path:

@@ -198,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--overlap goes with --window FRAMES (the windows it is the overlap of)")
     crops = ModelCrops.of(trained, registry)
     videos = [spec for spec in args.clips if is_video(spec)]
+    absent = [spec for spec in videos if not Path(spec).is_file()]
+    if absent:
+        raise DataError(f"{absent[0]}: no such video file; check the path")
     if (args.keypoints is not None or args.estimator is not None) and not videos:
         raise DataError("--keypoints and --estimator are for VIDEO arguments (.mp4, .avi, .mkv, .webm, .mov); "
                         "keypoint clips carry their own points")
