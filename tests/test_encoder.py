@@ -331,6 +331,25 @@ def test_the_temporal_convolution_kernel_has_exact_gradients(kernel, stride, fra
     torch.testing.assert_close(temporal_conv(x, weight, bias, stride), native.permute(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_joint_scores_kernel_has_exact_gradients(masked):
+    """The fast path's scores (queries and keys of every head, their products over channels and
+    frames) against the formula and finite differences in float64, with and without frame weights."""
+    from mska_core.encoder.layers import joint_scores
+
+    generator = torch.Generator().manual_seed(3)
+    N, T, V, C, S, I = 2, 4, 5, 3, 2, 3
+    x = torch.randn(N, T, V, C, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(2 * S * I, C, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(2 * S * I, V, dtype=torch.float64, generator=generator, requires_grad=True)
+    valid = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float64) if masked else None
+    assert torch.autograd.gradcheck(lambda *a: joint_scores(*a, S, valid), (x, weight, bias))
+    q, k = (torch.einsum("ntvc,jc->njtv", x, weight) + bias.view(1, -1, 1, V)).view(N, 2, S, I, T, V).unbind(1)
+    frames = torch.ones(N, T, dtype=torch.float64) if valid is None else valid
+    expected = torch.einsum("nsitu,nsitv,nt->nsuv", q, k, frames)
+    torch.testing.assert_close(joint_scores(x, weight, bias, S, valid), expected)
+
+
 def literal_branch(branch: KeypointBranch, points: torch.Tensor) -> torch.Tensor:
     def conv_norm(unit, x, stride=1):
         pad = unit.conv.kernel_size[0] // 2
@@ -465,10 +484,13 @@ def test_softmax_attention_weights_are_distributions_that_skip_unseen_joints():
     k = torch.randn(N, block.num_heads, block.inter_channels * T, V)
     hidden = torch.zeros(N, V, dtype=torch.bool)
     hidden[0, 3] = True
-    weights = block.softmax_weights_fused(q, k, torch.tensor([6, 4]), hidden)  # [N, S, V, U]
-    torch.testing.assert_close(weights.sum(-1), torch.ones(N, block.num_heads, V))
-    assert weights[0, :, :, 3].max() < 1e-6
-    assert weights[1, :, :, 3].min() > 0
+    valid = (torch.arange(T) < torch.tensor([[6], [4]])).float()
+    scores = torch.einsum("nsctu,nsctv,nt->nsuv", q.view(N, block.num_heads, -1, T, V),
+                          k.view(N, block.num_heads, -1, T, V), valid)
+    weights = block.softmax_from_scores(scores, torch.tensor([6, 4]), hidden)  # [N, S, U, V]
+    torch.testing.assert_close(weights.sum(2), torch.ones(N, block.num_heads, V))
+    assert weights[0, :, 3, :].max() < 1e-6
+    assert weights[1, :, 3, :].min() > 0
     plain = block.softmax_weights_plain(q.view(N, block.num_heads, -1, T, V), k.view(N, block.num_heads, -1, T, V),
                                         torch.tensor([6, 4]), hidden)  # [N, S, U, V]
-    torch.testing.assert_close(weights, plain.transpose(-1, -2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights, plain, rtol=1e-5, atol=1e-6)

@@ -39,6 +39,7 @@ from mska_core.encoder.layers import (
     ConvNorm,
     batch_norm_rows,
     frame_mask,
+    joint_scores,
     sinusoid,
     temporal_conv,
     use_fused_kernels,
@@ -153,22 +154,22 @@ class AttentionBlock(nn.Module):
         training = self.training
         rows = x.reshape(N * T * V, C)
 
-        # Queries and keys of each clip as [2S·I, T·V] (the map of the frame-major rows): each head's
-        # scores are then one product over (channel, frame), with no copy of q or k.
+        # The scores of every head come from one function whose backward writes the queries' and
+        # keys' gradients into one buffer (see JointScores); the joint encoding enters as a bias.
         weight = self.qk.weight.flatten(1)  # [2S·I, C]
         joint_bias = torch.addmm(self.qk.bias.unsqueeze(1), weight, self.joint_encoding)  # [2S·I, V]
-        qk = torch.bmm(weight.expand(N, -1, -1), x.reshape(N, T * V, C).transpose(1, 2))  # [N, 2S·I, T·V]
-        qk = qk.reshape(N, 2 * S, -1, T, V).add_(joint_bias.reshape(2 * S, -1, 1, V))
-        q, k = qk.reshape(N, 2, S, -1, V).unbind(1)  # [N, S, I·T, V] each
         if self.attention == "paper":
-            scores = torch.matmul(q.transpose(-1, -2), k)  # [N, S, U, V]
+            scores = joint_scores(x, weight, joint_bias, S)  # [N, S, U, V]
             # The elementwise steps run on [N, V, S, U] (the layout the mixing reads), contiguous, so
             # that every backward sees one layout (compiled graphs rely on it).
             by_target = scores.permute(0, 3, 1, 2).contiguous()  # [N, V, S, U]
-            by_target = torch.tanh(by_target / q.shape[2]) * self.alpha.reshape(S, 1) + self.global_by_target()
-            by_target = F.dropout(by_target, self.attention_dropout, training)
+            by_target = torch.tanh(by_target / (self.inter_channels * T)) * self.alpha.reshape(S, 1)
+            by_target = by_target + self.global_by_target()
         else:
-            by_target = self.softmax_weights_fused(q, k, lengths, hidden).transpose(1, 2).contiguous()  # [N, V, S, U]
+            valid = frame_mask(lengths, T).to(x.dtype)  # [N, T]
+            scores = joint_scores(x, weight, joint_bias, S, valid)
+            by_target = self.softmax_from_scores(scores, lengths, hidden).permute(0, 3, 1, 2).contiguous()
+        by_target = F.dropout(by_target, self.attention_dropout, training)
         # m[n, t, v, s·C + c] = sum_u A[n, s, u, v] x[n, t, u, c]: one product batched over clips and
         # frames, whose rows (v, s·C + c) are what the attend map reads (the reference's head order).
         mixed = torch.matmul(by_target.reshape(N, 1, V * S, V), x).reshape(N * T * V, S * C)
@@ -191,30 +192,15 @@ class AttentionBlock(nn.Module):
         """The global matrices as ``[V, S, U]``: ``G[s, u, v]`` at ``[v, s, u]``."""
         return self.global_attention.permute(2, 0, 1).contiguous()
 
-    def softmax_weights_fused(self, q: Tensor, k: Tensor, lengths: Tensor, hidden: Tensor | None) -> Tensor:
-        """``[N, S, V, U]`` from :func:`torch.nn.functional.scaled_dot_product_attention`.
-
-        Reading joint ``v`` is the query, so ``k`` is the query side and ``q`` the key side. The value
-        is the identity, so the kernel returns the weights themselves (a ``[V, V]`` output instead of
-        one as wide as a clip); padded frames are zeroed in the query, hidden joints get a finite
-        negative bias.
-        """
-        N, S, depth, V = q.shape
-        frames = depth // self.inter_channels
-        valid = frame_mask(lengths, frames).to(q.dtype)  # [N, T]
-        count = lengths.clamp(min=1).to(q.dtype).reshape(N, 1, 1, 1)
-        scale = self.alpha.reshape(1, S, 1, 1) * torch.rsqrt(count * self.inter_channels)  # [N, S, 1, 1]
-        masked = k.reshape(N, S, self.inter_channels, frames, V) * (scale.unsqueeze(-1) * valid.reshape(N, 1, 1, frames, 1))
-        query = masked.reshape(N, S, depth, V).transpose(-1, -2)
-        key = q.transpose(-1, -2)
-        bias = self.global_attention.transpose(-1, -2).expand(N, S, V, V)
+    def softmax_from_scores(self, scores: Tensor, lengths: Tensor, hidden: Tensor | None) -> Tensor:
+        """``[N, S, U, V]`` softmax weights from the scores over valid frames (as
+        :meth:`softmax_weights_plain` computes them from ``q`` and ``k``)."""
+        N, S, V, _ = scores.shape
+        frames = lengths.clamp(min=1).to(scores.dtype).view(N, 1, 1, 1)
+        logits = scores * self.alpha.view(1, S, 1, 1) * torch.rsqrt(frames * self.inter_channels) + self.global_attention
         if hidden is not None:
-            bias = bias + hidden.to(bias.dtype).mul(HIDDEN_BIAS).reshape(N, 1, 1, V)
-        identity = torch.eye(V, dtype=query.dtype, device=query.device).expand(N, S, V, V)
-        dropout = self.attention_dropout if self.training else 0.0
-        return F.scaled_dot_product_attention(
-            query, key, identity, attn_mask=bias.to(query.dtype), dropout_p=dropout, scale=1.0
-        )
+            logits = logits + hidden.to(logits.dtype).mul(HIDDEN_BIAS).view(N, 1, V, 1)
+        return logits.softmax(dim=2)
 
     def temporal_fused(self, y: Tensor) -> Tensor:
         """The temporal convolution with its skip and LeakyReLU: ``[N, T, V, C]`` to ``[N, T', V, C]``."""
