@@ -79,11 +79,12 @@ class TemporalConv(torch.autograd.Function):
     channels-last ``x`` ``[N, T, V, C]``, with the weight of a ``Conv2d`` ``[O, C, k, 1]``:
     ``[N, T', V, O]``.
 
-    The forward is the native channels-last convolution (efficient on the CPU). The backward is two
-    matrix products over the ``[N·T'·V, C·k]`` windows of the input (gathered with ``unfold``), and
-    the input's gradient is scattered back with ``k`` strided adds: on the CPU the native
-    convolution's backward runs at about half the throughput of those products for the encoder's
-    shapes. Only ``x`` and the weight are saved.
+    The forward is the native channels-last convolution (efficient on the CPU). The backward is
+    matrix products (on the CPU the native convolution's backward runs at about half their
+    throughput for the encoder's shapes). At stride 1 it is one pair of products per tap on
+    contiguous slices of frames, the input's gradient accumulated in place; at other strides, two
+    products over the ``[N·T'·V, C·k]`` windows of the input (gathered with ``unfold``), the input's
+    gradient scattered back with ``k`` strided adds. Only ``x`` and the weight are saved.
     """
 
     @staticmethod
@@ -105,11 +106,14 @@ class TemporalConv(torch.autograd.Function):
         frames_out = grad.shape[1]
         grad_rows = grad.reshape(-1, out_channels)  # [N·T'·V, O]
         grad_x = grad_weight = grad_bias = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(0)
+        if stride == 1:
+            grad_x, grad_weight = TemporalConv.backward_by_tap(x, weight, grad, ctx.needs_input_grad[:2])
+            return grad_x, grad_weight, grad_bias, None
         if ctx.needs_input_grad[1]:
             windows = F.pad(x, (0, 0, 0, 0, pad, pad)).unfold(1, kernel, stride)  # [N, T', V, C, k]
             grad_weight = torch.mm(grad_rows.t(), windows.reshape(-1, C * kernel)).view_as(weight)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(0)
         if ctx.needs_input_grad[0]:
             per_tap = torch.mm(grad_rows, weight.reshape(out_channels, C * kernel)).view(N, frames_out, V, C, kernel)
             padded = x.new_zeros(N, T + 2 * pad, V, C)
@@ -118,6 +122,35 @@ class TemporalConv(torch.autograd.Function):
                 padded[:, tap : tap + last : stride] += per_tap[..., tap]
             grad_x = padded[:, pad : pad + T]
         return grad_x, grad_weight, grad_bias, None
+
+    @staticmethod
+    def backward_by_tap(x: Tensor, weight: Tensor, grad: Tensor, needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None]:
+        """Stride 1: tap ``j`` links output frame ``t`` to input frame ``t + j - k // 2``, so each
+        tap is a product of two contiguous runs of frames of each clip (no window copies)."""
+        N, T, V, C = x.shape
+        out_channels, _, kernel, _ = weight.shape
+        pad = kernel // 2
+        taps = weight[..., 0].permute(2, 0, 1)  # [k, O, C]
+        grad_x = grad_weight = None
+        if needs[0]:  # the centre tap covers every frame: it starts the sum
+            grad_x = torch.mm(grad.reshape(-1, out_channels), taps[pad]).view(N, T, V, C)
+        if needs[1]:
+            grad_weight = x.new_empty(out_channels, C, kernel, 1)
+        for tap in range(kernel):
+            shift = tap - pad
+            first, last = max(0, -shift), min(T, T - shift)  # output frames that read a real frame
+            if first >= last:
+                if needs[1]:
+                    grad_weight[:, :, tap, 0] = 0
+                continue
+            grad_run = grad[:, first:last].reshape(N, -1, out_channels)  # [N, rows, O]
+            if needs[1]:
+                x_run = x[:, first + shift : last + shift].reshape(N, -1, C)
+                grad_weight[:, :, tap, 0] = torch.bmm(grad_run.transpose(1, 2), x_run).sum(0)
+            if needs[0] and tap != pad:
+                target = grad_x[:, first + shift : last + shift].view(N, -1, C)
+                target.baddbmm_(grad_run, taps[tap].expand(N, -1, -1))
+        return grad_x, grad_weight
 
 
 def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
