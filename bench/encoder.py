@@ -24,14 +24,22 @@ format), so both networks compute with the same tensors.
    ``torch.compile`` of our paper mode; its compilation runs before the timed rounds of each shape
    and is not in the figures.
 3. **The arithmetic floor**: the FLOPs of each pass as ``torch.utils.flop_counter`` counts them (matrix
-   products and convolutions, forward and backward), divided by the rate of plain float32 matrix
+   products and convolutions, forward and backward; the larger of the two counts, since the counter
+   does not see in-place products such as ``baddbmm_``), divided by the rate of plain float32 matrix
    products of the encoder's shapes on this machine: how fast a pass could be if all of its counted
    arithmetic ran at that rate, and so the largest speed-up over the reference that float32 allows.
 4. **Where the time goes**: torch.profiler's operators by self CPU time for our paper-mode training
    step and for the reference's, B=1.
 
+``--baseline-src DIR`` adds our paper mode computed by the attention blocks of another checkout of
+mska-core (an earlier commit) as one more interleaved contender: what a change to the blocks bought.
+``--device cuda`` times both on the GPU instead (the CUDA columns; each timed call ends with
+``torch.cuda.synchronize()``); the numerics check stays on the CPU, and the floor and the profile,
+which measure the CPU, are skipped.
+
     python -m bench.encoder --reference-src /path/to/MSKA [--threads 2] [--pairs 5] [--batches 1 4] [--compile]
     python -m bench.encoder --reference-src /path/to/MSKA --threads 1 --clock cpu   # on a shared machine
+    python -m bench.encoder --reference-src /path/to/MSKA --device cuda --batches 1 4 8   # the CUDA columns
 
 Writes ``bench/results/encoder.json``. On a shared machine, take the medians with care: the ratio of
 interleaved runs is what holds, not the seconds.
@@ -56,6 +64,7 @@ import os
 import pickle
 import platform
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -76,6 +85,8 @@ VOCAB = 1094
 GLOSSES_PER_CLIP = 8
 #: Biases followed by a training-mode batch norm (their gradient is zero up to rounding).
 ZERO_GRADIENT = re.compile(r"(?:[._](?:out_nets|ff_nets|out_nett|downs1|downs2|downt2|input_map)\.0|\.fc1)\.bias$")
+#: Where the timed passes run (``--device``); inputs of :class:`Case` are made there.
+DEVICE = torch.device("cpu")
 #: Modules the reference imports but its recognition network never uses.
 STUBBED = ("tensorflow", "transformers", "cv2", "einops", "seaborn")
 
@@ -110,8 +121,9 @@ def stubbed_imports():
 
 @contextlib.contextmanager
 def cuda_is_identity():
-    """The reference moves its inputs with ``.cuda()``; without CUDA that is the identity here."""
-    if torch.cuda.is_available():
+    """The reference moves its inputs with ``.cuda()``; unless the passes run on the GPU
+    (``--device cuda``), that is the identity here."""
+    if DEVICE.type == "cuda":
         yield
         return
     original = torch.Tensor.cuda
@@ -201,6 +213,14 @@ class Case:
             "new_src_lengths": torch.full((batch,), frames_out),
             "gloss_input": {"gloss_labels": self.labels, "gls_lengths": self.label_lengths},
         }
+        if DEVICE.type != "cpu":
+            self.labels, self.label_lengths = self.labels.to(DEVICE), self.label_lengths.to(DEVICE)
+            self.clips = self.clips.to(DEVICE)
+            self.src_input = {
+                "keypoint": self.src_input["keypoint"].to(DEVICE), "mask": self.src_input["mask"].to(DEVICE),
+                "new_src_lengths": self.src_input["new_src_lengths"].to(DEVICE),
+                "gloss_input": {"gloss_labels": self.labels, "gls_lengths": self.label_lengths},
+            }
 
 
 def our_loss(out, case: Case) -> torch.Tensor:
@@ -249,6 +269,33 @@ def build_ours(reference: nn.Module, attention: str) -> MSKAEncoder:
     encoder = MSKAEncoder.from_config(model_cfg, vocab_size=VOCAB)
     state = {f"recognition_network.{k}": v for k, v in reference.state_dict().items()}
     encoder.load_state_dict(convert_reference_state_dict(state), strict=True)
+    return encoder.to(DEVICE)
+
+
+def build_baseline(reference: nn.Module, src: Path) -> MSKAEncoder:
+    """Our paper mode computed by the attention blocks of another checkout of mska-core (``src``,
+    for instance ``git worktree add DIR COMMIT``): this tree's encoder, whose blocks take the class
+    of ``src``'s ``mska_core/encoder/attention.py`` (with its own ``layers.py``). The parameters are
+    the same objects' and so the same weights; the before and after of a change to the blocks then
+    run side by side, interleaved like the other contenders."""
+    from mska_core.encoder.attention import AttentionBlock
+
+    encoder_dir = src.resolve() / "mska_core" / "encoder"
+    modules = {}
+    for name in ("layers", "attention"):
+        path = encoder_dir / f"{name}.py"
+        if not path.is_file():
+            raise SystemExit(f"bench.encoder: {path} does not exist; --baseline-src takes a checkout of mska-core")
+        module = types.ModuleType(f"baseline_{name}")
+        module.__file__ = str(path)
+        text = path.read_text().replace("from mska_core.encoder.layers import", "from baseline_layers import")
+        sys.modules[module.__name__] = module
+        exec(compile(text, str(path), "exec"), module.__dict__)
+        modules[name] = module
+    encoder = build_ours(reference, "paper")
+    for block in encoder.modules():
+        if isinstance(block, AttentionBlock):
+            block.__class__ = modules["attention"].AttentionBlock
     return encoder
 
 
@@ -331,10 +378,23 @@ CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCK["wall"]
 
 
-def timed(fn) -> float:
+#: Per timed call: the process's system seconds and minor page faults (what the kernel spent handing
+#: it fresh memory), appended by :func:`timed` when a list is given.
+Kernel = list
+
+
+def timed(fn, kernel: Kernel | None = None) -> float:
+    synchronize = torch.cuda.synchronize if DEVICE.type == "cuda" else (lambda: None)
+    synchronize()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = clock()
     fn()
-    return clock() - start
+    synchronize()
+    seconds = clock() - start
+    if kernel is not None:
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        kernel.append((after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt))
+    return seconds
 
 
 def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, frames: int, mode: str,
@@ -350,13 +410,16 @@ def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, fr
         if warm_up or "compiled" in name:
             run()
     times: dict[str, list[float]] = {name: [] for name in runs}
+    kernel: dict[str, Kernel] = {name: [] for name in runs}
     names = list(runs)
     for round_ in range(pairs):
         order = names[round_ % len(names):] + names[: round_ % len(names)]
         for name in order:
-            times[name].append(timed(runs[name]))
+            times[name].append(timed(runs[name], kernel[name]))
     medians = {name: statistics.median(values) for name, values in times.items()}
-    row = {"mode": mode, "batch": batch, "frames": frames, "pairs": pairs, "seconds": medians, "all": times}
+    row = {"mode": mode, "batch": batch, "frames": frames, "pairs": pairs, "seconds": medians, "all": times,
+           "system_seconds": {name: statistics.median(s for s, _ in runs_) for name, runs_ in kernel.items()},
+           "page_faults": {name: statistics.median(f for _, f in runs_) for name, runs_ in kernel.items()}}
     # Each round's own ratio (the runs of one round share the machine's load), then their median and range.
     ratios = {name: [ref / ours for ref, ours in zip(times["reference"], times[name])] for name in contenders}
     row["round_ratios"] = ratios
@@ -406,8 +469,10 @@ def floor(reference: nn.Module, contender: nn.Module, batch: int, frames: int, s
         ("eval", lambda: ours_eval(contender, case), lambda: reference_eval(reference, case)),
     ):
         ours_flops, theirs_flops = counted_flops(ours_fn), counted_flops(theirs_fn)
+        # The counter skips in-place and accumulating products (``baddbmm_``, ``addbmm``), which our
+        # kernels' backward passes use, so ours can count low: the floor takes the larger count.
         entry = {"gflop_ours": ours_flops / 1e9, "gflop_reference": theirs_flops / 1e9,
-                 "floor_seconds": ours_flops / rate}
+                 "floor_seconds": max(ours_flops, theirs_flops) / rate}
         measured = [r for r in speed_rows if r["mode"] == mode and r["batch"] == batch]
         if measured:
             entry["reference_seconds"] = measured[0]["seconds"]["reference"]
@@ -460,6 +525,14 @@ def print_tables(report: dict) -> None:
                       *[f"{row['speedup'][c]:.2f}x ({row['spread'][c][0]:.2f}-{row['spread'][c][1]:.2f})"
                         for c in contenders])
     console.print(table)
+    table = Table(title="what the kernel spent on each pass: system seconds / minor page faults (medians)")
+    for column in ("pass", "B", "reference", *contenders):
+        table.add_column(column, justify="right")
+    for row in report["speed"]:
+        if "system_seconds" in row:
+            table.add_row(row["mode"], str(row["batch"]), *[f"{row['system_seconds'][n]:.2f} s / {row['page_faults'][n]:,.0f}"
+                                                             for n in ("reference", *contenders)])
+    console.print(table)
     for check in report.get("floor", []):
         table = Table(title=f"arithmetic floor, B={check['batch']}: counted FLOPs at "
                             f"{check['gflop_per_s']:.0f} GFLOP/s (this machine's matrix products)")
@@ -496,8 +569,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip counting FLOPs and timing plain matrix products (the arithmetic floor)")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="also time our paper mode with the attention blocks of this checkout of mska-core "
+                             "(an earlier commit: the before/after of a change), as the contender 'paper, baseline'")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the timed passes run (cuda: the CUDA columns; numerics stay on the CPU)")
     parser.add_argument("--json", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench.encoder: --device cuda needs a CUDA GPU, and torch sees none; run without --device", file=sys.stderr)
+        return 2
     global clock
     clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
@@ -517,8 +598,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_numerics:
         report["numerics"] = numerics(reference, args.numerics_frames or args.frames)
         print(f"  numerics: {report['numerics']}", file=sys.stderr)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    report["device"] = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"
+    reference.to(DEVICE)
     contenders: dict[str, nn.Module] = {"paper": build_ours(reference, "paper"),
                                         "softmax": build_ours(reference, "softmax")}
+    if args.baseline_src is not None:
+        contenders["paper, baseline"] = build_baseline(reference, args.baseline_src)
     if args.compile:
         contenders["paper, compiled"] = torch.compile(build_ours(reference, "paper"))
     # Shortest first; each pass warms up once, at its first size.
@@ -528,10 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     for index, (mode, batch) in enumerate(cases):
         first = all(m != mode for m, _ in cases[:index])
         report["speed"].append(speed(reference, contenders, batch, args.frames, mode, args.pairs, warm_up=first))
-    if not args.no_floor:
+    if not args.no_floor and DEVICE.type == "cpu":
         report["floor"] = [floor(reference, contenders["paper"], batch, args.frames, report["speed"])
                            for batch in sorted(args.batches)]
-    if not args.no_profile:
+    if not args.no_profile and DEVICE.type == "cpu":
         case = Case(1, args.frames)
         report["profile"] = {
             "ours (paper)": profile(lambda: ours_train(contenders["paper"], case)),

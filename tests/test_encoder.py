@@ -350,6 +350,19 @@ def test_the_joint_scores_kernel_has_exact_gradients(masked):
     torch.testing.assert_close(joint_scores(x, weight, bias, S, valid), expected)
 
 
+@pytest.mark.parametrize("clips", [1, 3])
+def test_the_joint_mixing_kernel_has_exact_gradients(clips):
+    """The fast path's mixing of every frame's joints by its clip's maps, against the formula and
+    finite differences in float64."""
+    from mska_core.encoder.layers import joint_mixing
+
+    generator = torch.Generator().manual_seed(clips)
+    maps = torch.randn(clips, 6, 5, dtype=torch.float64, generator=generator, requires_grad=True)  # [N, R, U]
+    x = torch.randn(clips, 4, 5, 3, dtype=torch.float64, generator=generator, requires_grad=True)  # [N, T, U, C]
+    assert torch.autograd.gradcheck(joint_mixing, (maps, x))
+    torch.testing.assert_close(joint_mixing(maps, x), torch.einsum("nru,ntuc->ntrc", maps, x))
+
+
 def literal_branch(branch: KeypointBranch, points: torch.Tensor) -> torch.Tensor:
     def conv_norm(unit, x, stride=1):
         pad = unit.conv.kernel_size[0] // 2

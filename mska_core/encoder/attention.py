@@ -39,6 +39,7 @@ from mska_core.encoder.layers import (
     ConvNorm,
     batch_norm_rows,
     frame_mask,
+    joint_mixing,
     joint_scores,
     sinusoid,
     temporal_conv,
@@ -170,9 +171,10 @@ class AttentionBlock(nn.Module):
             scores = joint_scores(x, weight, joint_bias, S, valid)
             by_target = self.softmax_from_scores(scores, lengths, hidden).permute(0, 3, 1, 2).contiguous()
         by_target = F.dropout(by_target, self.attention_dropout, training)
-        # m[n, t, v, s·C + c] = sum_u A[n, s, u, v] x[n, t, u, c]: one product batched over clips and
-        # frames, whose rows (v, s·C + c) are what the attend map reads (the reference's head order).
-        mixed = torch.matmul(by_target.reshape(N, 1, V * S, V), x).reshape(N * T * V, S * C)
+        # m[n, t, v, s·C + c] = sum_u A[n, s, u, v] x[n, t, u, c]: each clip's map mixes all of its
+        # frames in one product, whose rows (v, s·C + c) are what the attend map reads (the
+        # reference's head order).
+        mixed = joint_mixing(by_target.reshape(N, V * S, V), x).reshape(N * T * V, S * C)
 
         residual_attend = rows if self.skip_attend is None else self.skip_attend.rows(rows)
         residual_mix = rows if self.skip_mix is None else self.skip_mix.rows(rows)

@@ -229,6 +229,49 @@ def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, vali
     return JointScores.apply(x, weight, joint_bias, heads, valid)
 
 
+class JointMixing(torch.autograd.Function):
+    """Every frame's joints mixed by a clip's attention maps: ``m[n, t, r, c] = sum_u A[n, r, u]
+    x[n, t, u, c]`` for ``A`` ``[N, R, U]`` (``R`` rows: a target joint and a head each) and ``x``
+    ``[N, T, U, C]``, giving ``[N, T, R, C]``.
+
+    Each clip's map is shared by all of its frames. A broadcast product would copy it once per frame
+    (``T·R·U`` numbers, more than the frame data itself when ``R`` is large) and sum the copies'
+    gradients back; here each clip is one product batched over frames that reads its map through a
+    stride-0 view, and the map's gradient is one accumulating product over frames (``addbmm``).
+    Saves ``A`` and ``x``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, maps: Tensor, x: Tensor) -> Tensor:
+        N, T, U, C = x.shape
+        R = maps.shape[1]
+        out = x.new_empty(N, T, R, C)
+        for n in range(N):
+            torch.bmm(maps[n].expand(T, R, U), x[n], out=out[n])
+        ctx.save_for_backward(maps, x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        maps, x = ctx.saved_tensors
+        N, T, U, C = x.shape
+        R = maps.shape[1]
+        grad = grad.contiguous()
+        grad_maps = torch.empty_like(maps) if ctx.needs_input_grad[0] else None
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[1] else None
+        for n in range(N):
+            if grad_maps is not None:  # sum_t grad[t] x[t]^T, accumulated by the product itself
+                torch.addbmm(maps.new_zeros(()).expand(R, U), grad[n], x[n].transpose(1, 2), beta=0, out=grad_maps[n])
+            if grad_x is not None:
+                torch.bmm(maps[n].t().expand(T, U, R), grad[n], out=grad_x[n])
+        return grad_maps, grad_x
+
+
+def joint_mixing(maps: Tensor, x: Tensor) -> Tensor:
+    """:class:`JointMixing`: ``[N, T, R, C]`` from maps ``[N, R, U]`` and frames ``x`` ``[N, T, U, C]``."""
+    return JointMixing.apply(maps, x)
+
+
 def batch_norm_rows(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:
     """``norm`` applied to channels-last ``y`` ``[..., C]``, over every other axis.
 
