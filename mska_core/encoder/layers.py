@@ -237,8 +237,7 @@ class JointMixing(torch.autograd.Function):
     Each clip's map is shared by all of its frames. A broadcast product would copy it once per frame
     (``T·R·U`` numbers, more than the frame data itself when ``R`` is large) and sum the copies'
     gradients back; here each clip is one product batched over frames that reads its map through a
-    stride-0 view, and the map's gradient is one accumulating product over frames (``addbmm``).
-    Saves ``A`` and ``x``.
+    stride-0 view, and so is the input's gradient. Saves ``A`` and ``x``.
     """
 
     @staticmethod
@@ -260,8 +259,8 @@ class JointMixing(torch.autograd.Function):
         grad_maps = torch.empty_like(maps) if ctx.needs_input_grad[0] else None
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[1] else None
         for n in range(N):
-            if grad_maps is not None:  # sum_t grad[t] x[t]^T, accumulated by the product itself
-                torch.addbmm(maps.new_zeros(()).expand(R, U), grad[n], x[n].transpose(1, 2), beta=0, out=grad_maps[n])
+            if grad_maps is not None:  # sum_t grad[t] x[t]^T
+                torch.sum(torch.bmm(grad[n], x[n].transpose(1, 2)), 0, out=grad_maps[n])
             if grad_x is not None:
                 torch.bmm(maps[n].t().expand(T, U, R), grad[n], out=grad_x[n])
         return grad_maps, grad_x
