@@ -184,9 +184,9 @@ class AttentionBlock(nn.Module):
         else:
             y = torch.addmm(residual_attend, mixed, attend.t()).add_(attend_bias)
         y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
-        # Out of place: in training the norm's output is a view, and an in-place step on a view
+        # In training out of place: the norm's output is a view, and an in-place step on a view
         # costs the backward a copy of the whole base tensor.
-        y = self.mix.rows(y) + residual_mix
+        y = self.mix.rows(y) + residual_mix if training else self.mix.rows(y).add_(residual_mix)
         y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True).reshape(N, T, V, -1)
         if self.attention == "softmax":  # padded frames read as the zeros past a clip's end
             y = y * frame_mask(lengths, T).to(y.dtype).view(N, T, 1, 1)
