@@ -253,7 +253,7 @@ class JointMixing(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         maps, x = ctx.saved_tensors
-        N, T, U, C = x.shape
+        N, T, U, _ = x.shape
         R = maps.shape[1]
         grad = grad.contiguous()
         grad_maps = torch.empty_like(maps) if ctx.needs_input_grad[0] else None
