@@ -507,3 +507,24 @@ def test_softmax_attention_weights_are_distributions_that_skip_unseen_joints():
     plain = block.softmax_weights_plain(q.view(N, block.num_heads, -1, T, V), k.view(N, block.num_heads, -1, T, V),
                                         torch.tensor([6, 4]), hidden)  # [N, S, U, V]
     torch.testing.assert_close(weights, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["paper", "softmax"])
+def test_the_encoder_trains_and_evaluates_under_bf16_autocast(attention):
+    """``[train] amp = "bf16"``: the fast path's kernels and the heads' masked norm under autocast
+    (products in bfloat16, parameters, gradients and running statistics in float32)."""
+    torch.manual_seed(0)
+    encoder = MSKAEncoder.from_config(tiny(attention=attention), vocab_size=7)
+    batch = clips(frames=21, lengths=[21, 13])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = encoder(batch)
+        loss = sum(F.log_softmax(logits.float(), -1)[..., 1:].mean() for logits in out.logits.values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, parameter in encoder.named_parameters():
+        assert parameter.grad is None or parameter.grad.dtype == torch.float32, name
+    assert all(buffer.dtype != torch.bfloat16 for buffer in encoder.buffers())
+    encoder.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = encoder(batch).logits["fuse"]
+    assert torch.isfinite(logits.float()).all()

@@ -62,10 +62,11 @@ class VisualHead(nn.Module):
         mean = (h * weights).sum((0, 1)) / count.clamp(min=1)
         var = ((h - mean).square() * weights).sum((0, 1)) / count.clamp(min=1)
         normed = (h - mean) * torch.rsqrt(var + norm.eps) * norm.weight + norm.bias
-        with torch.no_grad():
-            factor = norm.momentum * enough.to(h.dtype)
-            norm.running_mean.lerp_(mean.detach(), factor)
-            norm.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), factor)
+        with torch.no_grad():  # the statistics keep their own dtype (float32 under bf16 autocast)
+            stats = norm.running_mean.dtype
+            factor = norm.momentum * enough.to(stats)
+            norm.running_mean.lerp_(mean.detach().to(stats), factor)
+            norm.running_var.lerp_((var.detach() * count / (count - 1).clamp(min=1)).to(stats), factor)
             norm.num_batches_tracked.add_(enough.long())
         return torch.where(mask.unsqueeze(-1) & enough, normed, torch.where(enough, h, running))
 

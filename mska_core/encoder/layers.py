@@ -74,6 +74,23 @@ class ConvNorm(nn.Module):
         return weight, bias
 
 
+def run_kernel(function: type[torch.autograd.Function], *args: Any) -> Tensor:
+    """``function.apply(*args)`` with its floating-point tensors in one dtype.
+
+    The kernels' products take their inputs as given, so under autocast (``[train] amp = "bf16"``)
+    they run in autocast's dtype with autocast off inside; otherwise in the first tensor's dtype.
+    """
+    first = next(a for a in args if isinstance(a, Tensor))
+    device = first.device.type
+    autocast = torch.is_autocast_enabled(device)
+    dtype = torch.get_autocast_dtype(device) if autocast else first.dtype
+    args = tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+    if not autocast:
+        return function.apply(*args)
+    with torch.autocast(device, enabled=False):
+        return function.apply(*args)
+
+
 class TemporalConv(torch.autograd.Function):
     """A convolution over time (kernel ``k``, padding ``k // 2``, stride ``s``) of time-major,
     channels-last ``x`` ``[N, T, V, C]``, with the weight of a ``Conv2d`` ``[O, C, k, 1]``:
@@ -155,7 +172,7 @@ class TemporalConv(torch.autograd.Function):
 
 def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
     """:class:`TemporalConv` of ``x`` ``[N, T, V, C]``: ``[N, T', V, O]``."""
-    return TemporalConv.apply(x, weight, bias, stride)
+    return run_kernel(TemporalConv, x, weight, bias, stride)
 
 
 class JointScores(torch.autograd.Function):
@@ -226,7 +243,7 @@ class JointScores(torch.autograd.Function):
 
 def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None = None) -> Tensor:
     """:class:`JointScores`: ``[N, S, U, V]`` scores of the block input ``x`` ``[N, T, V, C]``."""
-    return JointScores.apply(x, weight, joint_bias, heads, valid)
+    return run_kernel(JointScores, x, weight, joint_bias, heads, valid)
 
 
 class JointMixing(torch.autograd.Function):
@@ -268,7 +285,7 @@ class JointMixing(torch.autograd.Function):
 
 def joint_mixing(maps: Tensor, x: Tensor) -> Tensor:
     """:class:`JointMixing`: ``[N, T, R, C]`` from maps ``[N, R, U]`` and frames ``x`` ``[N, T, U, C]``."""
-    return JointMixing.apply(maps, x)
+    return run_kernel(JointMixing, maps, x)
 
 
 def batch_norm_rows(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:
