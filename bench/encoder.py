@@ -201,26 +201,18 @@ class Case:
         generator = torch.Generator().manual_seed(batch * 1000 + frames)
         points = torch.rand(batch, frames, 133, 3, generator=generator) * 2 - 1
         points[..., 2] = torch.rand(batch, frames, 133, generator=generator)
-        points = points.to(dtype)
+        points = points.to(dtype=dtype, device=DEVICE)
         frames_out = -(-(-(-frames // 2)) // 2)  # ceil(ceil(T / 2) / 2), the paper's two strides
         self.batch = batch
-        self.labels = torch.randint(3, VOCAB, (batch, GLOSSES_PER_CLIP), generator=generator)
-        self.label_lengths = torch.full((batch,), GLOSSES_PER_CLIP)
-        self.clips = ClipBatch(points, torch.full((batch,), frames))
+        self.labels = torch.randint(3, VOCAB, (batch, GLOSSES_PER_CLIP), generator=generator).to(DEVICE)
+        self.label_lengths = torch.full((batch,), GLOSSES_PER_CLIP, device=DEVICE)
+        self.clips = ClipBatch(points, torch.full((batch,), frames, device=DEVICE))
         self.src_input = {
             "keypoint": points.permute(0, 3, 1, 2).contiguous(),  # [B, C, T, J]
-            "mask": torch.ones(batch, 1, frames_out, dtype=torch.bool),
-            "new_src_lengths": torch.full((batch,), frames_out),
+            "mask": torch.ones(batch, 1, frames_out, dtype=torch.bool, device=DEVICE),
+            "new_src_lengths": torch.full((batch,), frames_out, device=DEVICE),
             "gloss_input": {"gloss_labels": self.labels, "gls_lengths": self.label_lengths},
         }
-        if DEVICE.type != "cpu":
-            self.labels, self.label_lengths = self.labels.to(DEVICE), self.label_lengths.to(DEVICE)
-            self.clips = self.clips.to(DEVICE)
-            self.src_input = {
-                "keypoint": self.src_input["keypoint"].to(DEVICE), "mask": self.src_input["mask"].to(DEVICE),
-                "new_src_lengths": self.src_input["new_src_lengths"].to(DEVICE),
-                "gloss_input": {"gloss_labels": self.labels, "gls_lengths": self.label_lengths},
-            }
 
 
 def our_loss(out, case: Case) -> torch.Tensor:
@@ -285,7 +277,8 @@ def build_baseline(reference: nn.Module, src: Path) -> MSKAEncoder:
     for name in ("layers", "attention"):
         path = encoder_dir / f"{name}.py"
         if not path.is_file():
-            raise SystemExit(f"bench.encoder: {path} does not exist; --baseline-src takes a checkout of mska-core")
+            print(f"bench.encoder: {path} does not exist; --baseline-src takes a checkout of mska-core", file=sys.stderr)
+            raise SystemExit(2)
         module = types.ModuleType(f"baseline_{name}")
         module.__file__ = str(path)
         text = path.read_text().replace("from mska_core.encoder.layers import", "from baseline_layers import")
@@ -378,12 +371,9 @@ CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCK["wall"]
 
 
-#: Per timed call: the process's system seconds and minor page faults (what the kernel spent handing
-#: it fresh memory), appended by :func:`timed` when a list is given.
-Kernel = list
-
-
-def timed(fn, kernel: Kernel | None = None) -> float:
+def timed(fn, kernel: list[tuple[float, int]] | None = None) -> float:
+    """Seconds of ``fn()`` on the benchmark's clock; with ``kernel``, also appends the process's
+    system seconds and minor page faults of the call (what the kernel spent handing it fresh memory)."""
     synchronize = torch.cuda.synchronize if DEVICE.type == "cuda" else (lambda: None)
     synchronize()
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -410,7 +400,7 @@ def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, fr
         if warm_up or "compiled" in name:
             run()
     times: dict[str, list[float]] = {name: [] for name in runs}
-    kernel: dict[str, Kernel] = {name: [] for name in runs}
+    kernel: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
     names = list(runs)
     for round_ in range(pairs):
         order = names[round_ % len(names):] + names[: round_ % len(names)]

@@ -190,8 +190,7 @@ class JointScores(torch.autograd.Function):
     tensor, so each is contiguous; the backward forms their gradients with two products into the
     halves of one buffer of that shape and reads the gradients of ``x``, ``weight`` and
     ``joint_bias`` from it. Autograd's own backward of the same steps stacks the two halves and
-    copies the transposed queries, which on the CPU costs as much as the products themselves at
-    larger batches. Saves ``x``, ``weight``, the queries and keys, and ``valid``.
+    copies the transposed queries. Saves ``x``, ``weight``, the queries and keys, and ``valid``.
     """
 
     @staticmethod
