@@ -4,7 +4,7 @@ The memory is what a perfect recogniser would hand the decoder under ``memory = 
 vector per gloss of the clip, in order (a fixed random vector per gloss plus noise while training,
 no noise on the test split). The texts are the quickstart corpus's own (``[data.synthetic]`` of
 ``mska_core/presets/quickstart.toml``). Each variant trains a fresh
-:class:`~mska_core.training.decoder.TranslationDecoder` of the quickstart's size (width 64, 2
+:class:`~mska_core.text.builtin.TranslationDecoder` of the quickstart's size (width 64, 2
 layers, 4 heads, feed-forward 256) with AdamW, warm-up and cosine as the quickstart does, for the
 quickstart's 300 steps of 8 clips, and scores test BLEU-4 (beam 3) and exact sentences along the
 way. Recognition is taken out of the picture, so what is left is whether the decoder can learn
@@ -50,8 +50,8 @@ def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, l
                 warmup: int = 20, ls: float = 0.1, dropout: float = 0.1, layers: int = 2, context: int = 3,
                 dim: int = 64, noise: float = 0.3, beam: int = 3, every: int = 100, seed: int = 0) -> dict[str, Any]:
     from mska_core.data.vocab import text_tokens
-    from mska_core.training.decoder import TranslationDecoder
-    from mska_core.training.metrics import bleu_scores
+    from mska_core.text.builtin import TranslationDecoder
+    from mska_core.evaluation.metrics import bleu_scores
 
     torch.manual_seed(seed)
     vectors = torch.randn(len(vocabularies.gloss), dim)
@@ -114,7 +114,7 @@ def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, l
 def breakdown(checkpoint: str) -> list[dict[str, Any]]:
     """Test-split translation of ``checkpoint`` by whether each clip's glosses are exactly right."""
     from mska_core.cli.evaluate_cmd import evaluate_checkpoint
-    from mska_core.training.metrics import bleu_scores
+    from mska_core.evaluation.metrics import bleu_scores
 
     def bleu(predictions: list[Any]) -> float | None:
         if not predictions:

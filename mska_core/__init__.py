@@ -27,9 +27,11 @@ from mska_core.records import (
     DataSource,
     KeypointEstimator,
     KeypointLayout,
+    LoggerSpec,
     LossSpec,
     Provider,
     StreamSpec,
+    TextDecoderSpec,
 )
 
 __version__ = "0.1.0.dev0"
@@ -73,6 +75,7 @@ __all__ = [
     "EncoderOutput",
     "KeypointEstimator",
     "KeypointLayout",
+    "LoggerSpec",
     "LossSpec",
     "MSKAEncoder",
     "MskaError",
@@ -80,6 +83,7 @@ __all__ = [
     "Provider",
     "RegistryError",
     "StreamSpec",
+    "TextDecoderSpec",
     "__version__",
     "get_registry",
     "hookimpl",

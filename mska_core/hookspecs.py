@@ -40,8 +40,10 @@ from mska_core.records import (
     DataSource,
     KeypointEstimator,
     KeypointLayout,
+    LoggerSpec,
     LossSpec,
     StreamSpec,
+    TextDecoderSpec,
 )
 
 PROJECT = "mska"
@@ -243,6 +245,52 @@ def mska_keypoint_estimators() -> Iterable[KeypointEstimator]:
                                       build=_build_rtmpose)]
 
     Added in 0.2.0.
+    """
+
+
+@hookspec("text decoder")
+def mska_text_decoders() -> Iterable[TextDecoderSpec]:
+    """Supply text decoders that ``[losses.translation] decoder`` can name.
+
+    Return :class:`~mska_core.records.TextDecoderSpec` records. The config names one as ``NAME`` or
+    ``NAME::PAYLOAD``; ``build(request)`` receives a :class:`mska_core.text.DecoderRequest` whose
+    ``payload`` is the text after ``::`` and returns a module following
+    :class:`mska_core.text.TextDecoder`. The core supplies ``mska`` (a transformer decoder trained
+    from scratch, with a subword tokenizer fitted on the training split) and ``hf`` (a pretrained
+    HuggingFace seq2seq model from a local folder, ``hf::PATH``, behind ``pip install
+    'mska-core[transformers]'``).
+
+    A second decoder with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_text_decoders():
+            return [TextDecoderSpec(name="my-lm", build=_build_my_lm,
+                                    description="my pretrained decoder")]
+
+    Added in 0.3.0.
+    """
+
+
+@hookspec("logger")
+def mska_loggers() -> Iterable[LoggerSpec]:
+    """Supply experiment trackers that ``[run] loggers`` can name.
+
+    Return :class:`~mska_core.records.LoggerSpec` records. ``build(run_dir, config)`` returns an
+    object with ``log(record, step)`` and ``close()``; it receives every record that
+    ``metrics.jsonl`` receives, on rank 0 only. The core supplies ``tensorboard`` (behind ``pip install
+    'mska-core[tensorboard]'``).
+
+    A second logger with a registered name is an error naming both providers.
+
+    Example::
+
+        @hookimpl
+        def mska_loggers():
+            return [LoggerSpec(name="wandb", build=_build_wandb)]
+
+    Added in 0.3.0.
     """
 
 

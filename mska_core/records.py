@@ -250,3 +250,40 @@ class KeypointEstimator:
     description: str = ""
     provider: Provider | None = _provider_field()
 
+
+@attrs.frozen
+class TextDecoderSpec:
+    """A text decoder that translates a recognition head's features into text, named in
+    ``[losses.translation] decoder`` as ``NAME`` or ``NAME::PAYLOAD`` (``hf::models/mbart``).
+
+    ``build(request) -> nn.Module`` receives a :class:`mska_core.text.DecoderRequest` (the text after
+    ``::``, the width of the features it reads, the decoder's options, the training split's
+    translations to fit a tokenizer on, or the ``stored`` artefacts of a checkpoint to rebuild from)
+    and returns a module that follows :class:`mska_core.text.TextDecoder`: a ``tokenizer``,
+    ``forward(memory, memory_lengths, text_input) -> logits``, ``generate(...) -> list[str]``,
+    ``artifacts()`` (plain data a checkpoint carries so that the decoder is rebuilt without the
+    original files) and ``parameter_groups()`` (named parts that can get their own learning rate or be
+    frozen). Import the model's library inside ``build``, never at module level.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    build: Callable[..., Any]
+    description: str = ""
+    provider: Provider | None = _provider_field()
+
+
+@attrs.frozen
+class LoggerSpec:
+    """An experiment tracker, named in ``[run] loggers``.
+
+    ``build(run_dir, config) -> logger`` receives the run folder and the resolved
+    :class:`mska_core.config.Config` and returns an object with ``log(record: dict, step: int)`` (one
+    ``metrics.jsonl`` record: ``kind`` ``"train"`` or ``"eval"``, numbers by name) and ``close()``.
+    It runs on rank 0 only; ``metrics.jsonl`` stays the source of truth. Import the tracker's library
+    inside ``build``.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    build: Callable[..., Any]
+    description: str = ""
+    provider: Provider | None = _provider_field()

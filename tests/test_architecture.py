@@ -28,12 +28,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "backbones": {"__init__", "registry", "checkpoints"},
     "checkpoints": {"__init__", "registry", "config", "backbones", "encoder"},
     "losses": {"registry"},
-    "data": {"registry", "config", "encoder"},
+    "data": {"registry", "config", "encoder", "text"},
     "synthetic": {"registry", "config", "data"},
     "extract": {"registry", "config", "data", "synthetic"},
     "encoder": {"registry", "config", "backbones", "checkpoints"},
+    "text": {"registry", "config"},
+    "evaluation": {"registry", "config", "data", "encoder", "text"},
     "training": {"__init__", "registry", "config", "backbones", "checkpoints", "losses", "data", "synthetic",
-                 "encoder"},
+                 "encoder", "text", "evaluation"},
 }
 
 #: The streams that first-party plugins declare: rooms below the command line never spell them out.

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mska_core.training.decoding import beam_decode, decode_heads, ensemble_log_probs, greedy_decode
-from mska_core.training.metrics import (
+from mska_core.evaluation.ctc import beam_decode, decode_heads, ensemble_log_probs, greedy_decode
+from mska_core.evaluation.metrics import (
     align,
     bleu_scores,
     most_frequent_baseline,

@@ -173,7 +173,7 @@ def test_bad_windows_are_one_line_and_exit_code_2(signers: Path):
 
 
 def test_windows_cover_every_output_frame_once_from_the_window_where_it_is_farthest_from_an_edge():
-    from mska_core.training.windows import plan_windows
+    from mska_core.evaluation.windows import plan_windows
 
     for frames, window, overlap in ((5000, 400, 100), (44, 16, 4), (400, 400, 100), (404, 400, 0), (52, 16, 12)):
         windows = plan_windows(frames, window, overlap, 4)
@@ -202,7 +202,7 @@ HEAD = "fuse"
 
 def test_stitched_windows_give_one_output_frame_per_4_frames_and_match_each_window_inside():
     from mska_core.encoder import ClipBatch
-    from mska_core.training.windows import encode_clip, plan_windows
+    from mska_core.evaluation.windows import encode_clip, plan_windows
 
     encoder = tiny_encoder()
     keypoints = torch.rand(1, 96, 133, 3) * 2 - 1
@@ -224,7 +224,7 @@ def test_stitched_windows_give_one_output_frame_per_4_frames_and_match_each_wind
 def test_prediction_keeps_every_frame_of_a_long_clip_and_evaluation_frames_of_a_short_one():
     from mska_core.config import AugmentConfig
     from mska_core.data.augment import select_frames
-    from mska_core.training.windows import prediction_frames
+    from mska_core.evaluation.windows import prediction_frames
 
     cfg = AugmentConfig(max_frames=400)
     assert prediction_frames(5000, cfg).tolist() == list(range(5000))

@@ -166,13 +166,13 @@ CLEANUP_CASES = {
 
 @pytest.mark.parametrize("line", list(CLEANUP_CASES))
 def test_phoenix_2014t_cleanup_rules(line):
-    from mska_core.training.gloss_cleanup import clean_phoenix_2014t
+    from mska_core.evaluation.gloss_cleanup import clean_phoenix_2014t
 
     assert clean_phoenix_2014t(line) == CLEANUP_CASES[line]
 
 
 def test_cleanup_none_only_normalises_spaces_and_unknown_names_are_refused():
-    from mska_core.training.gloss_cleanup import gloss_cleaner
+    from mska_core.evaluation.gloss_cleanup import gloss_cleaner
 
     assert gloss_cleaner("none")(" loc-NORD  A B ") == "loc-NORD A B"
     with pytest.raises(ValueError, match="phoenix-2014t"):
@@ -193,13 +193,13 @@ def test_gloss_cleanup_is_a_documented_eval_option(tmp_path):
 
 
 def prediction(name: str, reference: str, **glosses: str):
-    from mska_core.training.evaluation import Prediction
+    from mska_core.evaluation.evaluate import Prediction
 
     return Prediction(name=name, glosses=glosses, translation=None, reference_gloss=reference)
 
 
 def test_wer_is_reported_per_head_for_the_ensemble_and_the_best():
-    from mska_core.training.evaluation import score
+    from mska_core.evaluation.evaluate import score
 
     predictions = [
         prediction("a", "REGEN MORGEN", fuse="REGEN MORGEN", left="REGEN", ensemble="REGEN SONNE"),
@@ -217,7 +217,7 @@ def test_wer_is_reported_per_head_for_the_ensemble_and_the_best():
 
 
 def test_cleanup_is_applied_to_hypotheses_and_references_before_wer():
-    from mska_core.training.evaluation import score
+    from mska_core.evaluation.evaluate import score
 
     predictions = [prediction("a", "__ON__ loc-NORD REGEN-PLUSPLUS", fuse="NORD REGEN REGEN")]
     assert score(predictions)["wer/fuse"] > 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mska_core.synthetic.corpus import LEXICON
-from mska_core.training.decoder import TranslationDecoder, ctc_compress
+from mska_core.text.builtin import TranslationDecoder, ctc_compress
 
 
 def one_hot_logits(path: list[int], vocab: int = 6) -> torch.Tensor:
@@ -109,7 +109,7 @@ def test_the_decoder_learns_unseen_compositions_of_glosses_in_150_steps():
     """On ideal memory (a noisy vector per gloss), 150 steps teach the decoder to translate gloss
     sequences it never saw. BLEU-4 on this seed: 82.6; 70.5 with the memory context skipped in
     ``read``; 54.1 with token embeddings drawn at N(0, 1) before the sqrt(width) scaling."""
-    from mska_core.training.metrics import bleu_scores
+    from mska_core.evaluation.metrics import bleu_scores
 
     torch.manual_seed(0)
     words = sorted({w for p in PHRASES for w in p.split()})

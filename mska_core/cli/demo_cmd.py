@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.cli.train_cmd import resolve_config
     from mska_core.errors import MskaError
     from mska_core.registry import get_registry
-    from mska_core.training.metrics import most_frequent_baseline
+    from mska_core.evaluation.metrics import most_frequent_baseline
 
     out = status_console()
     work = _fresh(Path(args.workdir))

@@ -36,8 +36,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
     from mska_core.data.crop_files import crop_plan
     from mska_core.data.datasets import ClipDataset, load_corpus
     from mska_core.registry import get_registry
-    from mska_core.training.distributed import DistInfo
-    from mska_core.training.evaluation import evaluate
+    from mska_core.evaluation.evaluate import evaluate
     from mska_core.training.trained import load_trained
 
     registry = get_registry()
@@ -52,7 +51,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
                           crops=crop_plan(config, corpus, trained.model.encoder, registry))
     beam = beam_size or config.train.test_beam_size
     metrics, predictions = evaluate(
-        trained.model, dataset, trained.vocabularies, info=DistInfo(), device="cpu",
+        trained.model, dataset, trained.vocabularies, device="cpu",
         batch_size=batch_size or config.train.batch_size, beam_size=beam,
         translation_beam_size=config.train.translation_beam_size, max_text_length=config.train.max_text_length,
         gloss_cleanup=config.eval.gloss_cleanup,

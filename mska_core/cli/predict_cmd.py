@@ -11,7 +11,7 @@ crop size; the points are normalised with the video's own frame size, as ``mska 
 --annotations`` writes a training corpus.
 
 No clip is cut: every frame is encoded (trimmed to a multiple of 4, as evaluation does), whole by
-default, or in overlapping windows with ``--window`` (:mod:`mska_core.training.windows` says how the
+default, or in overlapping windows with ``--window`` (:mod:`mska_core.evaluation.windows` says how the
 windows' outputs are stitched). A clip longer than the model's ``[data.augment] max_frames`` gets a
 notice on stderr saying which.
 
@@ -272,13 +272,13 @@ class ModelCrops:
 
     def item(self, spec: str, name: str, keypoints: Any, video_crops: Any, trained: Any) -> Any:
         """The clip prepared as evaluation prepares a clip (:class:`~mska_core.data.datasets.ClipDataset`,
-        no augmentation), but with every frame (:func:`~mska_core.training.windows.uncapped`): its crops
+        no augmentation), but with every frame (:func:`~mska_core.evaluation.windows.uncapped`): its crops
         from the video (``video_crops``), rendered (a model trained on the synthetic corpus), or read
         from the crop folders of ``mska extract`` (:meth:`folders`)."""
         from mska_core.data.crop_files import CropPlan
         from mska_core.data.datasets import ClipDataset
         from mska_core.data.samples import Sample
-        from mska_core.training.windows import uncapped
+        from mska_core.evaluation.windows import uncapped
 
         render, folders = None, None
         if self.specs and video_crops is not None:
@@ -332,8 +332,8 @@ def _predict(args: argparse.Namespace, trained: Any, crops: ModelCrops, spec: st
     import torch
 
     from mska_core.data.collate import Collator
-    from mska_core.training.evaluation import decode_output
-    from mska_core.training.windows import encode_clip
+    from mska_core.evaluation.evaluate import decode_output
+    from mska_core.evaluation.windows import encode_clip
 
     config = trained.config
     batch = Collator(trained.vocabularies, crops.normalization)([item])
@@ -354,7 +354,7 @@ def _predict(args: argparse.Namespace, trained: Any, crops: ModelCrops, spec: st
 
 def _windows(args: argparse.Namespace, encoder: Any, frames: int) -> int:
     """How many windows a clip of ``frames`` (prepared) frames is encoded in."""
-    from mska_core.training.windows import default_overlap, plan_windows, time_factor
+    from mska_core.evaluation.windows import default_overlap, plan_windows, time_factor
 
     if args.window is None or frames <= args.window:
         return 1

@@ -1,6 +1,6 @@
 """Translation into text (the ``translation`` loss): label-smoothed cross-entropy of the text decoder.
 
-The decoder itself (:class:`mska_core.training.decoder.TranslationDecoder`) is part of the model; its
+The decoder itself (:class:`mska_core.text.builtin.TranslationDecoder`) is part of the model; its
 size is set in this loss's table, so that one ``[losses.translation]`` table says everything about
 translation::
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: What the text decoder reads of its recognition head (see :mod:`mska_core.training.decoder`).
+#: What the text decoder reads of its recognition head (see :mod:`mska_core.text.builtin`).
 MEMORIES = ("glosses", "frames")
 
 
@@ -34,7 +34,7 @@ class DecoderConfig:
     """The text decoder's size, the recognition head it reads (``None``: ``fuse`` or the first),
     what it reads of it (``memory``: ``"glosses"`` or ``"frames"``) and the width of the convolution
     that gives each memory entry its neighbours (``context``; 1: none), see
-    :mod:`mska_core.training.decoder`."""
+    :mod:`mska_core.text.builtin`."""
 
     layers: int = 2
     heads: int = 4

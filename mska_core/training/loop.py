@@ -450,11 +450,13 @@ class FineTuning:
     # -- evaluation and checkpoints --------------------------------------------------------------------
 
     def _evaluate(self, epoch: int) -> None:
-        from mska_core.training.evaluation import evaluate
+        from mska_core.evaluation.evaluate import evaluate
+        from mska_core.training.distributed import gather, shard
 
         config = self.config
         metrics, _ = evaluate(
-            self.model, self.dev_set, self.vocabularies, info=self.info, device=self.device,
+            self.model, self.dev_set, self.vocabularies, device=self.device,
+            indices=shard(len(self.dev_set), self.info), gather=lambda values: gather(values, self.info),
             batch_size=config.train.batch_size, beam_size=config.train.beam_size,
             translation_beam_size=config.train.translation_beam_size,
             max_text_length=config.train.max_text_length, amp=config.train.amp, collate_fn=self.collate,

@@ -57,10 +57,10 @@ def decoder_head(head_names: list[str], wanted: str | None) -> str:
 
 class SignModel(nn.Module):
     """``encoder`` (an :class:`~mska_core.encoder.MSKAEncoder`) and an optional ``decoder``
-    (:class:`~mska_core.training.decoder.TranslationDecoder`) reading head ``decoder_head``.
+    (:class:`~mska_core.text.builtin.TranslationDecoder`) reading head ``decoder_head``.
 
     ``memory`` says what the decoder reads of that head: ``"glosses"``, its features averaged over
-    each gloss its CTC decision recognises (:func:`~mska_core.training.decoder.ctc_compress`, with
+    each gloss its CTC decision recognises (:func:`~mska_core.text.builtin.ctc_compress`, with
     the CTC blank ``blank``), or ``"frames"``, every frame's features.
     """
 
@@ -75,7 +75,7 @@ class SignModel(nn.Module):
 
     def decoder_memory(self, encoded: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """What the decoder reads of ``encoded``: ``(memory [B, K, H], lengths [B])``."""
-        from mska_core.training.decoder import ctc_compress
+        from mska_core.text.builtin import ctc_compress
 
         features = encoded.gloss_features[self.decoder_head]
         if self.memory == "frames":
@@ -95,7 +95,7 @@ def build_model(config: Any, vocabularies: Any, *, registry: Any, losses: dict[s
     """The encoder of ``config.model`` sized for the gloss vocabulary, and the text decoder when the
     ``translation`` loss is configured (its size from that loss's options)."""
     from mska_core.encoder import MSKAEncoder
-    from mska_core.training.decoder import TranslationDecoder
+    from mska_core.text.builtin import TranslationDecoder
 
     encoder = MSKAEncoder.from_config(config.model, vocab_size=len(vocabularies.gloss), registry=registry)
     translation = (losses or {}).get("translation")

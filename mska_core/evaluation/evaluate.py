@@ -8,7 +8,7 @@ exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -55,8 +55,8 @@ def decode_output(model: Any, encoded: Any, batch: Any, vocabularies: Any, *, be
                   translation_beam_size: int = 1, max_text_length: int = 40) -> list[Prediction]:
     """The :class:`Prediction` of every clip of ``batch`` from its encoder output ``encoded`` (an
     :class:`~mska_core.encoder.EncoderOutput`, e.g. stitched from windows by
-    :mod:`mska_core.training.windows`): CTC per head and ensemble, then the translation."""
-    from mska_core.training.decoding import decode_heads
+    :mod:`mska_core.evaluation.windows`): CTC per head and ensemble, then the translation."""
+    from mska_core.evaluation.ctc import decode_heads
 
     decoded = decode_heads(encoded.logits, encoded.lengths, beam_size=beam_size, blank=vocabularies.blank)
     translations: list[str | None] = [None] * batch.size
@@ -84,10 +84,10 @@ def score(predictions: Sequence[Prediction], *, gloss_cleanup: str = "none") -> 
     the ensemble's (or the only head's), the figure that chooses the best checkpoint. With
     translations ``bleu1``..``bleu4``, ``rouge_l`` and ``bleu_signature``; ``clips``; and
     ``gloss_cleanup``, the clean-up applied to hypotheses and references before WER
-    (:mod:`mska_core.training.gloss_cleanup`).
+    (:mod:`mska_core.evaluation.gloss_cleanup`).
     """
-    from mska_core.training.gloss_cleanup import clean_all
-    from mska_core.training.metrics import translation_scores, word_error_rate
+    from mska_core.evaluation.gloss_cleanup import clean_all
+    from mska_core.evaluation.metrics import translation_scores, word_error_rate
 
     metrics: dict[str, Any] = {"clips": len(predictions)}
     if not predictions:
@@ -108,21 +108,28 @@ def score(predictions: Sequence[Prediction], *, gloss_cleanup: str = "none") -> 
     return metrics
 
 
-def evaluate(model: Any, dataset: Any, vocabularies: Any, *, info: Any, device: Any, batch_size: int,
+def evaluate(model: Any, dataset: Any, vocabularies: Any, *, device: Any, batch_size: int,
              beam_size: int, translation_beam_size: int, max_text_length: int, amp: str = "none",
-             collate_fn: Any = None, gloss_cleanup: str = "none") -> tuple[dict[str, Any], list[Prediction]]:
-    """Metrics (:func:`score`) and predictions of ``dataset`` (each rank decodes its shard; results
-    gathered). Predictions keep the glosses as decoded; ``gloss_cleanup`` applies to the scores."""
+             collate_fn: Any = None, gloss_cleanup: str = "none", indices: Sequence[int] | None = None,
+             gather: Callable[[list[Prediction]], list[Prediction]] | None = None,
+             ) -> tuple[dict[str, Any], list[Prediction]]:
+    """Metrics (:func:`score`) and predictions of ``dataset``. Predictions keep the glosses as decoded;
+    ``gloss_cleanup`` applies to the scores.
+
+    Under ``torchrun`` each rank decodes ``indices`` (its shard; default every clip) and ``gather``
+    joins every rank's predictions in rank order (the training loop passes
+    :func:`~mska_core.training.distributed.shard` and ``gather``), so every clip counts once.
+    """
     from mska_core.data.collate import Collator
-    from mska_core.training.distributed import gather, shard
 
     collate_fn = collate_fn or Collator(vocabularies)
-    indices = list(shard(len(dataset), info))
+    indices = list(range(len(dataset)) if indices is None else indices)
     predictions: list[Prediction] = []
     for start in range(0, len(indices), batch_size):
         batch = collate_fn([dataset[i] for i in indices[start : start + batch_size]]).to(device)
         predictions += predict_batch(model, batch, vocabularies, beam_size=beam_size,
                                      translation_beam_size=translation_beam_size,
                                      max_text_length=max_text_length, amp=amp)
-    predictions = gather(predictions, info)
+    if gather is not None:
+        predictions = gather(predictions)
     return score(predictions, gloss_cleanup=gloss_cleanup), predictions
