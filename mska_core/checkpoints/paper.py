@@ -14,12 +14,21 @@ reshapes two parameters:
 
 Keys outside the recognition network (``translation_network.``, ``vl_mapper.`` of translation
 checkpoints) are not part of the encoder and are left out. ``docs/encoder.md`` lists the mapping.
+
+The translation side of an S2T checkpoint converts on its own (:func:`convert_reference_translation`)
+into the ``hf`` text decoder (:class:`mska_core.text.hf.PretrainedDecoder`) on the same mBART:
+
+- ``vl_mapper.mapping.0`` / ``.2`` become ``mapper.project`` / ``mapper.out``;
+- ``translation_network.model.*`` (the ``MBartForConditionalGeneration``) becomes ``lm.*``;
+- of ``translation_network.gloss_embedding.weight`` (the G2T gloss table) S2T reads two rows, the
+  ``</s>`` and source-language glosses, which it appends to every clip's features: those rows become
+  ``mapper.suffix`` (their ids come from the reference's ``gloss2ids.pkl``: :func:`suffix_rows`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mska_core.config.schema import PAPER_STREAMS
@@ -106,6 +115,73 @@ def convert_reference_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any
         if key in converted:
             converted[key] = converted[key] + value.reshape(value.shape[-3:]).to(converted[key].dtype)
     return converted
+
+
+# -- the S2T translation network ---------------------------------------------------------------------
+
+_MAPPER = re.compile(r"^(?:module\.)?vl_mapper\.mapping\.([02])\.(weight|bias)$")
+_LM = re.compile(r"^(?:module\.)?translation_network\.model\.(.+)$")
+_GLOSS_TABLE = re.compile(r"^(?:module\.)?translation_network\.gloss_embedding\.weight$")
+#: The reference's ``VLMapper.mapping`` indices -> our :class:`~mska_core.text.mapper.VLMapper` parts.
+MAPPER_PARTS = {"0": "project", "2": "out"}
+#: The gloss the reference's S2T config names as its source language (``GlossTokenizer.src_lang``).
+SOURCE_GLOSS = "de_DGS"
+
+
+def is_reference_translation(keys: Iterable[str]) -> bool:
+    """Whether ``keys`` hold the reference's S2T translation side (``vl_mapper.`` and ``translation_network.``)."""
+    keys = list(keys)
+    return any(_MAPPER.match(k) for k in keys) and any(_LM.match(k) for k in keys)
+
+
+def suffix_rows(gloss2ids: Mapping[str, int], source_gloss: str = SOURCE_GLOSS) -> tuple[int, int]:
+    """The rows of the reference's gloss table that S2T appends to every clip: ``</s>`` and ``source_gloss``."""
+    missing = [g for g in ("</s>", source_gloss) if g not in gloss2ids]
+    if missing:
+        raise CheckpointError(f"the reference's gloss2ids has no {', '.join(map(repr, missing))}; S2T needs both")
+    return int(gloss2ids["</s>"]), int(gloss2ids[source_gloss])
+
+
+def convert_reference_translation(state_dict: Mapping[str, Any], rows: Sequence[int]) -> dict[str, Any]:
+    """The S2T translation side of the reference's ``state_dict`` with the keys of the ``hf`` decoder
+    (``mapper.*``, ``lm.*``); ``rows`` are the gloss-table rows of :func:`suffix_rows`. Recognition
+    keys are left out (:func:`convert_reference_state_dict` converts them)."""
+    converted: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        if match := _MAPPER.match(key):
+            converted[f"mapper.{MAPPER_PARTS[match.group(1)]}.{match.group(2)}"] = value
+        elif match := _LM.match(key):
+            converted[f"lm.{match.group(1)}"] = value
+        elif _GLOSS_TABLE.match(key):
+            if max(rows) >= value.shape[0]:
+                raise CheckpointError(f"{key}: {value.shape[0]} rows, but the suffix needs rows {list(rows)}")
+            converted["mapper.suffix"] = value[list(rows)].clone()
+        elif key.startswith(("translation_network.", "vl_mapper.", "module.translation_network.", "module.vl_mapper.")):
+            raise CheckpointError(f"key {key!r}: no counterpart in the hf decoder (is this the reference's S2T "
+                                  "model with a projection VL mapper?)")
+    if "mapper.suffix" not in converted:
+        raise CheckpointError("the checkpoint has no translation_network.gloss_embedding.weight (S2T's suffix)")
+    return converted
+
+
+def to_reference_translation(decoder_state: Mapping[str, Any], rows: Sequence[int], glosses: int) -> dict[str, Any]:
+    """The ``hf`` decoder's ``state_dict`` with the reference's S2T keys (the inverse of
+    :func:`convert_reference_translation`): a gloss table of ``glosses`` zero rows but ``rows``."""
+    out: dict[str, Any] = {}
+    parts = {ours: theirs for theirs, ours in MAPPER_PARTS.items()}
+    for key, value in decoder_state.items():
+        fields = key.split(".")
+        if fields[0] == "mapper" and fields[1] in parts:
+            out[f"vl_mapper.mapping.{parts[fields[1]]}.{fields[2]}"] = value
+        elif key == "mapper.suffix":
+            table = value.new_zeros(glosses, value.shape[1])
+            table[list(rows)] = value
+            out["translation_network.gloss_embedding.weight"] = table
+        elif fields[0] == "lm":
+            out[f"translation_network.model.{key[3:]}"] = value
+        else:
+            raise CheckpointError(f"key {key!r} has no counterpart in the reference's S2T model")
+    return out
 
 
 def _block_key(rest: str, key: str) -> str | None:
