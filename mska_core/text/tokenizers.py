@@ -2,12 +2,12 @@
 word vocabulary of checkpoints written before them.
 
 :class:`SubwordTokenizer` is a byte-level BPE (HuggingFace ``tokenizers``, as GPT-2 and RoBERTa
-use): text is NFC-normalised, cut into words, numbers and punctuation runs (``"sordo."`` -> ``"sordo"``
-+ ``"."``; a word keeps the space before it), each cut into UTF-8 bytes, and the most frequent byte
-pairs of the training split's translations are merged until the vocabulary has ``vocab_size``
-entries (or nothing is left to merge). Every byte is in the vocabulary, so any text — a word never
-seen in training, another script, an emoji — is encoded without ``<unk>`` and decoded back
-exactly. Case is kept, and scores are computed on the detokenised text against the raw references.
+use): text is NFC-normalised and its runs of white space become one space; it is cut into words,
+numbers and punctuation runs (``"sordo."`` -> ``"sordo"`` + ``"."``; a word keeps the space before
+it), each cut into UTF-8 bytes, and the most frequent byte pairs of the training split's
+translations are merged until the vocabulary has ``vocab_size`` entries (or nothing is left to
+merge). Every byte is in the vocabulary, so any text — a word never seen in training, another
+script, an emoji — is encoded without ``<unk>`` and decoded back exactly (up to white space). Case is kept, and scores are computed on the detokenised text against the raw references.
 Training is deterministic (merges are ranked by count, ties by the pair itself), so the same data
 gives the same tokenizer; it is stored in checkpoints as its JSON string.
 
@@ -53,13 +53,15 @@ class SubwordTokenizer:
     @classmethod
     def train(cls, texts: Sequence[str], vocab_size: int, *, max_tokens: int | None = None) -> SubwordTokenizer:
         """A tokenizer of at most ``vocab_size`` entries fitted on ``texts`` (deterministic)."""
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+        from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
         if vocab_size < MIN_VOCAB_SIZE:
             raise ConfigError(f"losses.translation.vocab_size: a byte-level vocabulary needs at least "
                               f"{MIN_VOCAB_SIZE} entries (3 specials and 256 bytes), got {vocab_size}")
         tokenizer = Tokenizer(models.BPE())
-        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
+        )
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
