@@ -64,14 +64,15 @@ def measure(config_path: Path | None, overrides: list[str], *, full: bool, devic
     else:
         losses = {"ctc": (registry.losses.get("ctc").build(), 1.0)}
     torch.manual_seed(0)
-    model = build_model(config, vocabularies, registry=registry, losses={k: m for k, (m, _) in losses.items()})
+    model = build_model(config, vocabularies, registry=registry, losses={k: m for k, (m, _) in losses.items()},
+                        texts=[s.text for s in corpus.train])
     model.to(device).train()
     if full:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     dataset = ClipDataset(corpus.train, vocabularies, config.data.augment, train=True)
-    collate = Collator(vocabularies)
+    collate = Collator.for_model(model, vocabularies)
     times = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimiser": 0.0}
     clips = 0
     for step in range(steps + 1):  # the first step warms up and is not counted
@@ -171,7 +172,8 @@ def measure_crops(config_path: Path | None, overrides: list[str], *, arch: str, 
         config = resolve_crop_sizes(config, corpus)
         vocabularies = Vocabularies.from_samples(corpus.train)
         losses = build_losses(config, registry)
-        model = build_model(config, vocabularies, registry=registry, losses={k: m for k, (m, _) in losses.items()})
+        model = build_model(config, vocabularies, registry=registry, losses={k: m for k, (m, _) in losses.items()},
+                            texts=[s.text for s in corpus.train])
         model.to(device).train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         dataset = ClipDataset(corpus.train, vocabularies, config.data.augment, train=True,
@@ -179,7 +181,7 @@ def measure_crops(config_path: Path | None, overrides: list[str], *, arch: str, 
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
         batches = [order[(i * batch_size) % (len(order) - batch_size):][:batch_size] for i in range(steps + 1)]
         loader = iter(DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                                 collate_fn=Collator(vocabularies, crop_normalization(model.encoder)),
+                                 collate_fn=Collator.for_model(model, vocabularies, crop_normalization(model.encoder)),
                                  pin_memory=device.type == "cuda"))
         waited = total = 0.0
         frames = images = 0

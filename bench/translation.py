@@ -80,7 +80,7 @@ def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, l
     def score() -> tuple[float, int]:
         decoder.eval()
         memory, lengths, _, _ = tensors(corpus.test, 0.0)
-        ids = decoder.generate(memory, lengths, bos=vocabularies.bos, eos=vocabularies.eos, max_length=40,
+        ids = decoder.beam_search(memory, lengths, bos=vocabularies.bos, eos=vocabularies.eos, max_length=40,
                                beam_size=beam)
         decoder.train()
         hypotheses = [" ".join(vocabularies.text.decode(row)) for row in ids]

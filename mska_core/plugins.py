@@ -52,6 +52,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core-backbones", "mska_core.backbones.plugin"),
     ("core-checkpoints", "mska_core.checkpoints.plugin"),
     ("core-losses", "mska_core.losses.plugin"),
+    ("core-text", "mska_core.text.plugin"),
     ("core-synthetic", "mska_core.synthetic.source"),
     ("core-data", "mska_core.data.sources"),
 )

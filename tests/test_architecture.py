@@ -27,7 +27,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "config": {"registry"},
     "backbones": {"__init__", "registry", "checkpoints"},
     "checkpoints": {"__init__", "registry", "config", "backbones", "encoder"},
-    "losses": {"registry"},
+    "losses": {"registry", "text"},
     "data": {"registry", "config", "encoder", "text"},
     "synthetic": {"registry", "config", "data"},
     "extract": {"registry", "config", "data", "synthetic"},

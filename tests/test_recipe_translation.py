@@ -151,7 +151,7 @@ def test_the_decoder_learns_unseen_compositions_of_glosses_in_150_steps():
             optimizer.step()
         decoder.eval()
         memory, lengths, _, _ = batch(test)
-        ids = decoder.generate(memory, lengths, bos=1, eos=2, max_length=30, beam_size=3)
+        ids = decoder.beam_search(memory, lengths, bos=1, eos=2, max_length=30, beam_size=3)
     finally:
         torch.set_num_threads(threads)
     hypotheses = [" ".join(vocab[i] for i in row) for row in ids]

@@ -144,7 +144,10 @@ def test_best_checkpoint_is_chosen_on_dev_and_holds_what_evaluation_needs(tmp_pa
     assert best["kind"] == "model"
     assert best["selection"] == {"metric": "wer", "lower_is_better": True}
     assert best["metrics"]["dev"]["clips"] == 4
-    assert set(best["vocabularies"]) == {"gloss", "text"}
+    assert set(best["vocabularies"]) == {"gloss"}
+    decoder = best["text_decoder"]
+    assert (decoder["name"], decoder["head"], decoder["memory"]) == ("mska", "fuse", "glosses")
+    assert decoder["artifacts"]["tokenizer"]["kind"] == "bpe"
     evals = [json.loads(l) for l in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["split"] for r in evals if r["kind"] == "eval"] == ["dev"]
 

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     out.rule("evaluate")
     tick = time.perf_counter()
     test, _, corpus = evaluate_checkpoint(str(result.best))
-    baseline = most_frequent_baseline([s.text for s in corpus.train], [s.text.lower() for s in corpus.test])
+    baseline = most_frequent_baseline([s.text for s in corpus.train], [s.text for s in corpus.test])
     stages.append(("evaluate", time.perf_counter() - tick, f"{test['clips']} test clips"))
     total = time.perf_counter() - started
     dev = result.best_metrics

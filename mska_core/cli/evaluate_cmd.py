@@ -54,8 +54,8 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
         trained.model, dataset, trained.vocabularies, device="cpu",
         batch_size=batch_size or config.train.batch_size, beam_size=beam,
         translation_beam_size=config.train.translation_beam_size, max_text_length=config.train.max_text_length,
-        gloss_cleanup=config.eval.gloss_cleanup,
-        collate_fn=Collator(trained.vocabularies, crop_normalization(trained.model.encoder)),
+        length_penalty=config.train.length_penalty, gloss_cleanup=config.eval.gloss_cleanup,
+        collate_fn=Collator.for_model(trained.model, trained.vocabularies, crop_normalization(trained.model.encoder)),
     )
     result = {"checkpoint": str(trained.path), "split": split, "ctc_beam_size": beam,
               "epoch": trained.payload.get("epoch"), **metrics}
@@ -91,6 +91,8 @@ def show(result: dict[str, Any], out: Any) -> None:
             table.add_row(f"WER {key[4:]}", f"{value:.2f}")
     if "wer/best" in result:
         table.add_row(f"WER best ({result['wer_best']})", f"{result['wer/best']:.2f}")
+    else:
+        table.add_row("WER", "n/a (no glosses)")
     for key, label in (("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
                        ("rouge_l", "ROUGE-L")):
         if key in result:

@@ -236,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
         if row.prediction is None:
             out.print("  no prediction: no usable keypoints")
             continue
-        out.print(f"  gloss:       {row.prediction.gloss}")
+        gloss = row.prediction.gloss if row.prediction.glosses else "n/a (the model was trained without glosses)"
+        out.print(f"  gloss:       {gloss}")
         if row.prediction.translation is not None:
             out.print(f"  translation: {row.prediction.translation}")
     return status
@@ -336,7 +337,7 @@ def _predict(args: argparse.Namespace, trained: Any, crops: ModelCrops, spec: st
     from mska_core.evaluation.windows import encode_clip
 
     config = trained.config
-    batch = Collator(trained.vocabularies, crops.normalization)([item])
+    batch = Collator.for_model(trained.model, trained.vocabularies, crops.normalization)([item])
     count = int(item.keypoints.shape[0])
     windows = _windows(args, trained.model.encoder, count)
     _notice(spec, frames, count, windows, config.data.augment.max_frames, args)
@@ -346,7 +347,7 @@ def _predict(args: argparse.Namespace, trained: Any, crops: ModelCrops, spec: st
             trained.model, encoded, batch, trained.vocabularies,
             beam_size=args.beam_size or config.train.test_beam_size,
             translation_beam_size=config.train.translation_beam_size,
-            max_text_length=config.train.max_text_length,
+            max_text_length=config.train.max_text_length, length_penalty=config.train.length_penalty,
         )[0]
     return PredictRow(clip=spec, name=item.name, prediction=prediction, frames=frames, frames_encoded=count,
                       windows=windows)

@@ -169,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if main_rank:
         out.print(f"run folder: {tuning.run_dir}")
         out.print(f"data: {tuning.corpus.source} — {len(tuning.corpus.train)} train, {len(tuning.corpus.dev)} dev, "
-                  f"{len(tuning.corpus.test)} test clips; {len(tuning.vocabularies.gloss)} glosses, "
-                  f"{len(tuning.vocabularies.text)} words")
+                  f"{len(tuning.corpus.test)} test clips; {_vocabulary_line(tuning)}")
         params = sum(p.numel() for p in tuning.model.parameters())
         out.print(f"model: streams {', '.join(tuning.model.encoder.stream_names)}; heads "
                   f"{', '.join(tuning.model.encoder.heads)}; {params / 1e6:.2f} M parameters; losses "
@@ -198,5 +197,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         best = result.best_metrics
         shown = ", ".join(f"{k} {best[k]:.2f}" for k in ("wer", "bleu4", "rouge_l") if k in best)
+        if best and "wer" not in best:
+            shown = f"wer n/a, {shown}" if shown else "wer n/a"
         out.print(f"[green]done[/green] in {result.seconds:.0f} s: best dev {shown or '-'} -> {result.best or result.last}")
     return 0
+
+
+def _vocabulary_line(tuning: Any) -> str:
+    """``"23 glosses, text vocabulary 412 (mska decoder)"``, or what a gloss-free corpus has."""
+    glosses = (f"{len(tuning.vocabularies.gloss)} glosses" if tuning.vocabularies.has_glosses
+               else "no glosses (gloss-free corpus)")
+    decoder = tuning.model.decoder
+    if decoder is None:
+        return glosses
+    return f"{glosses}, text vocabulary {len(decoder.tokenizer)} ({tuning.model.decoder_name} decoder)"

@@ -230,6 +230,12 @@ def _default_losses() -> dict[str, LossConfig]:
     return {"ctc": LossConfig(), "distillation": LossConfig()}
 
 
+def _part_lr(instance: Any, attribute: attrs.Attribute, value: dict[str, float]) -> None:
+    bad = {k: v for k, v in value.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0}
+    if bad:
+        raise FieldValueError(attribute.name, f"every learning rate must be a positive number, got {bad}")
+
+
 @attrs.frozen
 class OptimConfig:
     """``[optim]``: optimiser and learning-rate schedule."""
@@ -243,6 +249,7 @@ class OptimConfig:
     schedule: Literal["cosine", "cosine-epoch", "constant"] = "cosine"
     t_max: int | None = attrs.field(default=None, validator=_positive)  # epochs of "cosine-epoch"; None: train.epochs
     grad_clip: float = attrs.field(default=1.0, validator=_non_negative)  # 0 disables
+    part_lr: dict[str, float] = attrs.field(factory=dict, validator=_part_lr)  # part -> peak learning rate ("encoder" and the text decoder's parts, e.g. mapper, lm; docs/translation.md); a part without one trains at lr
 
 
 @attrs.frozen
@@ -262,6 +269,7 @@ class TrainConfig:
     micro_batches: int = attrs.field(default=1, validator=_positive)  # gradient accumulation per step
     translation_beam_size: int = attrs.field(default=3, validator=_positive)
     max_text_length: int = attrs.field(default=40, validator=_positive)  # decoded tokens
+    length_penalty: float = attrs.field(default=1.0, validator=_non_negative)  # translation beams are ranked by log probability / length ** length_penalty
     progress: bool = True  # the rich progress bar (rank 0, on a terminal)
     compile: bool = False  # torch.compile the encoder for training and evaluation (docs/encoder.md)
 

@@ -16,9 +16,11 @@ class TrainBatch:
       lengths ``[B]``, crops or ``None``).
     - ``gloss_targets`` long ``[B, S]`` (padded with the blank, 0) and ``gloss_lengths`` ``[B]``: the
       CTC targets.
-    - ``text_input`` / ``text_target`` long ``[B, L]``: the translation shifted right (``<bos>`` first)
-      and the target (``<eos>`` last), padded with ``<pad>``; ``text_lengths`` ``[B]`` counts
-      ``<eos>``.
+    - ``text_input`` / ``text_target`` long ``[B, L]``: the decoder's inputs and targets of each
+      translation under teacher forcing (``tokenizer.teacher_forcing``, :mod:`mska_core.text`), the
+      inputs padded with the tokenizer's ``pad_id`` and the targets with
+      :data:`~mska_core.text.IGNORE_INDEX`; ``text_lengths`` ``[B]`` counts the targets. Without a
+      text decoder they are ``[B, 0]`` and the lengths 0.
     - ``names``, ``glosses``, ``texts``, ``indices``: the clips' names, reference glosses and
       translations, and their indices in the split.
     """
@@ -91,13 +93,39 @@ def normalize_crops(crops: Any, normalization: Any = None) -> Any:
     return (crops.float() / 255.0 - mean) / std
 
 
-def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1, eos: int = 2,
+def text_tensors(texts: Sequence[str], tokenizer: Any) -> tuple[Any, Any, Any]:
+    """``(text_input, text_target, text_lengths)`` of ``texts`` through ``tokenizer`` (see
+    :class:`TrainBatch`); empty ``[B, 0]`` tensors when ``tokenizer`` is ``None``."""
+    import torch
+
+    from mska_core.text import IGNORE_INDEX
+
+    if tokenizer is None:
+        empty = torch.zeros(len(texts), 0, dtype=torch.long)
+        return empty, empty.clone(), torch.zeros(len(texts), dtype=torch.long)
+    pairs = [tokenizer.teacher_forcing(text) for text in texts]
+    text_lengths = torch.tensor([len(target) for _, target in pairs], dtype=torch.long)
+    width = max(1, int(text_lengths.max()))
+    text_input = torch.full((len(texts), width), tokenizer.pad_id, dtype=torch.long)
+    text_target = torch.full((len(texts), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (inputs, target) in enumerate(pairs):
+        if len(inputs) != len(target):
+            raise ValueError(f"the text tokenizer gave {len(inputs)} decoder inputs for {len(target)} targets; "
+                             "teacher_forcing must return two lists of one length")
+        text_input[row, : len(inputs)] = torch.tensor(inputs, dtype=torch.long)
+        text_target[row, : len(target)] = torch.tensor(target, dtype=torch.long)
+    return text_input, text_target, text_lengths
+
+
+def collate(items: Sequence[Any], *, blank: int = 0, tokenizer: Any = None,
             normalization: Mapping[str, Any] | None = None) -> TrainBatch:
     """Batch :class:`~mska_core.data.datasets.ClipItem` records.
 
     Crops are normalised per stream with ``normalization`` (``{stream: CropNormalization}``; a stream
     not in it gets ImageNet's). A clip that lists a stream in ``missing_crops`` is marked absent for
     it (``ClipBatch.crop_present``), so the encoder masks that stream's crops for the clip.
+    Translations become decoder inputs and targets through ``tokenizer`` (the text decoder's; ``None``
+    without one).
     """
     import torch
 
@@ -118,16 +146,7 @@ def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1,
     gloss_targets = torch.full((len(items), max(1, int(gloss_lengths.max()))), blank, dtype=torch.long)
     for row, item in enumerate(items):
         gloss_targets[row, : len(item.gloss_ids)] = torch.tensor(item.gloss_ids, dtype=torch.long)
-    text_lengths = torch.tensor([len(item.text_ids) + 1 for item in items], dtype=torch.long)
-    width = int(text_lengths.max())
-    text_input = torch.full((len(items), width), pad, dtype=torch.long)
-    text_target = torch.full((len(items), width), pad, dtype=torch.long)
-    for row, item in enumerate(items):
-        ids = torch.tensor(item.text_ids, dtype=torch.long)
-        text_input[row, 0] = bos
-        text_input[row, 1 : len(ids) + 1] = ids
-        text_target[row, : len(ids)] = ids
-        text_target[row, len(ids)] = eos
+    text_input, text_target, text_lengths = text_tensors([item.text for item in items], tokenizer)
     return TrainBatch(
         clips=ClipBatch(keypoints=keypoints, lengths=lengths, crops=crops, crop_present=present),
         gloss_targets=gloss_targets,
@@ -143,18 +162,25 @@ def collate(items: Sequence[Any], *, blank: int = 0, pad: int = 0, bos: int = 1,
 
 
 class Collator:
-    """A picklable ``collate_fn`` bound to a run's special token ids and its crop backbones'
-    normalisation (for DataLoader workers).
+    """A picklable ``collate_fn`` bound to a run's CTC blank, its text decoder's tokenizer (``None``
+    without a decoder) and its crop backbones' normalisation (for DataLoader workers).
 
     ``normalization`` is ``{stream: CropNormalization}``, what
     :func:`mska_core.backbones.normalization.crop_normalization` gives for the model the batches are
     for; a stream not in it gets ImageNet's mean and deviation.
     """
 
-    def __init__(self, vocabularies: Any, normalization: Mapping[str, Any] | None = None) -> None:
-        self.ids = {"blank": vocabularies.blank, "pad": vocabularies.pad, "bos": vocabularies.bos,
-                    "eos": vocabularies.eos}
+    def __init__(self, vocabularies: Any, normalization: Mapping[str, Any] | None = None, *,
+                 tokenizer: Any = None) -> None:
+        self.blank = vocabularies.blank
+        self.tokenizer = tokenizer
         self.normalization = dict(normalization or {})
 
+    @classmethod
+    def for_model(cls, model: Any, vocabularies: Any, normalization: Mapping[str, Any] | None = None) -> Collator:
+        """The collator of a :class:`~mska_core.training.model.SignModel`: its decoder's tokenizer."""
+        decoder = getattr(model, "decoder", None)
+        return cls(vocabularies, normalization, tokenizer=decoder.tokenizer if decoder is not None else None)
+
     def __call__(self, items: Sequence[Any]) -> TrainBatch:
-        return collate(items, **self.ids, normalization=self.normalization)
+        return collate(items, blank=self.blank, tokenizer=self.tokenizer, normalization=self.normalization)

@@ -3,8 +3,9 @@
 - :func:`load_corpus` reads the three splits of the configured source (a registered data source:
   the synthetic corpus, MSKA pickles, our directory format, ``.pose`` files, or a plugin's) and
   validates every clip.
-- :class:`ClipDataset` prepares one clip: temporal augmentation (training split only), the gloss and
-  text ids from the run's vocabularies, and the crops of the frames the augmentation picked when the
+- :class:`ClipDataset` prepares one clip: temporal augmentation (training split only), the gloss
+  ids from the run's vocabulary (the text decoder's tokenizer turns the text into ids when
+  batching), and the crops of the frames the augmentation picked when the
   model reads crops (read from disk in ``__getitem__``, see :mod:`mska_core.data.crop_files`, or
   rendered by the synthetic source). Every random draw comes from a generator seeded by (run seed,
   epoch, sample index), so an interrupted run that resumes prepares exactly the clips it would have
@@ -65,7 +66,6 @@ class ClipItem:
     gloss: str
     text: str
     gloss_ids: list[int]
-    text_ids: list[int]
     crops: dict[str, Any] | None  # {stream: uint8 [T, 3, S, S]}
     missing_crops: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)  # streams masked for this clip
 
@@ -161,7 +161,7 @@ class ClipDataset(Dataset):
         import torch
 
         from mska_core.data.augment import augment
-        from mska_core.data.vocab import gloss_tokens, text_tokens
+        from mska_core.data.vocab import gloss_tokens
 
         sample = self.samples[index]
         generator = torch.Generator().manual_seed(
@@ -178,7 +178,6 @@ class ClipDataset(Dataset):
             gloss=sample.gloss,
             text=sample.text,
             gloss_ids=self.vocabularies.gloss.encode(gloss_tokens(sample.gloss)),
-            text_ids=self.vocabularies.text.encode(text_tokens(sample.text)),
             crops=crops,
             missing_crops=missing,
         )

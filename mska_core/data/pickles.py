@@ -142,9 +142,9 @@ def load_split(path: str | Path, *, width: int, height: int, num_joints: int = 1
         raise DataError(f"{path}: expected a dict of clips (name -> entry), got {type(data).__name__}")
     samples = []
     for key, entry in data.items():
-        if not isinstance(entry, dict) or "keypoint" not in entry or "gloss" not in entry:
-            raise DataError(f"{path}: entry {key!r} lacks 'keypoint' or 'gloss' (expected name, gloss, text, "
-                            "num_frames, keypoint)")
+        if not isinstance(entry, dict) or "keypoint" not in entry:
+            raise DataError(f"{path}: entry {key!r} lacks 'keypoint' (expected name, gloss, text, num_frames, "
+                            "keypoint; gloss may be missing in a gloss-free corpus)")
         keypoints = torch.as_tensor(entry["keypoint"]).float()
         if keypoints.ndim != 3 or keypoints.shape[1] != num_joints or keypoints.shape[2] < 3:
             raise DataError(f"{path}: entry {key!r}: keypoint has shape {tuple(keypoints.shape)}, expected "
@@ -153,7 +153,7 @@ def load_split(path: str | Path, *, width: int, height: int, num_joints: int = 1
             Sample(
                 name=_text(entry.get("name", key)),
                 keypoints=normalize_pixels(keypoints[..., :3], width, height),
-                gloss=_text(entry["gloss"]),
+                gloss=_text(entry.get("gloss") or ""),
                 text=_text(entry.get("text") or ""),
                 path=str(path),
             )

@@ -1,9 +1,12 @@
-"""Gloss and text vocabularies, built from the training split and stored as plain data in checkpoints.
+"""The gloss vocabulary, built from the training split and stored as plain data in checkpoints.
 
 - The gloss vocabulary starts with the CTC blank (index 0) and ``<unk>``; glosses follow in order of
-  first appearance in the training split. The encoder's heads predict over all of it.
-- The text vocabulary starts with ``<pad>`` (0), ``<bos>``, ``<eos>`` and ``<unk>``; words follow in
-  order of first appearance. Text is lower-cased words split on white space.
+  first appearance in the training split. The encoder's heads predict over all of it. A gloss-free
+  corpus (every gloss empty) gives a vocabulary of the two specials alone.
+- Text is the text decoder's business (its tokenizer, :mod:`mska_core.text`). Checkpoints written
+  before that carry a word vocabulary as ``vocabularies.text`` (``<pad>`` (0), ``<bos>``, ``<eos>``,
+  ``<unk>``, then lower-cased words); it is read back as :attr:`Vocabularies.text` so that they
+  still load (:class:`mska_core.text.tokenizers.WordTokenizer`). New runs store none.
 
 ``Vocabulary.to_dict()`` is a plain dict (``{"tokens": [...], "specials": [...]}``) that
 ``torch.load(..., weights_only=True)`` reads back; ``Vocabulary.from_dict`` rebuilds it.
@@ -29,7 +32,7 @@ def gloss_tokens(gloss: str) -> list[str]:
 
 
 def text_tokens(text: str) -> list[str]:
-    """The words of a translation (lower-cased, white-space separated)."""
+    """The words of a translation as earlier versions split it (lower-cased, white-space separated)."""
     return text.lower().split()
 
 
@@ -97,41 +100,37 @@ class Vocabulary:
 
 @attrs.frozen
 class Vocabularies:
-    """The gloss vocabulary (CTC targets, blank at 0) and the text vocabulary (translation)."""
+    """The gloss vocabulary (CTC targets, blank at 0) and, in checkpoints of earlier versions only,
+    their word vocabulary of translations (``text``; ``None`` otherwise)."""
 
     gloss: Vocabulary
-    text: Vocabulary
+    text: Vocabulary | None = None
 
     @property
     def blank(self) -> int:
         return self.gloss.index(BLANK)
 
     @property
-    def pad(self) -> int:
-        return self.text.index(PAD)
-
-    @property
-    def bos(self) -> int:
-        return self.text.index(BOS)
-
-    @property
-    def eos(self) -> int:
-        return self.text.index(EOS)
+    def has_glosses(self) -> bool:
+        """Whether the training split had any gloss (false for a gloss-free corpus)."""
+        return len(self.gloss) > len(self.gloss.specials)
 
     @classmethod
     def from_samples(cls, samples: Iterable[Any]) -> Vocabularies:
-        """Both vocabularies from the ``gloss`` and ``text`` of training samples."""
+        """The gloss vocabulary from the ``gloss`` of training samples."""
         samples = list(samples)
         if not samples:
             raise DataError("the training split is empty: no vocabulary can be built from it")
-        return cls(
-            gloss=Vocabulary.build((gloss_tokens(s.gloss) for s in samples), GLOSS_SPECIALS),
-            text=Vocabulary.build((text_tokens(s.text) for s in samples), TEXT_SPECIALS),
-        )
+        return cls(gloss=Vocabulary.build((gloss_tokens(s.gloss) for s in samples), GLOSS_SPECIALS))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"gloss": self.gloss.to_dict(), "text": self.text.to_dict()}
+        out = {"gloss": self.gloss.to_dict()}
+        if self.text is not None:
+            out["text"] = self.text.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Vocabularies:
-        return cls(gloss=Vocabulary.from_dict(data["gloss"]), text=Vocabulary.from_dict(data["text"]))
+        text = data.get("text")
+        return cls(gloss=Vocabulary.from_dict(data["gloss"]),
+                   text=Vocabulary.from_dict(text) if text is not None else None)

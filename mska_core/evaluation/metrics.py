@@ -6,7 +6,9 @@
   weights, brevity penalty), tokeniser ``13a``; the sacrebleu signature is recorded with the scores.
 - ROUGE-L: sacrebleu has none, so it is computed here as in the SLT literature: the sentence-level
   F-measure of the longest common subsequence with beta = 1.2, averaged over sentences, as a
-  percentage.
+  percentage, over the same ``13a`` tokens BLEU counts (punctuation split off, case kept).
+
+Both score detokenised text against the raw reference translations, as written in the corpus.
 """
 
 from __future__ import annotations
@@ -95,12 +97,15 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def rouge_l(references: Sequence[str], hypotheses: Sequence[str], beta: float = 1.2) -> float:
-    """Mean sentence-level ROUGE-L F-measure (percentage) of white-space tokenised sentences."""
+    """Mean sentence-level ROUGE-L F-measure (percentage) over sacrebleu's ``13a`` tokens."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
     if not references:
         return 0.0
+    tokenize = Tokenizer13a()
     total = 0.0
     for ref, hyp in zip(references, hypotheses):
-        r, h = ref.split(), hyp.split()
+        r, h = tokenize(ref).split(), tokenize(hyp).split()
         lcs = _lcs(r, h)
         if lcs == 0:
             continue

@@ -5,6 +5,24 @@ the ``mska_text_decoders`` hook (:class:`~mska_core.records.TextDecoderSpec`) an
 ``[losses.translation] decoder``: ``"mska"`` (the built-in decoder) or ``"hf::PATH"`` (a pretrained
 seq2seq model from a local folder). This module holds the contract between the core and a decoder;
 it imports nothing heavy. Nothing in this package knows about training loops.
+
+How the core uses a decoder (the same for every record of the hook):
+
+- building: :func:`build_decoder` looks the scheme up in the registry and calls its ``build`` with
+  ``memory_dim = [model] head_hidden``, the options, and either the training split's translations
+  (a new model) or what ``artifacts()`` returned (a model read back from a checkpoint: ``best.pt``
+  and ``last.pt`` store ``text_decoder = {"name", "head", "memory", "artifacts"}``);
+- batching: the collator calls ``tokenizer.teacher_forcing(text)`` for every clip and pads
+  ``text_input`` with ``tokenizer.pad_id`` and ``text_target`` with :data:`IGNORE_INDEX`;
+- training: ``forward`` gives logits for the translation loss (label-smoothed cross-entropy, targets
+  at :data:`IGNORE_INDEX` ignored); ``[optim] part_lr`` and ``[losses.translation] freeze`` name the
+  parts of ``parameter_groups()``;
+- decoding: ``generate`` returns detokenised text, scored with BLEU (sacrebleu, ``13a``) and ROUGE-L
+  against the raw reference translations.
+
+A pretrained seq2seq model reads the memory as ``inputs_embeds`` with an attention mask built from
+``memory_lengths``; its tokenizer's ``teacher_forcing`` gives the labels and, as decoder inputs,
+the labels shifted right behind the model's ``decoder_start_token_id``.
 """
 
 from __future__ import annotations
@@ -86,3 +104,27 @@ def split_decoder_name(name: str) -> tuple[str, str | None]:
     """``"hf::models/mbart"`` -> ``("hf", "models/mbart")``; ``"mska"`` -> ``("mska", None)``."""
     scheme, sep, payload = name.partition("::")
     return scheme, (payload if sep else None)
+
+
+def build_decoder(name: str, *, registry: Any, memory_dim: int, options: Mapping[str, Any] | None = None,
+                  texts: Sequence[str] | None = None, stored: Mapping[str, Any] | None = None) -> Any:
+    """The decoder ``name`` (``[losses.translation] decoder``) of ``registry``'s ``mska_text_decoders``
+    records, built for features of width ``memory_dim``: fitted on ``texts`` for a new model, or
+    rebuilt from ``stored`` (what its ``artifacts()`` returned)."""
+    from mska_core.errors import ConfigError, RegistryError
+
+    scheme, payload = split_decoder_name(name)
+    try:
+        spec = registry.text_decoders.get(scheme)
+    except RegistryError as exc:
+        raise ConfigError(f"losses.translation.decoder: {exc}") from None
+    request = DecoderRequest(payload=payload, memory_dim=memory_dim, options=dict(options or {}),
+                             texts=list(texts) if texts is not None else None, stored=stored)
+    decoder = spec.build(request)
+    missing = [attr for attr in ("tokenizer", "generate", "artifacts", "parameter_groups")
+               if not hasattr(decoder, attr)]
+    if missing:
+        raise ConfigError(f"losses.translation.decoder: {name!r} ({spec.provider}) built a "
+                          f"{type(decoder).__name__} without {', '.join(missing)}, which the text decoder "
+                          "contract (mska_core.text.TextDecoder) requires")
+    return decoder

@@ -2,7 +2,15 @@
 
 It reads the VisualHead features (``EncoderOutput.gloss_features[head]``, ``[B, T', H]``) as memory
 and predicts the translation word by word. Training uses teacher forcing (:meth:`forward`);
-evaluation and ``mska predict`` use :meth:`generate` (beam search, greedy at ``beam_size = 1``).
+evaluation and ``mska predict`` use :meth:`MskaDecoder.generate` (beam search, greedy at
+``beam_size = 1``, then detokenised).
+
+:class:`TranslationDecoder` is the network over token ids; :class:`MskaDecoder` adds its tokenizer
+(:mod:`mska_core.text.tokenizers`: byte-level BPE fitted on the training split, or the word
+vocabulary of older checkpoints) and follows the :class:`mska_core.text.TextDecoder` contract, so
+that the core trains, decodes, stores and rebuilds it as it does any decoder of the
+``mska_text_decoders`` hook. :func:`build` is the ``mska`` record's factory; its options are
+:class:`BuiltinOptions`.
 
 The memory is either every frame (``memory = "frames"``) or, by default, the frames compressed by
 the head's own CTC decision (``memory = "glosses"``, :func:`ctc_compress`): the features of each run
@@ -22,9 +30,14 @@ sentences but skips, repeats and reorders glosses in new combinations of them (d
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
+import attrs
 import torch
 from torch import nn
+
+from mska_core.errors import ConfigError
 
 
 def sinusoid_table(length: int, dim: int) -> torch.Tensor:
@@ -116,8 +129,8 @@ class TranslationDecoder(nn.Module):
         return self.out(x)
 
     @torch.no_grad()
-    def generate(self, memory: torch.Tensor, memory_lengths: torch.Tensor, *, bos: int, eos: int,
-                 max_length: int = 40, beam_size: int = 1, length_penalty: float = 1.0) -> list[list[int]]:
+    def beam_search(self, memory: torch.Tensor, memory_lengths: torch.Tensor, *, bos: int, eos: int,
+                    max_length: int = 40, beam_size: int = 1, length_penalty: float = 1.0) -> list[list[int]]:
         """Token ids (without ``<bos>``/``<eos>``) of each clip's translation.
 
         Beam search over the whole batch at once (greedy at ``beam_size = 1``): each clip keeps its
@@ -161,3 +174,94 @@ class TranslationDecoder(nn.Module):
                 ids.append(token)
             out.append(ids)
         return out
+
+
+def _odd_width(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ConfigError(f"losses.translation.{attribute.name}: must be an odd kernel width, 1 or more "
+                          f"(1: no context), got {value!r}")
+
+
+def _at_least_one(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"losses.translation.{attribute.name}: must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class BuiltinOptions:
+    """The built-in decoder's keys of ``[losses.translation]``: its size, and the size of the subword
+    vocabulary fitted on the training split (``vocab_size``, at most; a small corpus may give fewer)."""
+
+    layers: int = attrs.field(default=2, validator=_at_least_one)
+    heads: int = attrs.field(default=4, validator=_at_least_one)
+    ff: int = attrs.field(default=512, validator=_at_least_one)
+    dropout: float = 0.1
+    context: int = attrs.field(default=3, validator=_odd_width)
+    vocab_size: int = attrs.field(default=1000, validator=_at_least_one)
+    max_length: int = attrs.field(default=256, validator=_at_least_one)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> BuiltinOptions:
+        known = [field.name for field in attrs.fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigError(f"losses.translation: {', '.join(unknown)} is not an option of the built-in decoder "
+                              f"'mska'; its options: {', '.join(known)} (besides the loss's own)")
+        if not 0.0 <= float(options.get("dropout", 0.0)) < 1.0:
+            raise ConfigError(f"losses.translation.dropout: must be in [0, 1), got {options['dropout']!r}")
+        return cls(**options)
+
+
+class MskaDecoder(TranslationDecoder):
+    """The built-in decoder with its tokenizer, following :class:`mska_core.text.TextDecoder`.
+
+    Its weights keep :class:`TranslationDecoder`'s names (``decoder.embed.weight`` ...), so the models
+    of earlier versions load into it unchanged. ``parameter_groups()`` is one part, ``"decoder"``.
+    """
+
+    def __init__(self, tokenizer: Any, dim: int, options: BuiltinOptions) -> None:
+        super().__init__(len(tokenizer), dim, layers=options.layers, heads=options.heads, ff=options.ff,
+                         dropout=options.dropout, context=options.context, max_length=options.max_length,
+                         pad=tokenizer.pad_id)
+        self.tokenizer = tokenizer
+        self.options = options
+
+    @torch.no_grad()
+    def generate(self, memory: torch.Tensor, memory_lengths: torch.Tensor, *, max_length: int, beam_size: int = 1,
+                 length_penalty: float = 1.0) -> list[str]:
+        """Detokenised translations of every clip (:meth:`TranslationDecoder.beam_search`)."""
+        ids = self.beam_search(memory, memory_lengths, bos=self.tokenizer.bos_id, eos=self.tokenizer.eos_id,
+                               max_length=max_length, beam_size=beam_size, length_penalty=length_penalty)
+        return [self.tokenizer.decode(row) for row in ids]
+
+    def artifacts(self) -> dict[str, Any]:
+        """``{"tokenizer": ..., "options": ...}``: the tokenizer as plain data and the decoder's size."""
+        return {"tokenizer": self.tokenizer.to_dict(), "options": attrs.asdict(self.options)}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"decoder": list(self.parameters())}
+
+
+def build(request: Any) -> MskaDecoder:
+    """The ``mska`` record's factory: a decoder over ``request.memory_dim`` features with a subword
+    tokenizer fitted on ``request.texts``, or rebuilt from ``request.stored`` (its tokenizer and size)."""
+    from mska_core.text.tokenizers import SubwordTokenizer, tokenizer_from_dict
+
+    if request.payload:
+        raise ConfigError(f"losses.translation.decoder: the built-in decoder takes no '::' part, got "
+                          f"'mska::{request.payload}'; write decoder = \"mska\"")
+    stored = request.stored
+    options = BuiltinOptions.from_options(
+        stored["options"] if stored is not None and isinstance(stored.get("options"), Mapping) else request.options
+    )
+    if stored is not None:
+        tokenizer = tokenizer_from_dict(stored.get("tokenizer"), max_tokens=options.max_length)
+    else:
+        if not request.texts:
+            raise ConfigError("losses.translation: the training split has no translations to fit the built-in "
+                              "decoder's tokenizer on")
+        tokenizer = SubwordTokenizer.train(request.texts, options.vocab_size, max_tokens=options.max_length)
+    if request.memory_dim % options.heads:
+        raise ConfigError(f"losses.translation.heads: the decoder's width {request.memory_dim} (model.head_hidden) "
+                          f"is not a multiple of its {options.heads} heads")
+    return MskaDecoder(tokenizer, request.memory_dim, options)

@@ -165,7 +165,9 @@ def fit_report(checkpoint: Any, config: Any, *, config_name: str = "config", reg
     state = dict(checkpoint.state_dict)
     gloss, text = _checkpoint_vocabularies(checkpoint.metadata, state)
     sizes = _config_vocabularies(config, gloss=gloss, text=text, registry=registry)
-    model = _build(config, sizes, registry)
+    model = _build(config, sizes, registry, _checkpoint_decoder(checkpoint.metadata, text))
+    if sizes.texts is not None and model.decoder is not None:
+        sizes = attrs.evolve(sizes, text=len(model.decoder.tokenizer))
     source = checkpoint.describe()
     holds = payload_holds(checkpoint)
     if holds == MODEL or any(k.startswith(("encoder.", "decoder.")) for k in state):
@@ -189,6 +191,7 @@ class _Sizes:
     text: int | None  # None: the config trains no translation
     text_from: str | None
     unread: str = ""  # why the data could not be read
+    texts: tuple[str, ...] | None = None  # the training split's translations (the decoder's tokenizer is fitted on them)
 
 
 def _checkpoint_vocabularies(metadata: Mapping[str, Any], state: Mapping[str, Any]) -> tuple[int | None, int | None]:
@@ -213,7 +216,8 @@ def _config_vocabularies(config: Any, *, gloss: int | None, text: int | None, re
     translation = "translation" in config.losses and config.losses["translation"].weight > 0
     # The data is read only when the checkpoint has something its sizes decide (heads, a decoder).
     need_data = (gloss is not None and config.model.vocab_size is None) or (text is not None and translation)
-    data_gloss = data_text = None
+    data_gloss = None
+    texts: tuple[str, ...] | None = None
     unread = ""
     if need_data:
         try:
@@ -223,7 +227,7 @@ def _config_vocabularies(config: Any, *, gloss: int | None, text: int | None, re
             layout = registry.layouts.get(config.model.layout)
             corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints, registry=registry)
             vocabularies = Vocabularies.from_samples(corpus.train)
-            data_gloss, data_text = len(vocabularies.gloss), len(vocabularies.text)
+            data_gloss, texts = len(vocabularies.gloss), tuple(sample.text for sample in corpus.train)
         except Exception as exc:  # noqa: BLE001 - any failure to read the data only leaves sizes unchecked
             unread = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if config.model.vocab_size is not None:
@@ -234,11 +238,11 @@ def _config_vocabularies(config: Any, *, gloss: int | None, text: int | None, re
         g, g_from = gloss or 1, None
     if not translation:
         t, t_from = None, None
-    elif data_text is not None:
-        t, t_from = data_text, "the data"
+    elif texts is not None:
+        t, t_from = 0, "the data"  # the size of the tokenizer fitted on them, once the model is built
     else:
         t, t_from = text or 8, None
-    return _Sizes(g, g_from, t, t_from, unread)
+    return _Sizes(g, g_from, t, t_from, unread, texts if translation else None)
 
 
 def _vocabulary_checks(sizes: _Sizes, gloss: int | None, text: int | None, parts: list[PartFit],
@@ -276,22 +280,43 @@ def _vocabulary_checks(sizes: _Sizes, gloss: int | None, text: int | None, parts
 # -- the model --------------------------------------------------------------------------------------
 
 
-def _build(config: Any, sizes: _Sizes, registry: Any) -> Any:
-    """The model ``mska train`` would build for ``config``, at the vocabulary sizes in ``sizes``."""
-    from mska_core.data.vocab import GLOSS_SPECIALS, TEXT_SPECIALS, Vocabularies, Vocabulary
+def _checkpoint_decoder(metadata: Mapping[str, Any], text: int | None) -> dict[str, Any] | None:
+    """The checkpoint's ``text_decoder`` entry, or one made of an earlier version's word vocabulary."""
+    entry = metadata.get("text_decoder")
+    if isinstance(entry, Mapping) and isinstance(entry.get("artifacts"), Mapping):
+        return dict(entry)
+    vocabularies = metadata.get("vocabularies")
+    words = vocabularies.get("text") if isinstance(vocabularies, Mapping) else None
+    if isinstance(words, Mapping) and isinstance(words.get("tokens"), (list, tuple)):
+        return {"name": "mska", "artifacts": {"tokenizer": {"kind": "words", "tokens": list(words["tokens"])}}}
+    return None
+
+
+def _build(config: Any, sizes: _Sizes, registry: Any, stored: dict[str, Any] | None) -> Any:
+    """The model ``mska train`` would build for ``config``: the gloss vocabulary at ``sizes.gloss``,
+    the text decoder fitted on the data's translations, or, when they could not be read, rebuilt from
+    the checkpoint's own (``stored``) or a word vocabulary of ``sizes.text`` placeholders."""
+    from mska_core.data.vocab import GLOSS_SPECIALS, Vocabularies, Vocabulary
+    from mska_core.text import split_decoder_name
+    from mska_core.text.tokenizers import BOS, EOS, PAD, UNK
     from mska_core.training.model import build_model
 
-    def vocabulary(size: int, specials: tuple[str, ...], kind: str) -> Vocabulary:
-        extra = [f"<{kind} {i}>" for i in range(max(0, size - len(specials)))]
-        return Vocabulary([*specials, *extra], specials)
-
-    # Only the sizes matter for shapes; the tokens are placeholders.
-    vocabularies = Vocabularies(vocabulary(sizes.gloss, GLOSS_SPECIALS, "gloss"),
-                                vocabulary(sizes.text or len(TEXT_SPECIALS), TEXT_SPECIALS, "word"))
+    # Only the size matters for shapes; the tokens are placeholders.
+    extra = [f"<gloss {i}>" for i in range(max(0, sizes.gloss - len(GLOSS_SPECIALS)))]
+    vocabularies = Vocabularies(Vocabulary([*GLOSS_SPECIALS, *extra], GLOSS_SPECIALS))
     losses = {}
-    if sizes.text is not None:
-        losses["translation"] = registry.losses.get("translation").build(**config.losses["translation"].options)
-    return build_model(config, vocabularies, registry=registry, losses=losses)
+    if sizes.text is None:
+        return build_model(config, vocabularies, registry=registry, losses=losses)
+    translation = registry.losses.get("translation").build(**config.losses["translation"].options)
+    losses["translation"] = translation
+    if sizes.texts is not None:
+        return build_model(config, vocabularies, registry=registry, losses=losses, texts=sizes.texts)
+    same_decoder = stored is not None and split_decoder_name(str(stored.get("name")))[0] == \
+        split_decoder_name(translation.decoder_name)[0]
+    if not same_decoder:
+        words = [PAD, BOS, EOS, UNK] + [f"<word {i}>" for i in range(max(0, sizes.text - 4))]
+        stored = {"name": "mska", "artifacts": {"tokenizer": {"kind": "words", "tokens": words}}}
+    return build_model(config, vocabularies, registry=registry, losses=losses, stored=stored)
 
 
 def _model_keys(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,13 @@ One run lives in ``[run] output_dir / [run] name``:
 - ``last.pt``: kind ``training-state`` (model, optimizer, RNG, position in the data, best dev score),
   written atomically every ``train.checkpoint_every`` steps and after every epoch;
 - ``best.pt``: kind ``model``, the weights with the best dev score (WER of the ensemble, or BLEU-4
-  when no CTC loss is trained), with the resolved config, vocabularies and dev metrics inside.
+  when no CTC loss is trained), with the resolved config, the gloss vocabulary, the text decoder
+  (``text_decoder``: its name, head, memory and ``artifacts()``) and the dev metrics inside.
+
+A gloss-free corpus (no clip of the training split has a gloss) trains translation only: CTC and
+distillation must then be off (``weight = 0``; otherwise the run is refused in one line), WER is not
+applicable (no ``wer`` keys; the display says ``dev WER n/a``), ``best.pt`` is chosen by BLEU-4, and
+the decoder reads every frame (``memory`` defaults to ``"frames"`` without a CTC loss).
 
 Exact resume: the order of an epoch comes from a generator seeded by (seed, epoch), every clip's
 augmentation from one seeded by (seed, epoch, clip), and every global random generator (Python,
@@ -35,6 +41,7 @@ from torch import nn
 
 from mska_core.config.loader import unstructure
 from mska_core.errors import ConfigError
+from mska_core.training.parts import freeze_parts, make_optimizer, set_learning_rates
 from mska_core.training.scaffold import (
     CosineSchedule,
     MetricsLog,
@@ -99,15 +106,6 @@ def lr_schedule(optim_cfg: Any, total_steps: int, *, steps_per_epoch: int = 1, e
     )
 
 
-def make_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optim_cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=optim_cfg.lr, betas=optim_cfg.betas, weight_decay=optim_cfg.weight_decay)
-    if optim_cfg.name == "adam":
-        return torch.optim.Adam(params, lr=optim_cfg.lr, betas=optim_cfg.betas, weight_decay=optim_cfg.weight_decay)
-    return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.betas[0], weight_decay=optim_cfg.weight_decay)
-
-
 def crop_streams(config: Any) -> list[str]:
     """Streams that read crops: those with a backbone, when ``[data] crops`` is on."""
     if not config.data.crops:
@@ -157,6 +155,19 @@ def freeze_streams(encoder: nn.Module, model_cfg: Any) -> list[str]:
             encoder.branches[name].requires_grad_(False)
             frozen.append(name)
     return frozen
+
+
+def check_glosses(config: Any, vocabularies: Any) -> None:
+    """Refuse a gloss-free training split (no clip has a gloss) while a loss over glosses trains."""
+    if vocabularies.has_glosses:
+        return
+    training = [name for name in ("ctc", "distillation") if name in config.losses and config.losses[name].weight > 0]
+    if training:
+        raise ConfigError(
+            f"data: the training split has no glosses (a gloss-free corpus), but losses {', '.join(training)} "
+            "train on glosses; set losses.ctc.weight = 0 and losses.distillation.weight = 0 to train translation "
+            "only (docs/translation.md, gloss-free corpora)"
+        )
 
 
 #: What ``--resume`` reads from ``last.pt``.
@@ -228,12 +239,18 @@ class FineTuning:
         # crop backbones are built at the size of the crops the data provides (unless img_size is set)
         config = self.config = resolve_crop_sizes(config, self.corpus)
         self.state = None
+        stored_decoder = None
         if self.resume:
+            from mska_core.training.trained import stored_decoder as decoder_entry
+
             self.state = runfolder.load_training_state(last, RESUME_KEYS, unstructure(config), loop="train",
                                                        extend=self.extend)
             self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
+            if "translation" in config.losses and config.losses["translation"].weight > 0:
+                stored_decoder = decoder_entry(self.state, self.vocabularies, last)
         else:
             self.vocabularies = Vocabularies.from_samples(self.corpus.train)
+        check_glosses(config, self.vocabularies)
         if config.model.vocab_size is not None and config.model.vocab_size != len(self.vocabularies.gloss):
             raise ConfigError(
                 f"model.vocab_size = {config.model.vocab_size}, but the training data has "
@@ -242,17 +259,21 @@ class FineTuning:
             )
         self.losses = build_losses(config, self.registry)
         self.model = build_model(config, self.vocabularies, registry=self.registry,
-                                 losses={k: v[0] for k, v in self.losses.items()}).to(self.device)
+                                 losses={k: v[0] for k, v in self.losses.items()},
+                                 texts=[sample.text for sample in self.corpus.train],
+                                 stored=stored_decoder).to(self.device)
         for module, _ in self.losses.values():
             module.to(self.device)
         if self.state is None:
             self.init_report = load_initial_weights(self.model.encoder, config.model, self.registry)
         self.frozen = freeze_streams(self.model.encoder, config.model)
+        if "translation" in self.losses:
+            self.frozen += [f"decoder {part}" for part in freeze_parts(self.model, self.losses["translation"][0].freeze)]
         if config.train.compile:
             # In place (nn.Module.compile): parameters, state_dict keys and checkpoints stay the same.
             self.model.encoder.compile()
         plan = crop_plan(config, self.corpus, self.model.encoder, self.registry)
-        self.collate = Collator(self.vocabularies, crop_normalization(self.model.encoder))
+        self.collate = Collator.for_model(self.model, self.vocabularies, crop_normalization(self.model.encoder))
         seed = config.run.seed
         self.train_set = ClipDataset(self.corpus.train, self.vocabularies, config.data.augment, train=True,
                                      seed=seed, layout=layout.name, render_crops=self.corpus.render_crops,
@@ -285,7 +306,14 @@ class FineTuning:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:
+            raise ConfigError(
+                f"--resume: the optimiser state in {self.run_dir / LAST} does not fit this run's parameter groups "
+                f"({exc}); was [optim] part_lr or [losses.translation] freeze changed, or was the run started by "
+                "an earlier mska-core? Start a new run"
+            ) from None
         set_rng_state(state["rng"])
         self.global_step = int(state["global_step"])
         self.position = (int(state["position"]["epoch"]), int(state["position"]["batch"]))
@@ -416,8 +444,7 @@ class FineTuning:
 
         config = self.config
         lr = self.lr_schedule(self.global_step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rates(self.optimizer, lr, config.optim.lr)
         self.wrapped.train()
         sums: dict[str, float] = {}
         for c, batch in enumerate(chunks):
@@ -459,14 +486,15 @@ class FineTuning:
             indices=shard(len(self.dev_set), self.info), gather=lambda values: gather(values, self.info),
             batch_size=config.train.batch_size, beam_size=config.train.beam_size,
             translation_beam_size=config.train.translation_beam_size,
-            max_text_length=config.train.max_text_length, amp=config.train.amp, collate_fn=self.collate,
+            max_text_length=config.train.max_text_length, length_penalty=config.train.length_penalty,
+            amp=config.train.amp, collate_fn=self.collate,
             gloss_cleanup=config.eval.gloss_cleanup,
         )
         self._log({"kind": "eval", "split": "dev", "epoch": epoch + 1, "step": self.global_step, **metrics})
         key, lower = self.selection()
         value = metrics.get(key)
         improved = improves(value, self.best_value, lower_is_better=lower)
-        shown = f"dev WER {metrics['wer']:.2f}" if "wer" in metrics else "dev"
+        shown = f"dev WER {metrics['wer']:.2f}" if "wer" in metrics else "dev WER n/a"
         if "bleu4" in metrics:
             shown += f", BLEU-4 {metrics['bleu4']:.2f}"
         self.say(f"  {shown}{'  (best so far)' if improved else ''}")
@@ -484,8 +512,12 @@ class FineTuning:
     def _common(self) -> dict[str, Any]:
         from mska_core.config.checks import providers_of
 
-        return {"vocabularies": self.vocabularies.to_dict(), "config": self.config,
-                "providers": providers_of(self.config, self.registry)}
+        common = {"vocabularies": self.vocabularies.to_dict(), "config": self.config,
+                  "providers": providers_of(self.config, self.registry)}
+        decoder = self.model.text_decoder_state()
+        if decoder is not None:
+            common["text_decoder"] = decoder
+        return common
 
     def _save_best(self, epoch: int, metrics: dict[str, Any]) -> None:
         if not self.info.is_main:

@@ -1,4 +1,11 @@
-"""Loading a fine-tuned model back from ``best.pt`` / ``last.pt`` (for evaluate and predict)."""
+"""Loading a fine-tuned model back from ``best.pt`` / ``last.pt`` (for evaluate and predict).
+
+The text decoder is rebuilt from the checkpoint alone: its ``text_decoder`` entry (name, head,
+memory and the decoder's ``artifacts()``), through the registry's text decoders. A checkpoint of an
+earlier version has no such entry but a word vocabulary (``vocabularies.text``): its decoder is the
+built-in one with that vocabulary (:class:`~mska_core.text.tokenizers.WordTokenizer`), reading the
+gloss-compressed memory it was trained on unless its config says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +60,9 @@ def load_trained(path: str | Path, *, registry: Any, device: Any = "cpu") -> Tra
     translation = None
     if "translation" in config.losses and config.losses["translation"].weight > 0:
         translation = registry.losses.get("translation").build(**config.losses["translation"].options)
+    stored = stored_decoder(payload, vocabularies, path) if translation is not None else None
     model = build_model(config, vocabularies, registry=registry,
-                        losses={"translation": translation} if translation is not None else {})
+                        losses={"translation": translation} if translation is not None else {}, stored=stored)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -63,3 +71,18 @@ def load_trained(path: str | Path, *, registry: Any, device: Any = "cpu") -> Tra
         )
     return TrainedModel(model=model.to(device).eval(), config=config, vocabularies=vocabularies,
                         payload=payload, path=path)
+
+
+def stored_decoder(payload: dict[str, Any], vocabularies: Any, path: Path) -> dict[str, Any]:
+    """The checkpoint's ``text_decoder`` entry, or the equivalent of an earlier version's word
+    vocabulary (the built-in decoder, memory ``"glosses"``)."""
+    entry = payload.get("text_decoder")
+    if isinstance(entry, dict) and isinstance(entry.get("artifacts"), dict):
+        return entry
+    if vocabularies.text is not None:
+        return {"name": "mska", "memory": "glosses",
+                "artifacts": {"tokenizer": {"kind": "words", "tokens": list(vocabularies.text.tokens)}}}
+    raise CheckpointError(
+        f"{path}: the stored config trains translation but the checkpoint carries no text decoder "
+        "('text_decoder') and no text vocabulary; it is damaged or was not written by mska train"
+    )
