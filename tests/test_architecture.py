@@ -32,7 +32,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "synthetic": {"registry", "config", "data"},
     "extract": {"registry", "config", "data", "synthetic"},
     "encoder": {"registry", "config", "backbones", "checkpoints"},
-    "text": {"registry", "config"},
+    "text": {"registry", "config", "checkpoints"},
     "evaluation": {"registry", "config", "data", "encoder", "text"},
     "training": {"__init__", "registry", "config", "backbones", "checkpoints", "losses", "data", "synthetic",
                  "encoder", "text", "evaluation"},

@@ -151,14 +151,22 @@ def _weights(folder: Path) -> bool:
     """``True`` for safetensors weights; ``False`` for pickled ones, after the bounded check."""
     if any((folder / name).is_file() for name in SAFETENSORS):
         return True
-    from mska_core.checkpoints.files import check_pickle_bounds
+    from mska_core.checkpoints.files import check_pickle_bounds, imported_globals, pickle_bytes, unsafe_globals
+    from mska_core.errors import UnsafeCheckpointError
 
     for name in PICKLES:
         if (folder / name).is_file():
             shards = [name] if not name.endswith(".json") else sorted(set(_json_or_empty(folder / name)
                                                                             .get("weight_map", {}).values()))
             for shard in shards:
-                check_pickle_bounds(folder / shard)
+                path = folder / shard
+                check_pickle_bounds(path)
+                bad = unsafe_globals(imported_globals(pickle_bytes(path)))
+                if bad:
+                    raise UnsafeCheckpointError(
+                        f"decoder hf::{folder}: {shard} refused: its pickle would import {', '.join(bad[:3])}, "
+                        "which is not a tensor or plain data; nothing from it was run (save the model with "
+                        "safetensors from code you trust)")
             return False
     raise ConfigError(f"decoder hf::{folder}: no weights in the folder ({', '.join(SAFETENSORS + PICKLES)})")
 
