@@ -416,6 +416,10 @@ def test_a_reference_s2t_state_dict_converts_into_the_hf_decoder(mbart_folder):
     assert set(reference) >= {"module.vl_mapper.mapping.0.weight", "module.vl_mapper.mapping.2.bias",
                               "module.translation_network.gloss_embedding.weight",
                               "module.translation_network.model.lm_head.weight"}
+    # the reference's names, independently of the mapping under test: mapping.0 reads the 512-wide features
+    assert reference["module.vl_mapper.mapping.0.weight"].shape == (32, 512)
+    assert torch.equal(reference["module.vl_mapper.mapping.2.weight"], ours.mapper.out.weight)
+    assert torch.equal(reference["module.translation_network.gloss_embedding.weight"][5], ours.mapper.suffix[1])
     fresh = hf_decoder(mbart_folder, memory_dim=512, src_lang="de_DE", tgt_lang="de_DE").eval()
     fresh.load_state_dict(convert_reference_translation(reference, rows), strict=True)
     inputs, _ = batch_of(ours, ["tomorrow it rains", "sunny"])
