@@ -253,3 +253,22 @@ def test_a_checkpoint_of_an_earlier_version_with_a_word_vocabulary_still_evaluat
     for line in (tmp_path / "predictions.jsonl").read_text().splitlines():
         translation = json.loads(line)["translation"]
         assert all(word in words for word in translation.split())
+
+
+def test_inspect_against_checks_the_decoder_and_its_text_vocabulary(tmp_path):
+    from mska_core.training.fit import check_fit
+    from test_train import write_config
+
+    config = write_config(tmp_path)
+    result = fine_tune(tiny_config(tmp_path, "train.max_steps=1"))
+    report = check_fit(result.last, config)
+    assert report.ok, report.failing
+    assert report["decoder"].status == "loads"
+    checks = {c.name: c for c in report.checks}
+    text = checks["text vocabulary"]
+    assert text.ok and text.note == "from the data" and text.checkpoint == text.config
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace("[losses.translation]\n", "[losses.translation]\nvocab_size = 259\n"))
+    mismatch = check_fit(result.last, other)
+    assert not mismatch.ok and "decoder" in mismatch.failing and "text vocabulary" in mismatch.failing
+    assert {c.name: c for c in mismatch.checks}["text vocabulary"].config == 259
