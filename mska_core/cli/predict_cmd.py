@@ -180,7 +180,8 @@ class PredictRow:
         if p is None:  # no usable point: no prediction, rather than a guess from nothing
             return {"clip": self.clip, "name": None, "gloss": None, "glosses": None, "translation": None,
                     "error": "no usable keypoints"}
-        return {"clip": self.clip, "name": p.name, "gloss": p.gloss, "glosses": p.glosses,
+        plain = p.as_dict()  # gloss and glosses are None for a model trained without glosses
+        return {"clip": self.clip, "name": p.name, "gloss": plain["gloss"], "glosses": plain["glosses"],
                 "translation": p.translation, "frames": self.frames, "frames_encoded": self.frames_encoded,
                 "windows": self.windows}
 
