@@ -4,8 +4,8 @@ Builds the reference's own ``TranslationNetwork`` and ``VLMapper`` (``translatio
 ``vl_mapper.py`` of a ``sutwangyan/MSKA`` checkout, imported from ``--reference-src``, kept outside
 this repository) on a tiny random mBART saved locally in the layout of the reference's
 ``pretrained_models/mBart_de`` (standing in for mBART-large-cc25): ``config.json`` and weights,
-``sentencepiece.bpe.model`` (trained here, offline, in a second), ``map_ids.pkl`` (the identity: the
-tiny model's vocabulary is the tokenizer's), ``gloss2ids.pkl`` with ``<pad>``, ``</s>`` and
+``sentencepiece.bpe.model`` (trained here, offline, in a second), ``map_ids.pkl`` (the vocabulary
+trimmed to the pieces and ``de_DE``, as the reference trimmed mBART-large-cc25), ``gloss2ids.pkl`` with ``<pad>``, ``</s>`` and
 ``de_DGS``, ``gloss_embeddings.bin``. It writes an S2T checkpoint in the reference's layout
 (``{"model": {recognition_network.*, vl_mapper.*, translation_network.*}}``, the recognition network
 being our paper preset's under the reference's names), reads it back through our ``mska-paper``
@@ -13,10 +13,12 @@ format (the encoder, strictly) and :func:`~mska_core.checkpoints.paper.convert_r
 into the ``hf`` decoder on the same folder, and feeds both sides the same gloss features and
 translations:
 
-- the texts' token ids (ours from :class:`~mska_core.text.hf.PretrainedTokenizer`, the reference's
-  from its ``TextTokenizer``) must agree;
+- the texts' token ids (ours from :class:`~mska_core.text.hf.PretrainedTokenizer` with
+  ``token_map = map_ids.pkl``, the reference's from its ``TextTokenizer``) must agree;
 - ``translation logits max rel error``: ``max |ours - reference| / max |reference|`` over every
   position the loss reads;
+- beam-5 translations: the reference's ``generate`` (from its own ``transformer_inputs``, its
+  decoding starting from ``de_DE`` as it trains, see :func:`compare`) against ours, as text;
 - the training loss: the reference's ``translation_loss`` (``XentLoss``, label smoothing 0.2, summed,
   divided by the batch) against the same formula on our logits and targets.
 
@@ -50,6 +52,8 @@ RESULTS = ROOT / "bench" / "results" / "translation_reference.json"
 PRESET = ROOT / "examples" / "configs" / "mska-slr-paper.toml"
 #: The reference's S2T settings (configs/phoenix-2014t_s2t.yaml).
 SRC_GLOSS, TGT_LANG, SMOOTHING, MEMORY_DIM = "de_DGS", "de_DE", 0.2, 512
+#: Decoding as the reference's S2T config (num_beams 5), a short maximum for a random model.
+BEAMS, MAX_LENGTH = 5, 12
 SENTENCES = [
     "am tag wechselhaft mit wolken und sonne",
     "im norden regnet es morgen",
@@ -72,6 +76,7 @@ def make_reference_folder(folder: Path, seed: int = 0) -> dict[str, Any]:
     """The files the reference's ``TranslationNetwork`` reads, for a tiny random mBART."""
     import sentencepiece
     from transformers import MBartConfig, MBartForConditionalGeneration, MBartTokenizer
+    from transformers.models.mbart.tokenization_mbart import FAIRSEQ_LANGUAGE_CODES as FAIRSEQ_CODES
 
     folder.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
@@ -80,12 +85,18 @@ def make_reference_folder(folder: Path, seed: int = 0) -> dict[str, Any]:
         character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2, unk_id=3, minloglevel=2)
     (folder / "sentencepiece.bpe.model").write_bytes(model.getvalue())
     tokenizer = MBartTokenizer.from_pretrained(folder)
+    # the trimmed vocabulary, as the reference cut mBART-large-cc25 to German: the special tokens (which
+    # keep their ids), the sentencepiece pieces, and of the 25 language codes only de_DE
+    target = tokenizer.convert_tokens_to_ids(TGT_LANG)
+    pieces = [i for i in range(len(tokenizer)) if tokenizer.convert_ids_to_tokens(i) not in FAIRSEQ_CODES]
+    kept = sorted({*pieces, target} - {tokenizer.convert_tokens_to_ids("<mask>")})
+    map_ids = {old: new for new, old in enumerate(kept)}
     torch.manual_seed(seed)
-    config = MBartConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=0,
+    config = MBartConfig(vocab_size=len(kept), pad_token_id=tokenizer.pad_token_id, bos_token_id=0,
                          eos_token_id=2, decoder_start_token_id=2, **TINY_MBART)
     MBartForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "map_ids.pkl").write_bytes(pickle.dumps({i: i for i in range(len(tokenizer))}))
+    (folder / "map_ids.pkl").write_bytes(pickle.dumps(map_ids))
     gloss2ids = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{g: 4 + i for i, g in enumerate(GLOSSES)}}
     gloss2ids[SRC_GLOSS] = len(gloss2ids)
     (folder / "gloss2ids.pkl").write_bytes(pickle.dumps(gloss2ids))
@@ -251,7 +262,8 @@ def load_ours(path: Path, folder: Path, gloss2ids: dict[str, int]) -> tuple[Any,
     checkpoint = load_checkpoint(path)
     encoder = MSKAEncoder.from_config(load_config(PRESET).model, vocab_size=len(GLOSSES) + 4)
     encoder.load_state_dict(checkpoint.state_dict, strict=True)
-    options = {"src_lang": TGT_LANG, "tgt_lang": TGT_LANG, "dropout": 0.3, "attention_dropout": 0.1}
+    options = {"src_lang": TGT_LANG, "tgt_lang": TGT_LANG, "dropout": 0.3, "attention_dropout": 0.1,
+               "token_map": str(folder / "map_ids.pkl")}
     decoder = build(DecoderRequest(str(folder), MEMORY_DIM, options))
     state = safe_torch_load(path)["model"]
     decoder.load_state_dict(convert_reference_translation(state, suffix_rows(gloss2ids, SRC_GLOSS)), strict=True)
@@ -285,6 +297,16 @@ def compare(src: Path, *, batch: int = 3, frames: int = 24, seed: int = 0) -> di
             mapped = mapper({"gloss_feature": features})
             out = network(input_feature=mapped, input_lengths=lengths, **reference_ids)
         reference_logits = out["logits"]
+        # transformers >= 4.38 puts the config's decoder_start_token_id (</s>) in front of decoder_input_ids
+        # that do not start with it: the reference's generate would decode from "</s> de_DE", not from the
+        # "de_DE" it trains with (and ran with on the transformers it was written for); the start is de_DE
+        network.model.generation_config.decoder_start_token_id = network.text_tokenizer.sos_index
+        with torch.no_grad(), cuda_is_identity():
+            embedded = {k: out["transformer_inputs"][k] for k in ("inputs_embeds", "attention_mask")}
+            generated = network.generate(**embedded, num_beams=BEAMS, max_length=MAX_LENGTH + 1, length_penalty=1.0)
+        translations = {"reference": list(generated["decoded_sequences"]),
+                        "ours": decoder.generate(features, lengths, max_length=MAX_LENGTH, beam_size=BEAMS,
+                                                 length_penalty=1.0)}
 
         pairs = [decoder.tokenizer.teacher_forcing(t) for t in texts]
         width = max(len(i) for i, _ in pairs)
@@ -312,6 +334,8 @@ def compare(src: Path, *, batch: int = 3, frames: int = 24, seed: int = 0) -> di
         "reference_translation_loss": reference_loss,
         "ours_translation_loss_xent_formula": ours_loss,
         "loss_rel_error": abs(ours_loss - reference_loss) / abs(reference_loss),
+        "beam5_translations": translations,
+        "beam5_translations_agree": translations["ours"] == translations["reference"],
         "torch": torch.__version__,
         "transformers": importlib.import_module("transformers").__version__,
     }
@@ -336,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         ("translation loss, reference (XentLoss)", f"{result['reference_translation_loss']:.6f}"),
         ("translation loss, ours (same formula)", f"{result['ours_translation_loss_xent_formula']:.6f}"),
         ("loss rel error", f"{result['loss_rel_error']:.2e}"),
+        ("beam-5 translations (ours == reference generate)", str(result["beam5_translations_agree"])),
         ("logits max abs error", f"{result['logits_max_abs_error']:.2e}"),
     ]
     for name, value in rows:

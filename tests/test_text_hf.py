@@ -225,6 +225,37 @@ def test_unknown_or_mistyped_options_are_refused(mbart_folder, t5_folder):
         hf_decoder(t5_folder, attention_dropout=0.1)
 
 
+def test_a_trimmed_vocabulary_reads_through_a_token_map(mbart_folder, tmp_path):
+    from mska_core.errors import ConfigError, UnsafeCheckpointError
+    from mska_core.text import DecoderRequest
+    from mska_core.text.hf import build
+
+    plain = hf_decoder(mbart_folder, tgt_lang="en_XX")
+    tokenizer = plain.tokenizer.tokenizer
+    rains = tokenizer("rains", add_special_tokens=False)["input_ids"]
+    # the model's ids are the tokenizer's shifted by one, and the pieces of "rains" are cut away
+    vocab = plain.lm.config.vocab_size
+    table = {i: (i + 1) % vocab for i in range(vocab) if i not in rains}
+    table.update({i: i for i in range(4)})  # the special tokens keep their ids, as the reference requires
+    (tmp_path / "map_ids.pkl").write_bytes(pickle.dumps(table))
+    options = {"tgt_lang": "en_XX", "token_map": str(tmp_path / "map_ids.pkl")}
+    decoder = hf_decoder(mbart_folder, **options)
+    inputs, targets = decoder.tokenizer.teacher_forcing("it rains")
+    original = tokenizer("it", add_special_tokens=False)["input_ids"]
+    assert inputs[0] == table[tokenizer.convert_tokens_to_ids("en_XX")]
+    assert targets == [table[i] for i in original] + [table[tokenizer.unk_token_id]] * len(rains) + [2]
+    assert decoder.tokenizer.decode(targets[: len(original)]) == "it"
+    rebuilt = build(DecoderRequest(str(mbart_folder), 16, options, stored=decoder.artifacts()))
+    assert rebuilt.tokenizer.teacher_forcing("it rains") == (inputs, targets)
+
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps({0: vocab + 5}))
+    with pytest.raises(ConfigError, match="outside the model's vocabulary"):
+        hf_decoder(mbart_folder, token_map=str(tmp_path / "bad.pkl"))
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({0: print}))
+    with pytest.raises(UnsafeCheckpointError, match="builtins.print"):
+        hf_decoder(mbart_folder, token_map=str(tmp_path / "evil.pkl"))
+
+
 # -- refusals on the command line -------------------------------------------------------------------
 
 

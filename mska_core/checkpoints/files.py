@@ -222,6 +222,28 @@ def check_pickle_bounds(path: str | Path) -> None:
         return  # not a pickle we can follow: torch's own reader gives the precise error
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads containers, strings and numbers; a class or function is refused, never imported."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise UnsafeCheckpointError(f"its pickle would import {module}.{name}; only plain data is read")
+
+
+def read_plain_pickle(path: str | Path) -> Any:
+    """A pickle of plain data (dicts, lists, strings, numbers), such as the tables the MSKA reference
+    keeps beside its models (``gloss2ids.pkl``, ``map_ids.pkl``); nothing in it is run."""
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            return _PlainUnpickler(stream).load()
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f"{path}: refused: {exc}; nothing from the file was run") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{path}: not a pickle ({exc})") from None
+
+
 def _check_zip(path: Path, size: int) -> None:
     with zipfile.ZipFile(path) as archive:
         infos = {info.filename: info for info in archive.infolist()}

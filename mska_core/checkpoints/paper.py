@@ -27,7 +27,6 @@ into the ``hf`` text decoder (:class:`mska_core.text.hf.PretrainedDecoder`) on t
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 from collections.abc import Iterable, Mapping, Sequence
@@ -136,24 +135,11 @@ def is_reference_translation(keys: Iterable[str]) -> bool:
     return any(_MAPPER.match(k) for k in keys) and any(_LM.match(k) for k in keys)
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """Reads plain containers, strings and numbers; any class or function is refused, never imported."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise CheckpointError(f"the file asks to import {module}.{name}; a gloss2ids.pkl holds only a dict of "
-                              "glosses to ids, so it is not read")
-
-
 def read_gloss2ids(path: str | Path) -> dict[str, int]:
     """The reference's ``gloss2ids.pkl`` (``{gloss: id}``), read without running pickled code."""
-    path = Path(path)
-    try:
-        with path.open("rb") as stream:
-            table = _PlainUnpickler(stream).load()
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a gloss2ids pickle ({exc})") from None
+    from mska_core.checkpoints.files import read_plain_pickle
+
+    table = read_plain_pickle(path)
     if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in table.items()):
         raise CheckpointError(f"{path}: expected a dict of glosses to ids")
     return table

@@ -45,6 +45,8 @@ OPTIONS: dict[str, str] = {
     "source_suffix": "append </s> (and src_lang) embeddings after the features, as mBART inputs end (default true)",
     "embed_scale": "factor on the mapped features; default sqrt(d_model) for mBART and models that scale "
                    "their token embeddings, else 1",
+    "token_map": "a pickle {tokenizer id: model id} for a model whose vocabulary was trimmed (the MSKA "
+                 "reference's map_ids.pkl)",
 }
 
 #: What ``artifacts()`` returns under ``kind``.
@@ -63,13 +65,32 @@ def build(request: DecoderRequest) -> PretrainedDecoder:
     if request.stored is not None:
         lm, tokenizer = _from_stored(transformers, request.stored)
         source = str(request.stored.get("source", request.payload))
+        stored_map = request.stored.get("token_map")
+        token_map = {int(a): int(b) for a, b in stored_map.tolist()} if stored_map is not None else None
     else:
         if not request.payload:
             raise ConfigError("losses.translation.decoder: 'hf' needs a folder: decoder = \"hf::PATH\"")
         lm, tokenizer = _from_folder(transformers, Path(request.payload).expanduser(), options)
         source = request.payload
+        token_map = read_token_map(options["token_map"], lm) if "token_map" in options else None
     return PretrainedDecoder(lm, tokenizer, request.memory_dim, options, source=source,
-                             fresh=request.stored is None)
+                             fresh=request.stored is None, token_map=token_map)
+
+
+def read_token_map(path: str, lm: nn.Module) -> dict[int, int]:
+    """``{tokenizer id: model id}`` from a pickle of plain data (read without running anything), every
+    model id within the LM's vocabulary."""
+    from mska_core.checkpoints.files import read_plain_pickle
+
+    table = read_plain_pickle(Path(path).expanduser())
+    vocab = int(lm.config.vocab_size)
+    if not isinstance(table, dict) or not all(isinstance(k, int) and isinstance(v, int) for k, v in table.items()):
+        raise ConfigError(f"losses.translation.token_map: {path} is not a dict of token ids to model ids")
+    outside = [v for v in table.values() if not 0 <= v < vocab]
+    if outside:
+        raise ConfigError(f"losses.translation.token_map: {path} maps to id {outside[0]}, outside the model's "
+                          f"vocabulary of {vocab}")
+    return table
 
 
 def check_options(options: Mapping[str, Any], *, where: str) -> dict[str, Any]:
@@ -88,6 +109,8 @@ def check_options(options: Mapping[str, Any], *, where: str) -> dict[str, Any]:
             raise ConfigError(f"losses.translation.{key}: expected a probability in [0, 1), got {value!r}")
     if "source_suffix" in checked and not isinstance(checked["source_suffix"], bool):
         raise ConfigError(f"losses.translation.source_suffix: expected true or false, got {checked['source_suffix']!r}")
+    if "token_map" in checked and not isinstance(checked["token_map"], str):
+        raise ConfigError(f"losses.translation.token_map: expected a file path, got {checked['token_map']!r}")
     scale = checked.get("embed_scale")
     if "embed_scale" in checked and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
         raise ConfigError(f"losses.translation.embed_scale: expected a positive number, got {scale!r}")
@@ -252,32 +275,50 @@ class PretrainedTokenizer:
     Targets are the text's tokens and ``</s>`` (the model's own target format; for mBART the
     trailing language code is left out, as the MSKA reference does); the decoder's inputs are the
     targets shifted right behind ``start_id``: the target-language code for mBART (``tgt_lang``), the
-    config's ``decoder_start_token_id`` otherwise.
+    config's ``decoder_start_token_id`` otherwise. With a ``token_map`` (a trimmed vocabulary), ids
+    are the model's: a token the map lacks becomes the model's ``<unk>``.
     """
 
-    def __init__(self, tokenizer: Any, *, start_id: int, mbart: bool) -> None:
+    def __init__(self, tokenizer: Any, *, mbart: bool, token_map: dict[int, int] | None = None) -> None:
         self.tokenizer = tokenizer
-        self.start_id = start_id
         self.mbart = mbart
-        self.pad_id = int(tokenizer.pad_token_id)
-        self.eos_id = int(tokenizer.eos_token_id)
+        self.token_map = token_map
+        self.reverse = {v: k for k, v in token_map.items()} if token_map else None
+        self.unk_id = self.model_id(tokenizer.unk_token_id) if tokenizer.unk_token_id is not None else None
+        self.pad_id = self.model_id(tokenizer.pad_token_id)
+        self.eos_id = self.model_id(tokenizer.eos_token_id)
+        self.start_id = self.pad_id  # set by the decoder
+
+    def model_id(self, token_id: int) -> int:
+        """The model's id of the tokenizer's ``token_id``."""
+        if self.token_map is None:
+            return int(token_id)
+        if token_id in self.token_map:
+            return self.token_map[token_id]
+        return self.token_map[self.tokenizer.unk_token_id]
 
     def __len__(self) -> int:
-        return len(self.tokenizer)
+        return max(self.token_map.values()) + 1 if self.token_map else len(self.tokenizer)
 
     def encode(self, text: str) -> list[int]:
         """Target ids of ``text``, ending with ``</s>``."""
         if self.mbart:
-            return [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.eos_id]
-        ids = list(self.tokenizer(text_target=text)["input_ids"])
-        return ids if ids and ids[-1] == self.eos_id else [*ids, self.eos_id]
+            ids = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id]
+        else:
+            ids = list(self.tokenizer(text_target=text)["input_ids"])
+            if not ids or ids[-1] != self.tokenizer.eos_token_id:
+                ids.append(self.tokenizer.eos_token_id)
+        return [self.model_id(i) for i in ids]
 
     def teacher_forcing(self, text: str) -> tuple[list[int], list[int]]:
         target = self.encode(text)
         return [self.start_id, *target[:-1]], target
 
     def decode(self, ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True)).strip()
+        ids = list(ids)
+        if self.reverse is not None:
+            ids = [self.reverse.get(i, self.tokenizer.unk_token_id) for i in ids]
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
 
 # -- the decoder ------------------------------------------------------------------------------------
@@ -291,28 +332,27 @@ class PretrainedDecoder(nn.Module):
     """
 
     def __init__(self, lm: nn.Module, tokenizer: Any, memory_dim: int, options: Mapping[str, Any], *,
-                 source: str | None = None, fresh: bool = True) -> None:
+                 source: str | None = None, fresh: bool = True, token_map: dict[int, int] | None = None) -> None:
         super().__init__()
         config = lm.config
         self.options = dict(options)
         self.source = source
         mbart = config.model_type == "mbart"
         where = f"decoder hf::{source}"
-        start_id = config.decoder_start_token_id
+        self.tokenizer = PretrainedTokenizer(tokenizer, mbart=mbart, token_map=token_map)
+        start_id = config.decoder_start_token_id  # the model's id
         if mbart and "tgt_lang" in options:
-            start_id = _token_id(tokenizer, options["tgt_lang"], "tgt_lang", where)
-        if start_id is None:
-            start_id = tokenizer.pad_token_id
+            start_id = self.tokenizer.model_id(_token_id(tokenizer, options["tgt_lang"], "tgt_lang", where))
+        self.tokenizer.start_id = int(start_id) if start_id is not None else self.tokenizer.pad_id
         suffix_tokens: list[int] = []
         if options.get("source_suffix", True):
-            suffix_tokens = [int(tokenizer.eos_token_id)]
+            suffix_tokens = [self.tokenizer.eos_id]
             if "src_lang" in options:
-                suffix_tokens.append(_token_id(tokenizer, options["src_lang"], "src_lang", where))
+                suffix_tokens.append(self.tokenizer.model_id(_token_id(tokenizer, options["src_lang"], "src_lang", where)))
         d_model = int(config.d_model)
         scale = options.get("embed_scale")
         if scale is None:
             scale = math.sqrt(d_model) if mbart or getattr(config, "scale_embedding", False) else 1.0
-        self.tokenizer = PretrainedTokenizer(tokenizer, start_id=int(start_id), mbart=mbart)
         self.mapper = VLMapper(memory_dim, d_model, suffix=len(suffix_tokens), scale=float(scale))
         self.lm = lm
         if fresh and suffix_tokens:
@@ -331,11 +371,13 @@ class PretrainedDecoder(nn.Module):
                  length_penalty: float) -> list[str]:
         embeds, mask = self.mapper(memory, memory_lengths)
         start = torch.full((memory.shape[0], 1), self.tokenizer.start_id, dtype=torch.long, device=memory.device)
+        # decoder_start_token_id = the start token, else generate puts the config's in front of it (mBART:
+        # </s> de_DE ...) unlike training; the rest (early stopping, a forced last </s>) as the model's
+        # own generation config says
         sequences = self.lm.generate(
             inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=start, max_new_tokens=max_length,
             num_beams=beam_size, length_penalty=length_penalty, do_sample=False,
-            early_stopping=beam_size > 1, eos_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,
-            forced_bos_token_id=None, forced_eos_token_id=None,
+            decoder_start_token_id=self.tokenizer.start_id,
         )
         return [self.tokenizer.decode(row[1:].tolist()) for row in sequences]
 
@@ -355,7 +397,10 @@ class PretrainedDecoder(nn.Module):
                     files[path.name] = data.decode("utf-8")
                 except UnicodeDecodeError:
                     files[path.name] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return {"kind": KIND, "source": self.source, "config": config, "tokenizer_files": files}
+        stored: dict[str, Any] = {"kind": KIND, "source": self.source, "config": config, "tokenizer_files": files}
+        if self.tokenizer.token_map is not None:
+            stored["token_map"] = torch.tensor(sorted(self.tokenizer.token_map.items()), dtype=torch.long)  # [N, 2]
+        return stored
 
 
 def _token_id(tokenizer: Any, token: str, key: str, where: str) -> int:
