@@ -3,7 +3,8 @@
 The memory is what a perfect recogniser would hand the decoder under ``memory = "glosses"``: one
 vector per gloss of the clip, in order (a fixed random vector per gloss plus noise while training,
 no noise on the test split). The texts are the quickstart corpus's own (``[data.synthetic]`` of
-``mska_core/presets/quickstart.toml``). Each variant trains a fresh
+``mska_core/presets/quickstart.toml``), as lower-cased words (the word vocabulary of earlier
+versions) or, in the ``subword`` variants, through the built-in decoder's byte-level BPE. Each variant trains a fresh
 :class:`~mska_core.text.builtin.TranslationDecoder` of the quickstart's size (width 64, 2
 layers, 4 heads, feed-forward 256) with AdamW, warm-up and cosine as the quickstart does, for the
 quickstart's 300 steps of 8 clips, and scores test BLEU-4 (beam 3) and exact sentences along the
@@ -43,15 +44,41 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-context, batch 32": ("context 1, 32 clips a step", {"context": 1, "batch": 32}),
     "no-context, 1000 steps": ("context 1, 1000 steps", {"context": 1, "steps": 1000}),
     "ls 0, dropout 0": ("context 3, no label smoothing, no dropout", {"ls": 0.0, "dropout": 0.0}),
+    "subword": ("byte-level BPE of the training split, vocab_size 1000 (the built-in default)",
+                {"tokenizer": "subword"}),
+    "subword 300": ("byte-level BPE, vocab_size 300 (words in pieces)", {"tokenizer": "subword", "vocab_size": 300}),
 }
+
+
+def word_vocabulary(texts: list[str]) -> Any:
+    """The word vocabulary of earlier versions (lower-cased words of the training split, in order of
+    first appearance), as a :class:`~mska_core.text.tokenizers.WordTokenizer`."""
+    from mska_core.text.tokenizers import BOS, EOS, PAD, UNK, WordTokenizer
+
+    words = [PAD, BOS, EOS, UNK]
+    for word in (w for text in texts for w in text.lower().split()):
+        if word not in words:
+            words.append(word)
+    return WordTokenizer(words)
+
+
+def make_tokenizer(kind: str, texts: list[str], vocab_size: int) -> Any:
+    """``"words"``: the word vocabulary of earlier versions; ``"subword"``: the built-in decoder's
+    byte-level BPE (:mod:`mska_core.text.tokenizers`)."""
+    from mska_core.text.tokenizers import SubwordTokenizer
+
+    return word_vocabulary(texts) if kind == "words" else SubwordTokenizer.train(texts, vocab_size)
 
 
 def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, lr: float = 3e-3,
                 warmup: int = 20, ls: float = 0.1, dropout: float = 0.1, layers: int = 2, context: int = 3,
-                dim: int = 64, noise: float = 0.3, beam: int = 3, every: int = 100, seed: int = 0) -> dict[str, Any]:
-    from mska_core.data.vocab import text_tokens
-    from mska_core.text.builtin import TranslationDecoder
+                dim: int = 64, noise: float = 0.3, beam: int = 3, every: int = 100, seed: int = 0,
+                tokenizer: str = "words", vocab_size: int = 1000) -> dict[str, Any]:
     from mska_core.evaluation.metrics import bleu_scores
+    from mska_core.text import IGNORE_INDEX
+    from mska_core.text.builtin import TranslationDecoder
+
+    text = make_tokenizer(tokenizer, [s.text for s in corpus.train], vocab_size)
 
     torch.manual_seed(seed)
     vectors = torch.randn(len(vocabularies.gloss), dim)
@@ -61,17 +88,16 @@ def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, l
         memory = torch.zeros(len(glosses), max(map(len, glosses)), dim)  # [B, K, H]
         for i, g in enumerate(glosses):
             memory[i, : len(g)] = vectors[g] + noise * torch.randn(len(g), dim)
-        texts = [vocabularies.text.encode(text_tokens(s.text)) for s in samples]
-        width = max(map(len, texts)) + 1
-        inputs = torch.zeros(len(texts), width, dtype=torch.long)
-        targets = torch.zeros(len(texts), width, dtype=torch.long)
-        for i, t in enumerate(texts):
-            inputs[i, 0], inputs[i, 1 : len(t) + 1] = vocabularies.bos, torch.tensor(t)
-            targets[i, : len(t)], targets[i, len(t)] = torch.tensor(t), vocabularies.eos
+        pairs = [text.teacher_forcing(s.text) for s in samples]
+        width = max(len(t) for _, t in pairs)
+        inputs = torch.full((len(pairs), width), text.pad_id, dtype=torch.long)
+        targets = torch.full((len(pairs), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (x, t) in enumerate(pairs):
+            inputs[i, : len(x)], targets[i, : len(t)] = torch.tensor(x), torch.tensor(t)
         return memory, torch.tensor([len(g) for g in glosses]), inputs, targets
 
-    decoder = TranslationDecoder(len(vocabularies.text), dim, layers=layers, heads=4, ff=256, dropout=dropout,
-                                 context=context, pad=vocabularies.pad)
+    decoder = TranslationDecoder(len(text), dim, layers=layers, heads=4, ff=256, dropout=dropout,
+                                 context=context, pad=text.pad_id)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, betas=(0.9, 0.998), weight_decay=1e-3)
     order = torch.Generator().manual_seed(seed + 1)
     references = [s.text.lower() for s in corpus.test]
@@ -80,10 +106,9 @@ def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, l
     def score() -> tuple[float, int]:
         decoder.eval()
         memory, lengths, _, _ = tensors(corpus.test, 0.0)
-        ids = decoder.beam_search(memory, lengths, bos=vocabularies.bos, eos=vocabularies.eos, max_length=40,
-                               beam_size=beam)
+        ids = decoder.beam_search(memory, lengths, bos=text.bos_id, eos=text.eos_id, max_length=40, beam_size=beam)
         decoder.train()
-        hypotheses = [" ".join(vocabularies.text.decode(row)) for row in ids]
+        hypotheses = [text.decode(row) for row in ids]
         return bleu_scores(references, hypotheses)["bleu4"], sum(h == r for h, r in zip(hypotheses, references))
 
     started = time.perf_counter()
@@ -99,7 +124,7 @@ def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, l
         memory, lengths, inputs, targets = tensors([corpus.train[i] for i in chosen], noise)
         logits = decoder(memory, lengths, inputs)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
-                                                 ignore_index=vocabularies.pad, label_smoothing=ls)
+                                                 ignore_index=IGNORE_INDEX, label_smoothing=ls)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
@@ -108,6 +133,7 @@ def run_variant(corpus: Any, vocabularies: Any, *, steps: int, batch: int = 8, l
             bleu, exact = score()
             curve.append({"step": step + 1, "bleu4": round(bleu, 2), "exact": exact})
     return {"curve": curve, "final_train_loss": round(float(loss.detach()), 4), "test_sentences": len(references),
+            "text_vocabulary": len(text),
             "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -10,7 +10,7 @@ from mska_core.config import AugmentConfig, DataConfig, SyntheticConfig, load_co
 from mska_core.data.augment import rotate, select_frames
 from mska_core.data.datasets import ClipDataset, load_corpus
 from mska_core.data.directory import read_keypoint_file, read_split, write_split
-from mska_core.data.vocab import BLANK, PAD, Vocabularies, Vocabulary
+from mska_core.data.vocab import BLANK, Vocabularies, Vocabulary
 from mska_core.errors import ConfigError, DataError
 from mska_core.synthetic.corpus import lexicon, make_corpus
 
@@ -67,7 +67,7 @@ def test_synthetic_vocabulary_larger_than_the_distinct_signs_is_refused():
 def test_vocabularies_put_the_blank_first_and_round_trip_as_plain_data(corpus):
     vocabs = Vocabularies.from_samples(corpus.train)
     assert vocabs.gloss.tokens[0] == BLANK and vocabs.blank == 0
-    assert vocabs.text.tokens[0] == PAD and vocabs.pad == 0
+    assert vocabs.text is None and vocabs.has_glosses  # text is the decoder's tokenizer's (mska_core.text)
     data = vocabs.to_dict()
     assert Vocabularies.from_dict(data) == vocabs
     assert all(isinstance(t, str) for t in data["gloss"]["tokens"])

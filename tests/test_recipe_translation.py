@@ -77,10 +77,11 @@ def test_a_context_of_one_reads_the_memory_as_it_is():
 
 @pytest.mark.parametrize("context", [0, 2, -1])
 def test_the_memory_context_must_be_an_odd_width(context):
-    from mska_core.losses.translation import TranslationLoss
+    from mska_core.errors import ConfigError
+    from mska_core.text.builtin import BuiltinOptions
 
-    with pytest.raises(ValueError, match="context"):
-        TranslationLoss(context=context)
+    with pytest.raises(ConfigError, match="losses.translation.context"):
+        BuiltinOptions.from_options({"context": context})
     with pytest.raises(ValueError, match="context"):
         TranslationDecoder(10, 8, layers=1, heads=2, ff=16, context=context)
 
