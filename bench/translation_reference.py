@@ -252,22 +252,18 @@ def write_checkpoint(path: Path, network: Any, mapper: Any) -> None:
 def load_ours(path: Path, folder: Path, gloss2ids: dict[str, int]) -> tuple[Any, dict[str, Any]]:
     """Our paper encoder (strictly, through the ``mska-paper`` format) and the ``hf`` decoder on
     ``folder`` with the checkpoint's translation side converted into it (strictly)."""
-    from mska_core.checkpoints import load_checkpoint, safe_torch_load
-    from mska_core.checkpoints.paper import convert_reference_translation, suffix_rows
+    from mska_core.checkpoints.paper import load_reference_s2t
     from mska_core.config import load_config
     from mska_core.encoder import MSKAEncoder
     from mska_core.text import DecoderRequest
     from mska_core.text.hf import build
 
-    checkpoint = load_checkpoint(path)
     encoder = MSKAEncoder.from_config(load_config(PRESET).model, vocab_size=len(GLOSSES) + 4)
-    encoder.load_state_dict(checkpoint.state_dict, strict=True)
     options = {"src_lang": TGT_LANG, "tgt_lang": TGT_LANG, "dropout": 0.3, "attention_dropout": 0.1,
                "token_map": str(folder / "map_ids.pkl")}
     decoder = build(DecoderRequest(str(folder), MEMORY_DIM, options))
-    state = safe_torch_load(path)["model"]
-    decoder.load_state_dict(convert_reference_translation(state, suffix_rows(gloss2ids, SRC_GLOSS)), strict=True)
-    return decoder, {"format": checkpoint.format, "encoder_tensors": len(checkpoint.state_dict)}
+    fmt = load_reference_s2t(path, encoder=encoder, decoder=decoder, gloss2ids=gloss2ids, source_gloss=SRC_GLOSS)
+    return decoder, {"format": fmt, "encoder_tensors": len(encoder.state_dict())}
 
 
 # -- the comparison ----------------------------------------------------------------------------------

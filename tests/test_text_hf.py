@@ -458,6 +458,34 @@ def test_a_reference_s2t_state_dict_converts_into_the_hf_decoder(mbart_folder):
     assert torch.equal(fresh(memory, lengths, inputs), ours(memory, lengths, inputs))
 
 
+def test_a_whole_reference_s2t_checkpoint_loads_into_encoder_and_decoder(mbart_folder, tmp_path):
+    from mska_core.checkpoints.paper import load_reference_s2t, to_reference_state_dict, to_reference_translation
+    from mska_core.config import load_config
+    from mska_core.encoder import MSKAEncoder
+    from mska_core.errors import CheckpointError
+
+    preset = Path(__file__).resolve().parents[1] / "examples" / "configs" / "mska-slr-paper.toml"
+    torch.manual_seed(0)
+    encoder = MSKAEncoder.from_config(load_config(preset).model, vocab_size=12)
+    decoder = hf_decoder(mbart_folder, memory_dim=512, src_lang="de_DE", tgt_lang="de_DE")
+    gloss2ids = {"<pad>": 1, "</s>": 2, "de_DGS": 3}
+    state = {**to_reference_state_dict(encoder.state_dict()),
+             **to_reference_translation(decoder.state_dict(), (2, 3), 4)}
+    torch.save({"model": state, "optimizer": {}, "epoch": 40}, tmp_path / "best.pth")
+    fresh_encoder = MSKAEncoder.from_config(load_config(preset).model, vocab_size=12)
+    fresh = hf_decoder(mbart_folder, memory_dim=512, src_lang="de_DE", tgt_lang="de_DE")
+    assert load_reference_s2t(tmp_path / "best.pth", encoder=fresh_encoder, decoder=fresh,
+                              gloss2ids=gloss2ids) == "mska-paper"
+    for ours, theirs in ((fresh_encoder, encoder), (fresh, decoder)):
+        expected = theirs.state_dict()
+        assert all(torch.equal(v, expected[k]) for k, v in ours.state_dict().items())
+
+    recognition_only = {k: v for k, v in state.items() if k.startswith("recognition_network.")}
+    torch.save({"model": recognition_only}, tmp_path / "s2g.pth")
+    with pytest.raises(CheckpointError, match="S2G checkpoint, not S2T"):
+        load_reference_s2t(tmp_path / "s2g.pth", encoder=fresh_encoder, decoder=fresh, gloss2ids=gloss2ids)
+
+
 def test_the_s2t_suffix_needs_the_source_gloss():
     from mska_core.checkpoints.paper import suffix_rows
     from mska_core.errors import CheckpointError

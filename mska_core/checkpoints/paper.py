@@ -175,6 +175,27 @@ def convert_reference_translation(state_dict: Mapping[str, Any], rows: Sequence[
     return converted
 
 
+def load_reference_s2t(path: str | Path, *, encoder: Any, decoder: Any, gloss2ids: Mapping[str, int],
+                       source_gloss: str = SOURCE_GLOSS, registry: Any = None) -> str:
+    """Load the reference's S2T checkpoint ``path`` weight for weight: its recognition network into
+    ``encoder`` (the paper preset) through the ``mska-paper`` format, its VL mapper and translation
+    network into ``decoder`` (the ``hf`` decoder on the reference's mBART folder), both strictly.
+    ``gloss2ids`` is the reference's G2T gloss table (:func:`read_gloss2ids`). Returns the format's name."""
+    from mska_core.checkpoints.files import safe_torch_load
+    from mska_core.checkpoints.payload import load_checkpoint
+
+    checkpoint = load_checkpoint(path, registry=registry)
+    if checkpoint.format != "mska-paper":
+        raise CheckpointError(f"{path}: a {checkpoint.format} checkpoint, not the MSKA reference's")
+    state = safe_torch_load(path)["model"]
+    if not is_reference_translation(state):
+        raise CheckpointError(f"{path}: the reference's recognition network only (no vl_mapper., "
+                              "translation_network.): an S2G checkpoint, not S2T")
+    encoder.load_state_dict(checkpoint.state_dict, strict=True)
+    decoder.load_state_dict(convert_reference_translation(state, suffix_rows(gloss2ids, source_gloss)), strict=True)
+    return checkpoint.format
+
+
 def to_reference_translation(decoder_state: Mapping[str, Any], rows: Sequence[int], glosses: int) -> dict[str, Any]:
     """The ``hf`` decoder's ``state_dict`` with the reference's S2T keys (the inverse of
     :func:`convert_reference_translation`): a gloss table of ``glosses`` zero rows but ``rows``."""
