@@ -60,3 +60,24 @@ def make_t5(folder: Path, *, d_model: int = 32) -> Path:
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_bart(folder: Path, *, d_model: int = 32) -> Path:
+    """A random BART (one layer each side, width ``d_model``) with a byte-level BPE tokenizer."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import BartConfig, BartForConditionalGeneration, BartTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(SENTENCES, vocab_size=300, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    tokenizer = BartTokenizer.from_pretrained(folder)
+    torch.manual_seed(0)
+    config = BartConfig(vocab_size=len(tokenizer), d_model=d_model, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
+                        decoder_ffn_dim=2 * d_model, max_position_embeddings=64)
+    BartForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

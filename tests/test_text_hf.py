@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_models import make_mbart, make_t5
+from hf_models import make_bart, make_mbart, make_t5
 
 pytest.importorskip("transformers")
 
@@ -171,6 +171,19 @@ def test_a_t5_folder_trains_and_keeps_its_own_conventions(t5_folder):
     loss.backward()
     assert decoder.mapper.project.weight.grad is not None
     assert decoder.lm.get_input_embeddings().weight.grad is not None
+
+
+def test_a_bart_folder_targets_begin_with_its_bos_and_decoding_starts_from_its_config(tmp_path):
+    decoder = hf_decoder(make_bart(tmp_path / "bart")).eval()
+    tokenizer = decoder.tokenizer.tokenizer
+    inputs, targets = decoder.tokenizer.teacher_forcing("it rains, cold.")
+    assert targets[0] == tokenizer.bos_token_id and targets[-1] == tokenizer.eos_token_id
+    assert inputs == [decoder.lm.config.decoder_start_token_id, *targets[:-1]]
+    assert decoder.tokenizer.decode(targets) == "it rains, cold."
+    assert decoder.mapper.scale == 1.0  # BART does not scale its embeddings
+    texts = decoder.generate(torch.randn(2, 3, 16), torch.tensor([3, 2]), max_length=4, beam_size=2,
+                             length_penalty=1.0)
+    assert len(texts) == 2
 
 
 def test_the_decoder_is_rebuilt_from_its_artifacts_with_the_folder_gone(mbart_folder, tmp_path):

@@ -349,7 +349,7 @@ class PretrainedDecoder(nn.Module):
             suffix_tokens = [self.tokenizer.eos_id]
             if "src_lang" in options:
                 suffix_tokens.append(self.tokenizer.model_id(_token_id(tokenizer, options["src_lang"], "src_lang", where)))
-        d_model = int(config.d_model)
+        d_model = int(lm.get_input_embeddings().weight.shape[1])  # the encoder's input width (d_model)
         scale = options.get("embed_scale")
         if scale is None:
             scale = math.sqrt(d_model) if mbart or getattr(config, "scale_embedding", False) else 1.0
