@@ -361,6 +361,35 @@ def test_part_learning_rates_and_a_frozen_lm(mbart_folder, tmp_path):
     assert not torch.equal(mapper_before, run.model.decoder.mapper.project.weight)
 
 
+@pytest.mark.slow
+def test_resume_through_the_hf_decoder_is_exact(mbart_folder, tmp_path):
+    """With dropout on (the LM's own, drawn from torch's generator), a run stopped after 3 steps and
+    resumed ends exactly as the run that never stopped."""
+    from mska_core.config import load_config
+    from mska_core.training.loop import FineTuning
+
+    options = 'src_lang = "en_XX"\ntgt_lang = "en_XX"\ndropout = 0.2\n'
+
+    def config(folder: Path, *overrides: str):
+        folder.mkdir(exist_ok=True)
+        return load_config(write_config(folder, mbart_folder, options=options, extra="\n[optim.part_lr]\nlm = 1e-4\n"),
+                           list(overrides))
+
+    whole = FineTuning(config(tmp_path / "a")).run()
+    stopped = FineTuning(config(tmp_path / "b", "train.max_steps=3")).run()
+    assert stopped.global_step == 3
+    resumed = FineTuning(config(tmp_path / "b"), resume=True).run()
+
+    def records(run_dir):
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "clips_per_s"} for line in lines]
+
+    assert records(resumed.run_dir) == records(whole.run_dir)
+    final_a = torch.load(whole.last, weights_only=True)["state_dict"]
+    final_b = torch.load(resumed.last, weights_only=True)["state_dict"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
 # -- a third party's decoder --------------------------------------------------------------------------
 
 
