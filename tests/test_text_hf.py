@@ -202,6 +202,7 @@ def test_the_decoder_is_rebuilt_from_its_artifacts_with_the_folder_gone(mbart_fo
     memory, lengths = torch.randn(2, 4, 16), torch.tensor([4, 2])
     assert torch.equal(rebuilt(memory, lengths, inputs), decoder(memory, lengths, inputs))
     assert rebuilt.tokenizer.teacher_forcing("the wind, cold.") == decoder.tokenizer.teacher_forcing("the wind, cold.")
+    assert rebuilt.lm.generation_config.to_dict() == decoder.lm.generation_config.to_dict()
 
 
 def test_pickled_weights_load_after_the_bounded_check_and_a_malicious_pickle_is_refused(mbart_folder, tmp_path):

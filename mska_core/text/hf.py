@@ -248,6 +248,8 @@ def _from_stored(transformers: Any, stored: Mapping[str, Any]) -> tuple[nn.Modul
     config = transformers.AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     with _quiet(transformers):
         lm = transformers.AutoModelForSeq2SeqLM.from_config(config)  # weights follow from the model's state dict
+        if "generation_config" in stored:
+            lm.generation_config = transformers.GenerationConfig.from_dict(dict(stored["generation_config"]))
     with tempfile.TemporaryDirectory(prefix="mska-tokenizer-") as folder:
         for name, content in stored["tokenizer_files"].items():
             target = Path(folder) / Path(name).name
@@ -385,8 +387,8 @@ class PretrainedDecoder(nn.Module):
         return {"mapper": list(self.mapper.parameters()), "lm": list(self.lm.parameters())}
 
     def artifacts(self) -> dict[str, Any]:
-        """The LM's config and the tokenizer's files (text as str, binary files as uint8 tensors):
-        enough to rebuild this decoder without its folder."""
+        """The LM's config and generation config, the tokenizer's files (text as str, binary files as
+        uint8 tensors) and the token map: enough to rebuild this decoder without its folder."""
         config = json.loads(self.lm.config.to_json_string(use_diff=False))
         with tempfile.TemporaryDirectory(prefix="mska-tokenizer-") as folder:
             self.tokenizer.tokenizer.save_pretrained(folder)
@@ -397,7 +399,9 @@ class PretrainedDecoder(nn.Module):
                     files[path.name] = data.decode("utf-8")
                 except UnicodeDecodeError:
                     files[path.name] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        stored: dict[str, Any] = {"kind": KIND, "source": self.source, "config": config, "tokenizer_files": files}
+        generation = json.loads(self.lm.generation_config.to_json_string(use_diff=False))
+        stored: dict[str, Any] = {"kind": KIND, "source": self.source, "config": config,
+                                  "generation_config": generation, "tokenizer_files": files}
         if self.tokenizer.token_map is not None:
             stored["token_map"] = torch.tensor(sorted(self.tokenizer.token_map.items()), dtype=torch.long)  # [N, 2]
         return stored
