@@ -120,13 +120,23 @@ def crop_size(config: Any, streams: list[str]) -> int:
     return sizes.pop() if len(sizes) == 1 else config.data.synthetic.crop_size
 
 
-def improves(value: float | None, best: float | None, *, lower_is_better: bool) -> bool:
-    """Whether a dev score ``value`` beats the best so far (``None``: no score yet); ties keep the
-    earlier checkpoint."""
+#: The dev metric that breaks a tie of the selection metric (higher is better).
+TIE_BREAK = "bleu4"
+
+
+def improves(value: float | None, best: float | None, *, lower_is_better: bool,
+             tie: float | None = None, best_tie: float | None = None) -> bool:
+    """Whether a dev score ``value`` beats the best so far (``None``: no score yet).
+
+    At an equal score, a higher ``tie`` (the dev BLEU-4 when the WER chooses) beats ``best_tie``;
+    ties in both keep the earlier checkpoint.
+    """
     if value is None:
         return False
     if best is None:
         return True
+    if value == best:
+        return tie is not None and (best_tie is None or tie > best_tie)
     return value < best if lower_is_better else value > best
 
 
@@ -312,17 +322,20 @@ class FineTuning:
         if start_epoch or start_batch:
             self.say(f"resuming at epoch {start_epoch + 1}, step {self.global_step}")
         display = ProgressDisplay(self.console, enabled=self.info.is_main and config.train.progress)
-        stopped = False
         try:
             for epoch in range(start_epoch, config.train.epochs):
-                stopped = self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, display)
-                if stopped:
-                    break
+                if not self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, display):
+                    break  # train.max_steps stopped the run inside the epoch; last.pt holds the position
+                # An epoch that ends, train.max_steps on its last batch included, is evaluated and saved
+                # as finished, so that a resume starts the next epoch exactly as an uninterrupted run does.
                 last_epoch = epoch + 1 == config.train.epochs
                 if (epoch + 1) % config.train.eval_every == 0 or last_epoch:
                     self._evaluate(epoch)
                 self.position = (epoch + 1, 0)
                 self._save_last(epoch)
+                if self._reached_max_steps() and not last_epoch:
+                    self.say(f"stopped at step {self.global_step} (train.max_steps)")
+                    break
         finally:
             display.close()
             self.release()
@@ -365,8 +378,13 @@ class FineTuning:
                                  generator=torch.Generator().manual_seed(0)))
         return ([next(loader) for _ in step] for step in steps)
 
+    def _reached_max_steps(self) -> bool:
+        max_steps = self.config.train.max_steps
+        return max_steps is not None and self.global_step >= max_steps
+
     def _train_epoch(self, epoch: int, start_batch: int, display: ProgressDisplay) -> bool:
-        """Run one epoch from ``start_batch``; true when ``max_steps`` stopped the run."""
+        """Run one epoch from ``start_batch``; false when ``train.max_steps`` stopped the run before the
+        epoch's last batch (the position is then saved in ``last.pt``)."""
         config = self.config
         self.train_set.set_epoch(epoch)
         batches = self._batches(epoch)
@@ -395,17 +413,17 @@ class FineTuning:
             if every and self.global_step % every == 0 and not last_of_epoch:
                 self.position = (epoch, b + 1)
                 self._save_last(epoch)
-            if config.train.max_steps is not None and self.global_step >= config.train.max_steps:
-                self.position = (epoch, b + 1) if not last_of_epoch else (epoch + 1, 0)
+            if self._reached_max_steps() and not last_of_epoch:
+                self.position = (epoch, b + 1)
                 self._save_last(epoch)
                 self.say(f"stopped at step {self.global_step} (train.max_steps)")
-                return True
+                return False
         display.end()
         means = {k: v / max(1, count) for k, v in sums.items()}
         if means:
             shown = ", ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in means.items() if k != "loss")
             self.say(f"epoch {epoch + 1}/{config.train.epochs}: loss {means['loss']:.3f} ({shown})")
-        return False
+        return True
 
     def _step(self, chunks: list[Any], global_size: int) -> tuple[dict[str, float], float]:
         """One optimisation step over this rank's chunks of the global batch; returns the global mean
@@ -465,7 +483,10 @@ class FineTuning:
         self._log({"kind": "eval", "split": "dev", "epoch": epoch + 1, "step": self.global_step, **metrics})
         key, lower = self.selection()
         value = metrics.get(key)
-        improved = improves(value, self.best_value, lower_is_better=lower)
+        tie_key = TIE_BREAK if key != TIE_BREAK else None
+        improved = improves(value, self.best_value, lower_is_better=lower,
+                            tie=metrics.get(tie_key) if tie_key else None,
+                            best_tie=self.best_metrics.get(tie_key) if tie_key else None)
         shown = f"dev WER {metrics['wer']:.2f}" if "wer" in metrics else "dev"
         if "bleu4" in metrics:
             shown += f", BLEU-4 {metrics['bleu4']:.2f}"
