@@ -614,7 +614,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
                     if probe_init is not None:
                         summary["probe_init"], probe_init = probe_init, None
                     probe_shown = f"{summary['probe']:.3f}"
-                metrics.log(summary)
+                metrics.append(summary)
+                metrics.sync()
                 save_checkpoint(make_payload(
                     "training-state", stream=stream, arch=arch, arch_config=arch_config, min_loss=min_loss,
                     epoch=epoch + 1, global_step=global_step, config=unstructure(config),

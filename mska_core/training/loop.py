@@ -524,6 +524,7 @@ class FineTuning:
     def _save_last(self, epoch: int) -> None:
         if not self.info.is_main:
             return
+        self.metrics.sync()  # the records up to this step outlive the checkpoint that a resume reads
         from mska_core.checkpoints import make_payload, save_checkpoint
 
         key, lower = self.selection()
