@@ -280,7 +280,7 @@ class TrainConfig:
 class EvalConfig:
     """``[eval]``: how decoded glosses are scored (dev evaluation, ``mska evaluate``)."""
 
-    gloss_cleanup: Literal["none", "phoenix-2014t"] = "none"  # clean-up of hypotheses and references before WER (docs/training.md)
+    gloss_cleanup: Literal["none", "phoenix-2014t", "phoenix-2014t-fixed"] = "none"  # clean-up of hypotheses and references before WER (docs/training.md)
 
 
 @attrs.frozen
