@@ -85,6 +85,21 @@ def test_a_second_run_into_a_locked_run_folder_is_refused_naming_the_holder(tmp_
         pass
 
 
+def test_a_refused_start_leaves_no_folder_holding_only_a_lock(tmp_path: Path):
+    config = write_tiny(tmp_path)
+    line = one_error_line(run_mska("train", "--config", str(config), "--resume"))
+    assert "no last.pt" in line
+    assert not (tmp_path / "runs").exists()  # the lock made the folders; the refusal took them away
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)  # a folder the user made stays, without a lock file
+    one_error_line(run_mska("train", "--config", str(config), "--resume"))
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
+    (tmp_path / "crops").mkdir()
+    line = one_error_line(run_mska("pretrain", "--output-dir", str(tmp_path / "dino"), "--epochs", "1",
+                                   "--train-dir", str(tmp_path / "crops")))
+    assert "no png/jpg crops" in line
+    assert not (tmp_path / "dino").exists()
+
+
 def test_pretrain_refuses_a_finished_run_folder_without_resume_and_keeps_it(tmp_path: Path):
     out = tmp_path / "dino"
     args = ("pretrain", "--output-dir", str(out), "--epochs", "1", "--batch-size", "4",

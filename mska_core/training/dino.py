@@ -521,7 +521,6 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
         if cfg.resume and checkpoint_path.exists():
             state = runfolder.load_training_state(checkpoint_path, RESUME_KEYS, unstructure(config),
                                                   loop="pretrain", extend=extend)
-        save_config(config, output_dir / CONFIG_NAME)
         seed_everything(seed)
 
         # set-up: model, data, schedules, optimiser, records
@@ -531,6 +530,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
         schedules = Schedules.from_config(cfg, steps_per_epoch)
         optimizer = torch.optim.AdamW(model.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         metrics = MetricsLog(output_dir / METRICS_NAME)
+        save_config(config, output_dir / CONFIG_NAME)  # after the set-up: a refused one writes nothing
         start_epoch, global_step, min_loss, skipped = 0, 0, None, set()
         if state is not None:
             model.load_training_state(state)

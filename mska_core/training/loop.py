@@ -211,6 +211,16 @@ class FineTuning:
             self._out(line)
 
     def prepare(self) -> None:
+        """Set the run up: check the config against the registry, take the run folder's lock, read the
+        data and a resumed state, build the model, losses and optimiser. A start refused here gives
+        the folder back as it found it (no folder holding only a lock file)."""
+        try:
+            self._prepare()
+        except BaseException:
+            self.release()
+            raise
+
+    def _prepare(self) -> None:
         from mska_core.backbones.normalization import crop_normalization
         from mska_core.config.checks import check_against_registry, resolve_model
         from mska_core.data.collate import Collator

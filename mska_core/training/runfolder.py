@@ -5,7 +5,8 @@ Both training loops (``mska train`` and ``mska pretrain``) go through this modul
 - :class:`RunFolderLock` holds an exclusive ``flock`` on ``<run folder>/.mska.lock`` while a run
   writes the folder. The file names the holder (pid, host, command, start time); a second run into
   the folder is refused in one line that names it. The kernel drops the lock when its process dies,
-  so a killed run never leaves a stale lock behind.
+  so a killed run never leaves a stale lock behind. A start refused before it wrote anything leaves
+  no trace: the lock file goes, and so does the folder when the lock created it.
 - :func:`check_start` refuses a folder that already holds a checkpoint unless ``--resume`` is given,
   and refuses ``--resume`` of a folder that holds none.
 - :func:`check_resume` compares the resolved config of the new invocation with the one stored in the
@@ -90,10 +91,13 @@ class RunFolderLock:
         self.path = self.folder / LOCK_NAME
         self.command = command or command_line()
         self._fd: int | None = None
+        self._created: list[Path] = []  # folders that acquire() made, deepest last
 
     def acquire(self) -> RunFolderLock:
         try:
+            missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._created = missing[::-1]
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise _unwritable(self.folder, exc) from None
@@ -117,12 +121,24 @@ class RunFolderLock:
         return self
 
     def release(self) -> None:
+        """Give the folder up. When the run wrote nothing (a refused start), the lock file is removed,
+        and the folders :meth:`acquire` created with it."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
+        unused = False
+        with contextlib.suppress(OSError):
+            unused = [p.name for p in self.folder.iterdir()] == [LOCK_NAME]
+            if unused:
+                self.path.unlink()  # still holding the lock, so no other run is inside
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+        if unused:
+            for folder in reversed(self._created):
+                with contextlib.suppress(OSError):  # not empty: someone else wrote there meanwhile
+                    folder.rmdir()
+        self._created = []
 
     @property
     def held(self) -> bool:
