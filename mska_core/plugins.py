@@ -180,7 +180,8 @@ def _is_user_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) and _interrupted_by_user
 
 
-def guarded(function: Callable[..., Any], provider: Any, what: str, *, redirect: bool = True) -> Callable[..., Any]:
+def guarded(function: Callable[..., Any], provider: Any, what: str, *, redirect: bool = True,
+            remedy: str = "") -> Callable[..., Any]:
     """``function`` (plugin code) wrapped so that a failure is one :class:`PluginError` naming ``provider``.
 
     Errors of mska-core's own hierarchy (:class:`~mska_core.errors.MskaError`) pass through: a plugin
@@ -189,18 +190,22 @@ def guarded(function: Callable[..., Any], provider: Any, what: str, *, redirect:
     (``inspect.signature`` follows ``__wrapped__``). With ``redirect`` (factories, loaders, formats:
     called once per build or file) what the call prints goes to stderr
     (:func:`plugin_output_to_stderr`); calls made every step (a built loss's ``forward``) go without.
+    ``remedy`` completes the advice to disable the plugin (what else to change so that the command
+    then works, e.g. the config table that names the plugin's loss).
     """
     if isinstance(function, _Guarded):
         return function
-    return _Guarded(function, provider, what, redirect)
+    return _Guarded(function, provider, what, redirect, remedy)
 
 
 class _Guarded:
     """A plugin callable with failures attributed (see :func:`guarded`); picklable when the callable
     is, so records can cross to worker processes."""
 
-    def __init__(self, function: Callable[..., Any], provider: Any, what: str, redirect: bool = True) -> None:
+    def __init__(self, function: Callable[..., Any], provider: Any, what: str, redirect: bool = True,
+                 remedy: str = "") -> None:
         self.function, self.provider, self.what, self.redirect = function, provider, what, redirect
+        self.remedy = remedy
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -218,17 +223,18 @@ class _Guarded:
             raise PluginError(
                 f"{self.what} of {self.provider} failed: {_describe(exc)}; report it to the plugin's authors, "
                 f"or disable the plugin with MSKA_DISABLE_PLUGINS={getattr(self.provider, 'plugin', '?')}"
+                f"{self.remedy}"
             ) from exc
-        return _guard_module(result, self.provider, self.what)
+        return _guard_module(result, self.provider, self.what, self.remedy)
 
     def __reduce__(self) -> Any:
-        return (_Guarded, (self.function, self.provider, self.what, self.redirect))
+        return (_Guarded, (self.function, self.provider, self.what, self.redirect, self.remedy))
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:  # stays a plain callable on classes
         return self
 
 
-def _guard_module(result: Any, provider: Any, what: str) -> Any:
+def _guard_module(result: Any, provider: Any, what: str, remedy: str = "") -> Any:
     """A torch module a plugin factory built gets its ``forward`` guarded too (loss forwards)."""
     forward = getattr(type(result), "forward", None)
     if forward is None or not callable(forward) or "torch" not in sys.modules:
@@ -237,7 +243,8 @@ def _guard_module(result: Any, provider: Any, what: str) -> Any:
 
     if isinstance(result, torch.nn.Module) and "forward" not in vars(result):
         with contextlib.suppress(AttributeError, TypeError):
-            result.forward = guarded(result.forward, provider, f"{what}(...).forward", redirect=False)
+            result.forward = guarded(result.forward, provider, f"{what}(...).forward", redirect=False,
+                                     remedy=remedy)
     return result
 
 

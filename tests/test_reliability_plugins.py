@@ -259,3 +259,36 @@ def test_overlapping_redirections_in_two_threads_restore_stdout_and_descriptor_1
     for thread in threads:
         thread.join(10)
     assert target() == before and sys.stdout is stdout
+
+
+# -- recovery hints that lead somewhere ------------------------------------------------------------
+
+
+def test_the_hint_after_a_loss_plugin_fails_leads_to_a_run_that_works(tmp_path: Path):
+    """The failure says to disable the plugin and to remove its [losses.X] table; following the first
+    half alone names the disabled plugin and the table; following both trains."""
+    install(tmp_path, "boomloss", """
+        from mska_core import LossSpec, hookimpl
+
+        def build():
+            import torch
+
+            class Boom(torch.nn.Module):
+                def forward(self, output, batch):
+                    raise RuntimeError("boom")
+
+            return Boom()
+
+        @hookimpl
+        def mska_losses():
+            return [LossSpec("boom", build, "always fails")]
+    """)
+    config = write_tiny(tmp_path)
+    args = ("train", "--config", str(config), "--set", "train.max_steps=1", "--set", "losses.boom.weight=1")
+    line = one_error_line(run_mska(*args, env=plugin_env(tmp_path, "boomloss")))
+    assert "boom" in line and "MSKA_DISABLE_PLUGINS=boomloss" in line and "[losses.boom]" in line
+    disabled = plugin_env(tmp_path, "boomloss", MSKA_DISABLE_PLUGINS="boomloss")
+    line = one_error_line(run_mska(*args, env=disabled))
+    assert "unknown loss 'boom'" in line and "boomloss (disabled)" in line and "[losses.boom]" in line
+    proc = run_mska(*args, "--set", "losses.boom.weight=0", "--set", "run.name='again'", env=disabled)
+    assert proc.returncode == 0, proc.stderr
