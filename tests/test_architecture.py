@@ -17,7 +17,7 @@ PACKAGE = ROOT / "mska_core"
 
 #: The foundation: contracts and small utilities that every layer may import, and which import only
 #: each other (mska_core/__init__.py re-exports the public API and sits above them).
-FOUNDATION = {"errors", "records", "hookspecs", "lazy", "io", "plugin_reference"}
+FOUNDATION = {"errors", "records", "hookspecs", "lazy", "io", "run_files", "plugin_reference"}
 
 #: Which of the package's rooms each room may import, besides the foundation and itself.
 MAY_IMPORT: dict[str, set[str]] = {

@@ -15,10 +15,11 @@ augmentation from one seeded by (seed, epoch, clip), and every global random gen
 NumPy, torch, CUDA; dropout draws from torch's) is saved in ``last.pt``. ``--resume`` therefore
 continues with exactly the records and weights of an uninterrupted run.
 
-The run folder, seeding and random state, the learning-rate schedule, ``metrics.jsonl``, the progress
-bar and the device come from the training scaffold that DINO pretraining stands on too
-(:mod:`~mska_core.training.scaffold`, :mod:`~mska_core.training.runfolder`,
-:mod:`~mska_core.training.distributed`).
+The run folder (its file names, :mod:`mska_core.run_files`; its lock, start check and the state a
+resume reads, :class:`~mska_core.training.runfolder.RunFolder`), seeding and random state, the
+learning-rate schedule, ``metrics.jsonl``, the progress bar and the device come from the training
+scaffold that DINO pretraining stands on too (:mod:`~mska_core.training.scaffold`,
+:mod:`~mska_core.training.runfolder`, :mod:`~mska_core.training.distributed`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from torch import nn
 
 from mska_core.config.loader import unstructure
 from mska_core.errors import ConfigError
+from mska_core.run_files import RunFiles
+from mska_core.training.runfolder import RunFolder
 from mska_core.training.scaffold import (
     CosineSchedule,
     MetricsLog,
@@ -43,8 +46,6 @@ from mska_core.training.scaffold import (
     seed_everything,
     set_rng_state,
 )
-
-LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.toml"
 
 
 @attrs.frozen
@@ -190,13 +191,15 @@ class FineTuning:
         self.config = config
         self.resume = resume
         self.extend = extend  # --resume may raise train.epochs
-        self.lock: Any = None  # the run folder's lock, held from prepare() to the end of run()
         self.registry = registry if registry is not None else get_registry()
         self.info, self.device = distributed.setup(config.run.device)
         self.console = console
         self._out = out or (lambda line: None)
         self.run_dir = run_dir_of(config)
-        self.metrics = MetricsLog(self.run_dir / METRICS, enabled=self.info.is_main)
+        self.files = RunFiles(self.run_dir)
+        # the run folder's lock is held from prepare() to the end of run()
+        self.folder = RunFolder(self.files, loop="train", lock=self.info.is_main)
+        self.metrics = MetricsLog(self.files.metrics, enabled=self.info.is_main)
         self.prepared = False  # prepare() has run
         self.best_value: float | None = None
         self.best_metrics: dict[str, Any] = {}
@@ -228,19 +231,13 @@ class FineTuning:
         from mska_core.data.datasets import ClipDataset, load_corpus
         from mska_core.data.vocab import Vocabularies
         from mska_core.registry import registry_for
-        from mska_core.training import runfolder
         from mska_core.training.model import build_model
 
         self.registry = registry_for(self.config.plugins, self.registry)
         check_against_registry(self.config, "config", self.registry)
         # The stored config names its streams and heads, so plugins installed later never change it.
         config = self.config = resolve_model(self.config, self.registry)
-        last = self.run_dir / LAST
-        if self.info.is_main:
-            self.lock = runfolder.RunFolderLock(self.run_dir).acquire()
-        runfolder.check_start(self.run_dir, last, resume=self.resume)
-        if self.resume and not last.exists():
-            raise ConfigError(f"--resume: no {LAST} in {self.run_dir}; start the run without --resume")
+        self.folder.open(resume=self.resume)
         seed_everything(config.run.seed)
         layout = self.registry.layouts.get(config.model.layout)
         self.corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints,
@@ -249,8 +246,8 @@ class FineTuning:
         config = self.config = resolve_crop_sizes(config, self.corpus)
         self.state = None
         if self.resume:
-            self.state = runfolder.load_training_state(last, RESUME_KEYS, unstructure(config), loop="train",
-                                                       extend=self.extend)
+            self.state = self.folder.read_state(RESUME_KEYS, unstructure(config), registry=self.registry,
+                                                extend=self.extend)
             self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
         else:
             self.vocabularies = Vocabularies.from_samples(self.corpus.train)
@@ -299,7 +296,7 @@ class FineTuning:
             from mska_core.config import save_config
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run_dir / CONFIG)
+            save_config(config, self.files.config)
             self.metrics.flush()
         self.prepared = True
 
@@ -316,9 +313,7 @@ class FineTuning:
 
     def release(self) -> None:
         """Give up the run folder's lock (the end of :meth:`run` does it)."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        self.folder.release()
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -352,9 +347,9 @@ class FineTuning:
         from mska_core.training.distributed import barrier
 
         barrier(self.info)
-        best = self.run_dir / BEST
+        best = self.files.best
         return TrainResult(
-            run_dir=self.run_dir, last=self.run_dir / LAST, best=best if best.exists() else None,
+            run_dir=self.run_dir, last=self.files.state, best=best if best.exists() else None,
             best_metrics=self.best_metrics, global_step=self.global_step, epoch=self.position[0],
             seconds=time.perf_counter() - started,
         )
@@ -529,7 +524,7 @@ class FineTuning:
             metrics={"dev": metrics}, selection={"metric": key, "lower_is_better": lower},
             decoder_head=self.model.decoder_head, registry=self.registry, **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / BEST, registry=self.registry)
+        save_checkpoint(payload, self.files.best, registry=self.registry)
 
     def _save_last(self, epoch: int) -> None:
         if not self.info.is_main:
@@ -546,7 +541,7 @@ class FineTuning:
             metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, registry=self.registry,
             **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / LAST, registry=self.registry)
+        save_checkpoint(payload, self.files.state, registry=self.registry)
 
     def _log(self, record: dict[str, Any]) -> None:
         self.metrics.log(record)

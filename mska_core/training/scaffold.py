@@ -77,7 +77,9 @@ class CosineSchedule:
     """A value for every optimiser step: a linear warm-up to ``start``, then half a cosine to ``end``.
 
     - Warm-up: step ``s < warmup_steps`` gives ``start * s / warmup_steps`` when ``warmup_from_zero``
-      (DINO's ramp: the first step does not move the weights), else ``start * (s + 1) / warmup_steps``.
+      (DINO's ramp: the first step does not move the weights), else ``start * (s + 1) / warmup_steps``;
+      the ramp rises from ``warmup_start`` (0 unless given; DINO's teacher temperature rises from
+      another temperature) rather than 0 when that is set. ``warmup_steps`` may be a fraction.
     - Per step (``steps_per_epoch`` unset): the cosine runs from ``start`` at the end of the warm-up to
       ``end`` at ``total_steps`` and stays there.
     - Per epoch (``steps_per_epoch`` set): the value changes only when an epoch starts, so epoch ``e``
@@ -91,14 +93,18 @@ class CosineSchedule:
     start: float
     end: float
     total_steps: int
-    warmup_steps: int = 0
+    warmup_steps: float = 0
     warmup_from_zero: bool = True
     steps_per_epoch: int | None = None
     period: int | None = None  # epochs of the per-epoch cosine
+    warmup_start: float = 0.0
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
-            return self.start * (step + (0 if self.warmup_from_zero else 1)) / self.warmup_steps
+            done = step + (0 if self.warmup_from_zero else 1)
+            if not self.warmup_start:
+                return self.start * done / self.warmup_steps
+            return self.warmup_start + (self.start - self.warmup_start) * done / self.warmup_steps
         if self.steps_per_epoch is not None:
             progress = (step // max(1, self.steps_per_epoch) + 1) / (self.period or 1)
         else:
