@@ -45,8 +45,8 @@ from mska_core.checkpoints.payload import (
     common_prefix,
     detect_format,
     list_checkpoints,
-    strip_wrapper_key,
 )
+from mska_core.checkpoints.schema import strip_wrapper_key
 from mska_core.errors import CheckpointError, MskaError
 from mska_core.run_files import BEST as RUN_BEST
 from mska_core.run_files import CONFIG as RUN_CONFIG
