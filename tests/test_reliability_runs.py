@@ -159,6 +159,22 @@ def test_resume_of_a_checkpoint_without_rng_or_config_is_one_line(started_run, t
         assert repr(key) in line and "last.pt" in line
 
 
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"format_version": 99}, "payload format_version 99; this mska-core reads versions up to 1"),
+    ({"format": "other"}, "match no format"),
+    ({"kind": "model"}, "kind 'model', expected 'training-state', which a resume needs"),
+])
+def test_resume_reads_the_state_through_the_payload_checks(started_run, tmp_path: Path, change, expected):
+    config, run_dir = started_run
+    copy = tmp_path / "runs" / "tiny"
+    copy.mkdir(parents=True)
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    state.update(change)
+    torch.save(state, copy / "last.pt")
+    line = one_error_line(run_mska("train", "--config", str(write_tiny(tmp_path)), "--resume"))
+    assert expected in line and "last.pt" in line
+
+
 def test_a_metrics_file_that_is_not_json_lines_is_one_line(started_run, tmp_path: Path):
     config, run_dir = started_run
     copy = tmp_path / "runs" / "tiny"
