@@ -75,7 +75,7 @@ def bench_model(arch: str, device: torch.device, batch: int, steps: int) -> dict
 
     def dino_step() -> None:  # the loop's step (training/dino.py pretrain), schedules aside
         optimizer.zero_grad(set_to_none=True)
-        model.forward_backward(views, 0.0)
+        model.forward_backward(views, DEFAULTS.warmup_teacher_temp)
         model.clip_gradients(DEFAULTS.grad_clip)
         optimizer.step()
         model.update_teacher(DEFAULTS.momentum_teacher)

@@ -140,22 +140,37 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def read_jsonl(path: str | Path) -> list:
+def read_jsonl(path: str | Path, *, torn_tail: bool = False) -> list:
     """The records of a JSON-lines file (``metrics.jsonl``); a line that is not JSON is a
-    :class:`~mska_core.errors.DataError` naming the file and the line. A missing file has none."""
+    :class:`~mska_core.errors.DataError` naming the file and the line. A missing file has none; a path
+    that is not a regular file (a directory, a named pipe, a device) is refused without being opened.
+
+    With ``torn_tail``, a last line without a line end is dropped: the writer ends every record with
+    one, so such a line is a write that a kill cut short.
+    """
     import json
+    import stat
 
     from mska_core.errors import DataError
 
     path = Path(path)
-    if not path.exists():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a {file_kind(mode)}); give the JSON-lines file a run wrote")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a JSON-lines file (not UTF-8 text); move it away and run again") from None
+    lines = text.split("\n")
+    if torn_tail:
+        lines[-1] = ""
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -166,3 +181,12 @@ def read_jsonl(path: str | Path) -> list:
                 "writes; repair the line or move the file away"
             ) from None
     return records
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (``os.stat`` mode): directory, named pipe ..."""
+    import stat
+
+    kinds = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")

@@ -41,7 +41,7 @@ import attrs
 import pluggy
 
 from mska_core import hookspecs
-from mska_core.errors import PluginError
+from mska_core.errors import MskaError, PluginError
 
 ENTRY_POINT_GROUP = "mska"
 DISTRIBUTION = "mska-core"
@@ -136,55 +136,85 @@ def user_interrupted() -> bool:
     return _interrupted_by_user
 
 
+_redirect_lock = threading.Lock()
+_redirect_depth = 0  # redirections in progress, in every thread
+_redirect_saved: tuple[int | None, Any] = (None, None)  # descriptor 1 and sys.stdout before the first
+
+
 @contextlib.contextmanager
 def plugin_output_to_stderr() -> Iterator[None]:
-    """While plugin code runs, send what it prints (``print`` and writes to file descriptor 1) to stderr."""
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    saved = None
-    with contextlib.suppress(OSError, ValueError):
-        saved = os.dup(1)
-        os.dup2(2, 1)
+    """While plugin code runs, send what it prints (``print`` and writes to file descriptor 1) to stderr.
+
+    Used where plugin code is imported or builds something (its module, its hook calls, the callables
+    of its records), never around what those build (a loss's ``forward`` runs without it): re-pointing
+    a descriptor costs system calls. Redirections nest and overlap across threads: the first to begin
+    re-points descriptor 1 and ``sys.stdout``, the last to end restores them, so no thread ever
+    restores what another one saved.
+    """
+    global _redirect_depth, _redirect_saved
+    with _redirect_lock:
+        if _redirect_depth == 0:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            saved = None
+            with contextlib.suppress(OSError, ValueError):
+                saved = os.dup(1)
+                os.dup2(2, 1)
+            _redirect_saved = (saved, sys.stdout)
+            sys.stdout = sys.stderr
+        _redirect_depth += 1
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
+        yield
     finally:
-        if saved is not None:
-            with contextlib.suppress(OSError):
-                os.dup2(saved, 1)
-                os.close(saved)
+        with _redirect_lock:
+            _redirect_depth -= 1
+            if _redirect_depth == 0:
+                saved, sys.stdout = _redirect_saved
+                _redirect_saved = (None, None)
+                if saved is not None:
+                    with contextlib.suppress(OSError):
+                        os.dup2(saved, 1)
+                        os.close(saved)
 
 
 def _is_user_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) and _interrupted_by_user
 
 
-def guarded(function: Callable[..., Any], provider: Any, what: str) -> Callable[..., Any]:
+def guarded(function: Callable[..., Any], provider: Any, what: str, *, redirect: bool = True,
+            remedy: str = "") -> Callable[..., Any]:
     """``function`` (plugin code) wrapped so that a failure is one :class:`PluginError` naming ``provider``.
 
     Errors of mska-core's own hierarchy (:class:`~mska_core.errors.MskaError`) pass through: a plugin
     raises those on purpose for bad input. Anything else, ``SystemExit`` and a self-raised
     ``KeyboardInterrupt`` included, becomes "``what`` of plugin ... failed: ...". The signature is kept
-    (``inspect.signature`` follows ``__wrapped__``).
+    (``inspect.signature`` follows ``__wrapped__``). With ``redirect`` (factories, loaders, formats:
+    called once per build or file) what the call prints goes to stderr
+    (:func:`plugin_output_to_stderr`); calls made every step (a built loss's ``forward``) go without.
+    ``remedy`` completes the advice to disable the plugin (what else to change so that the command
+    then works, e.g. the config table that names the plugin's loss).
     """
     if isinstance(function, _Guarded):
         return function
-    return _Guarded(function, provider, what)
+    return _Guarded(function, provider, what, redirect, remedy)
 
 
 class _Guarded:
     """A plugin callable with failures attributed (see :func:`guarded`); picklable when the callable
     is, so records can cross to worker processes."""
 
-    def __init__(self, function: Callable[..., Any], provider: Any, what: str) -> None:
-        self.function, self.provider, self.what = function, provider, what
+    def __init__(self, function: Callable[..., Any], provider: Any, what: str, redirect: bool = True,
+                 remedy: str = "") -> None:
+        self.function, self.provider, self.what, self.redirect = function, provider, what, redirect
+        self.remedy = remedy
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from mska_core.errors import MskaError
-
         try:
-            with plugin_output_to_stderr():
+            if self.redirect:
+                with plugin_output_to_stderr():
+                    result = self.function(*args, **kwargs)
+            else:
                 result = self.function(*args, **kwargs)
         except MskaError:
             raise
@@ -194,17 +224,18 @@ class _Guarded:
             raise PluginError(
                 f"{self.what} of {self.provider} failed: {_describe(exc)}; report it to the plugin's authors, "
                 f"or disable the plugin with MSKA_DISABLE_PLUGINS={getattr(self.provider, 'plugin', '?')}"
+                f"{self.remedy}"
             ) from exc
-        return _guard_module(result, self.provider, self.what)
+        return _guard_module(result, self.provider, self.what, self.remedy)
 
     def __reduce__(self) -> Any:
-        return (_Guarded, (self.function, self.provider, self.what))
+        return (_Guarded, (self.function, self.provider, self.what, self.redirect, self.remedy))
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:  # stays a plain callable on classes
         return self
 
 
-def _guard_module(result: Any, provider: Any, what: str) -> Any:
+def _guard_module(result: Any, provider: Any, what: str, remedy: str = "") -> Any:
     """A torch module a plugin factory built gets its ``forward`` guarded too (loss forwards)."""
     forward = getattr(type(result), "forward", None)
     if forward is None or not callable(forward) or "torch" not in sys.modules:
@@ -213,7 +244,8 @@ def _guard_module(result: Any, provider: Any, what: str) -> Any:
 
     if isinstance(result, torch.nn.Module) and "forward" not in vars(result):
         with contextlib.suppress(AttributeError, TypeError):
-            result.forward = guarded(result.forward, provider, f"{what}(...).forward")
+            result.forward = guarded(result.forward, provider, f"{what}(...).forward", redirect=False,
+                                     remedy=remedy)
     return result
 
 

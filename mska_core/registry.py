@@ -40,11 +40,14 @@ def _stamp(record: Any, provider: Provider, hook: str) -> Any:
     """``record`` with its provider, and (for plugins outside mska-core) every callable field guarded."""
     changes: dict[str, Any] = {"provider": provider}
     if provider.distribution != DISTRIBUTION:
+        # A config that names a loss keeps naming it once its plugin is disabled: say what else to change.
+        remedy = (f" and remove the [losses.{record_name(record)}] table from the config (or --set "
+                  f"losses.{record_name(record)}.weight=0)" if hook == "mska_losses" else "")
         for field in attrs.fields(type(record)):
             value = getattr(record, field.name)
             if field.name != "provider" and callable(value):
                 what = f"{type(record).__name__} {record_name(record)!r}: {field.name}"
-                changes[field.name] = guarded(value, provider, what)
+                changes[field.name] = guarded(value, provider, what, remedy=remedy)
     return attrs.evolve(record, **changes)
 
 

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "mska_core"
 
 #: The foundation: contracts and small utilities that every layer may import, and which import only
 #: each other (mska_core/__init__.py re-exports the public API and sits above them).
-FOUNDATION = {"errors", "records", "hookspecs", "lazy", "io", "plugin_reference"}
+FOUNDATION = {"errors", "records", "hookspecs", "lazy", "io", "run_files", "plugin_reference"}
 
 #: Which of the package's rooms each room may import, besides the foundation and itself.
 MAY_IMPORT: dict[str, set[str]] = {
@@ -192,3 +192,14 @@ def test_only_commands_and_documented_entry_points_fall_back_to_the_process_wide
         "internal code takes its registry as an argument instead of calling get_registry(): "
         + "; ".join(offenders)
     )
+
+
+def test_checkpoint_formats_and_payload_stand_on_the_schema_and_never_import_each_other():
+    formats, payload = PACKAGE / "checkpoints" / "formats.py", PACKAGE / "checkpoints" / "payload.py"
+    offences = [
+        f"{where(path, line)} imports {module}"
+        for path, other in ((formats, "mska_core.checkpoints.payload"), (payload, "mska_core.checkpoints.formats"))
+        for line, module in imported_modules(path)
+        if module == other
+    ]
+    assert not offences, "formats.py and payload.py import each other:\n" + "\n".join(offences)

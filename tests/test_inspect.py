@@ -182,6 +182,17 @@ def test_against_reports_keys_resampled_to_the_configs_image_size(mska, tmp_path
     assert face["verdict"] == "loads with 1 key resampled" and face["resampled"][0].endswith("pos_embed")
 
 
+def test_against_takes_set_like_every_command_that_reads_a_config(mska, tmp_path, export):
+    config = _config(tmp_path, export[0])
+    result = mska("inspect", str(export[0]), "--against", config, "--set", "model.streams.face.img_size=56",
+                  "--json")
+    assert result.returncode == 0, result.stderr
+    face = next(p for p in json.loads(result.stdout)["against"]["parts"] if p["part"] == "stream face")
+    assert face["verdict"] == "loads with 1 key resampled"
+    result = mska("inspect", str(export[0]), "--set", "model.streams.face.img_size=56")
+    assert result.returncode == 2 and "--set changes the config of --against" in result.stderr
+
+
 def test_a_claim_the_tensors_contradict_is_flagged(mska, tmp_path):
     model = build_arch("vit_tiny_test")
     claimed = {**model.arch_config, "embed_dim": 64, "depth": 12}

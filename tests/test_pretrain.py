@@ -126,7 +126,22 @@ def test_schedules_warm_up_then_follow_cosines() -> None:
     assert s.lr(10) == pytest.approx(0.0) and s.lr(6) == pytest.approx(0.5)
     assert s.weight_decay(0) == pytest.approx(0.1) and s.weight_decay(10) == pytest.approx(0.5)
     assert s.momentum(0) == pytest.approx(0.9) and s.momentum(10) == pytest.approx(1.0)
-    assert s.at(6) == (s.lr(6), s.weight_decay(6), s.momentum(6))
+    step = s.at(6)
+    assert (step.lr, step.weight_decay, step.momentum) == (s.lr(6), s.weight_decay(6), s.momentum(6))
+
+
+def test_one_schedule_object_gives_the_teacher_temperature_and_the_prototype_freeze() -> None:
+    from mska_core.config import PretrainConfig
+
+    cfg = PretrainConfig(teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=1.5,
+                         freeze_last_layer_epochs=0.5, epochs=5)
+    s = Schedules.from_config(cfg, steps_per_epoch=2)  # warm-up over 3 steps, prototypes frozen for 1
+    assert [round(s.at(i).teacher_temp, 4) for i in (0, 1, 2, 3, 9)] == [0.04, 0.05, 0.06, 0.07, 0.07]
+    assert [s.at(i).freeze_last_layer for i in (0, 1, 2)] == [True, False, False]
+    loss = get_registry().losses.get("dino").build(out_dim=4, warmup_teacher_temp=0.04, teacher_temp=0.07,
+                                                  warmup_teacher_temp_epochs=1.5)
+    for i in range(8):  # the loss's own warm-up by epoch agrees with the step schedule
+        assert s.at(i).teacher_temp == pytest.approx(loss.teacher_temperature(i / 2))
 
 
 def test_teacher_entropy_is_log_k_for_uniform_targets_and_zero_for_one_hot_ones() -> None:
@@ -216,6 +231,19 @@ def test_records_checkpoint_and_min_loss_each_epoch(tmp_path) -> None:
     assert state["kind"] == "training-state" and state["epoch"] == 2 and state["global_step"] == 4
     assert {"teacher", "optimizer", "loss", "rng"} <= set(state)
     assert (tmp_path / "config.toml").exists()
+
+
+def test_max_steps_on_an_epochs_last_step_finishes_that_epoch_and_resumes_exactly(tmp_path) -> None:
+    """Two steps per epoch: a run stopped at step 2 summarises and checkpoints its first epoch."""
+    whole = pretrain(tiny_config(tmp_path / "whole", **{"pretrain.epochs": 2}))
+    stopped = pretrain(tiny_config(tmp_path / "parts", **{"pretrain.epochs": 2, "pretrain.max_steps": 2}))
+    state = torch.load(stopped.checkpoint, weights_only=True)
+    assert (state["epoch"], state["global_step"]) == (1, 2)
+    summaries = [r for r in map(json.loads, stopped.metrics.read_text().splitlines()) if r.get("summary")]
+    assert [r["epoch"] for r in summaries] == [1]
+    resumed = pretrain(tiny_config(tmp_path / "parts", **{"pretrain.epochs": 2, "pretrain.resume": True}))
+    assert step_records(resumed.metrics) == step_records(whole.metrics)
+    assert resumed.min_loss == whole.min_loss
 
 
 def test_stopping_early_and_resuming_gives_the_losses_of_an_uninterrupted_run(tmp_path) -> None:

@@ -165,10 +165,72 @@ CLEANUP_CASES = {
 
 
 @pytest.mark.parametrize("line", list(CLEANUP_CASES))
-def test_phoenix_2014t_cleanup_rules(line):
-    from mska_core.evaluation.gloss_cleanup import clean_phoenix_2014t
+def test_phoenix_2014t_fixed_cleanup_rules(line):
+    from mska_core.evaluation.gloss_cleanup import clean_phoenix_2014t_fixed
 
-    assert clean_phoenix_2014t(line) == CLEANUP_CASES[line]
+    assert clean_phoenix_2014t_fixed(line) == CLEANUP_CASES[line]
+
+
+#: Lines and what the published script (the MSKA code's phoenix_cleanup.py, clean_phoenix_2014_trans)
+#: makes of them, recorded by running the script itself; its slips are kept on purpose.
+PUBLISHED_CLEANUP = {
+    "K S S GEMISCHT": "K S+S GEMISCHT",
+    "A B": "A B",
+    "A B C": "A+B+C",
+    "A B C D": "A B+C+D",
+    "SCH A B": "SCH A+B",
+    "MORGEN SCH A": "MORGEN SCH A",
+    "X NN Y": "X NN Y",
+    "A NN": "A NN",
+    "NN A B": "NN A+B",
+    "__ON__ REGEN REGEN __OFF__": "REGEN",
+    "loc-NORDRAUM WIE AUSSEHEN": "NORD WIE-AUSSEHEN",
+    "cl-KOMMEN-PLUSPLUS REGEN": "KOMMEN REGEN",
+    "RAUM": "RAUM",
+    "NORDRAUM SUEDRAUM": "NORD SUED",
+    "A+B C": "A+B+C",
+    "BBC BBC BBC": "BBC",
+    "HEUTE  NACHT   A B": "HEUTE NACHT A+B",
+    "__EMOTION__ __PU__ __LEFTHAND__ __EPENTHESIS__ WIND": "WIND",
+    "MORGEN A B C WETTER": "MORGEN A+B+C WETTER",
+    "M V P": "M+V+P",
+    "WETTER K S S": "WETTER K+S+S",
+    "ICH loc-HIER cl-NICHT": "ICH HIER NICHT",
+    "ABEND ABEND-PLUSPLUS": "ABEND",
+    "A A B": "A+A+B",
+    "GUT GUT-PLUSPLUS": "GUT",
+    "": "",
+    "  ": "",
+    "DU A": "DU A",
+    "S H W": "S+H+W",
+    "WIE AUSSEHEN WIE AUSSEHEN": "WIE-AUSSEHEN",
+    "X Y Z NN Q": "X Y+Z+NN Q",
+    "IX A B-PLUSPLUS C": "IX A+B+C",
+    "MAI ZWANZIG DREI": "MAI ZWANZIG DREI",
+    "negativ-NICHT A": "negativ-NICHT A",
+    "A": "A",
+    "NN": "NN",
+    "SCH": "SCH",
+    "A SCH B": "A SCH B",
+    "loc-RAUM": "RAUM",
+    "MONTAGRAUM": "MONTAG",
+    "Xraum": "Xraum",
+    "regen loc-": "regen loc-",
+    **{line: expected for line, expected in CLEANUP_CASES.items() if line != "regen loc-"},
+}
+
+
+@pytest.mark.parametrize("line", list(PUBLISHED_CLEANUP))
+def test_phoenix_2014t_cleanup_is_the_published_script_quirks_included(line):
+    from mska_core.evaluation.gloss_cleanup import clean_all
+
+    assert clean_all([line], "phoenix-2014t") == [PUBLISHED_CLEANUP[line]]
+
+
+def test_the_fixed_cleanup_joins_letters_wherever_they_stand():
+    from mska_core.evaluation.gloss_cleanup import clean_all
+
+    assert clean_all(["K S S GEMISCHT", "A B", "A B C D"], "phoenix-2014t-fixed") == ["K+S+S GEMISCHT", "A+B", "A+B+C+D"]
 
 
 def test_cleanup_none_only_normalises_spaces_and_unknown_names_are_refused():

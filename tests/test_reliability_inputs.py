@@ -33,6 +33,8 @@ def empty_config(tmp_path: Path) -> Path:
     ("optim.betas=[-0.1, 0.9]", "optim.betas: each beta must be in [0, 1)"),
     ("model.channels=[0, 64, 128, 128, 256, 256, 256, 256]", "model.channels: every entry must be positive"),
     ("model.strides=[2, 0, 1, 1, 2, 1, 1, 1]", "model.strides: every entry must be positive"),
+    ("model.temporal_kernels=[4, 3, 3, 3, 3, 3, 3, 3]", "model.temporal_kernels: every entry must be odd"),
+    ("model.temporal_kernels=[7, 3, 3, 3, 3, 3, 3, 2]", "model.temporal_kernels: every entry must be odd"),
     ("run.device='gpu'", "run.device: must be auto, cpu, cuda, cuda:N or mps"),
     ("run.seed=12345678901234567890", "run.seed: must be between 0 and 4294967295"),
     ("run.seed=-1", "run.seed: must be between 0 and 4294967295"),
@@ -80,23 +82,28 @@ def test_model_vocab_size_that_disagrees_with_the_data_stops_training(tmp_path: 
 
 def test_an_endless_device_a_fifo_and_deep_nesting_are_one_line(tmp_path: Path):
     line = one_error_line(run_mska("config", "validate", "/dev/zero"))
-    assert "/dev/zero" in line and "without an end" in line
+    assert "/dev/zero" in line and "character device, not a regular file" in line
     deep = tmp_path / "deep.toml"
     deep.write_text("a = " + "[" * 3000 + "]" * 3000 + "\n")
     assert "nested too deeply" in one_error_line(run_mska("config", "validate", str(deep)))
     fifo = tmp_path / "pipe.toml"
-    os.mkfifo(fifo)
-    import threading
+    os.mkfifo(fifo)  # nobody writes it: opening it would wait forever
+    line = one_error_line(run_mska("config", "validate", str(fifo), timeout=60))
+    assert str(fifo) in line and "named pipe, not a regular file" in line
+    line = one_error_line(run_mska("train", "--config", str(fifo), timeout=60))
+    assert "named pipe, not a regular file" in line
 
-    def feed() -> None:
-        with open(fifo, "w") as pipe:
-            pipe.write("[optim]\nlr = 2e-4\n")
 
-    writer = threading.Thread(target=feed)
-    writer.start()
-    proc = run_mska("config", "validate", str(fifo))
-    writer.join()
-    assert proc.returncode == 0, proc.stderr  # a FIFO that ends is read like a file
+def test_a_metrics_file_whose_lines_are_not_objects_is_one_line_on_plot(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('[1, 2]\n["kind", "train"]\n')
+    line = one_error_line(run_mska("plot", str(run_dir)))
+    assert "metrics.jsonl: record 1 is a JSON list, not an object" in line
+    (run_dir / "metrics.jsonl").unlink()
+    os.mkfifo(run_dir / "metrics.jsonl")
+    line = one_error_line(run_mska("plot", str(run_dir), timeout=60))
+    assert "not a regular file (a named pipe)" in line
 
 
 def test_a_config_that_is_not_utf8_or_is_a_folder_is_one_line(tmp_path: Path):

@@ -11,6 +11,8 @@ from conftest import mska_env, run_mska
 from plugin_fixtures import install_distribution, stream_plugin_source
 from test_reliability_runs import one_error_line, write_tiny
 
+from mska_core import hookimpl
+
 
 def plugin_env(site: Path, *names: str, **extra: str) -> dict[str, str]:
     return mska_env(PYTHONPATH=str(site), MSKA_LOAD_PLUGINS=",".join(names), **extra)
@@ -183,3 +185,110 @@ def test_a_format_whose_sniff_raises_is_failed_and_other_formats_still_read(tmp_
     strict = one_error_line(run_mska("inspect", str(path), env=plugin_env(tmp_path, "brittle",
                                                                             MSKA_STRICT_PLUGINS="1")))
     assert "brittle-dist 1.2" in strict
+
+
+# -- where plugin output is redirected ---------------------------------------------------------------
+
+
+class _Squares:
+    """A third party's loss, as an extra plugin (so the registry guards it)."""
+
+    @hookimpl
+    def mska_losses(self):
+        import torch
+
+        from mska_core import LossSpec
+
+        class Squares(torch.nn.Module):
+            def forward(self, output, batch):
+                return (output * output).mean()
+
+        return [LossSpec("squares", Squares, "mean square")]
+
+
+def test_a_plugin_loss_forward_runs_without_re_pointing_file_descriptor_1(monkeypatch):
+    import os
+
+    import torch
+
+    from mska_core.errors import PluginError
+    from mska_core.registry import make_registry
+
+    registry = make_registry(_Squares(), warn=False)
+    calls = []
+    real_dup2 = os.dup2
+    monkeypatch.setattr(os, "dup2", lambda a, b, *rest: (calls.append((a, b)), real_dup2(a, b, *rest))[1])
+    loss = registry.losses.get("squares").build()
+    assert calls, "building a plugin's loss redirects what it prints"
+    calls.clear()
+    for _ in range(5):
+        loss(torch.ones(3), None)
+    assert calls == []  # the step's forward: no system calls
+    with pytest.raises(PluginError, match="squares"):  # still attributed when it fails
+        loss("not a tensor", None)
+
+
+def test_overlapping_redirections_in_two_threads_restore_stdout_and_descriptor_1():
+    import os
+    import sys
+    import threading
+
+    from mska_core.plugins import plugin_output_to_stderr
+
+    def target() -> str:
+        return os.readlink("/proc/self/fd/1") if os.path.exists("/proc/self/fd/1") else str(os.fstat(1).st_ino)
+
+    before, stdout = target(), sys.stdout
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with plugin_output_to_stderr():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with plugin_output_to_stderr():
+            second_in.set()
+            first_out.wait(5)  # the first ends while the second is still inside
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert target() == before and sys.stdout is stdout
+
+
+# -- recovery hints that lead somewhere ------------------------------------------------------------
+
+
+def test_the_hint_after_a_loss_plugin_fails_leads_to_a_run_that_works(tmp_path: Path):
+    """The failure says to disable the plugin and to remove its [losses.X] table; following the first
+    half alone names the disabled plugin and the table; following both trains."""
+    install(tmp_path, "boomloss", """
+        from mska_core import LossSpec, hookimpl
+
+        def build():
+            import torch
+
+            class Boom(torch.nn.Module):
+                def forward(self, output, batch):
+                    raise RuntimeError("boom")
+
+            return Boom()
+
+        @hookimpl
+        def mska_losses():
+            return [LossSpec("boom", build, "always fails")]
+    """)
+    config = write_tiny(tmp_path)
+    args = ("train", "--config", str(config), "--set", "train.max_steps=1", "--set", "losses.boom.weight=1")
+    line = one_error_line(run_mska(*args, env=plugin_env(tmp_path, "boomloss")))
+    assert "boom" in line and "MSKA_DISABLE_PLUGINS=boomloss" in line and "[losses.boom]" in line
+    disabled = plugin_env(tmp_path, "boomloss", MSKA_DISABLE_PLUGINS="boomloss")
+    line = one_error_line(run_mska(*args, env=disabled))
+    assert "unknown loss 'boom'" in line and "boomloss (disabled)" in line and "[losses.boom]" in line
+    proc = run_mska(*args, "--set", "losses.boom.weight=0", "--set", "run.name='again'", env=disabled)
+    assert proc.returncode == 0, proc.stderr

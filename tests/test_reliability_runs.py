@@ -85,6 +85,21 @@ def test_a_second_run_into_a_locked_run_folder_is_refused_naming_the_holder(tmp_
         pass
 
 
+def test_a_refused_start_leaves_no_folder_holding_only_a_lock(tmp_path: Path):
+    config = write_tiny(tmp_path)
+    line = one_error_line(run_mska("train", "--config", str(config), "--resume"))
+    assert "no last.pt" in line
+    assert not (tmp_path / "runs").exists()  # the lock made the folders; the refusal took them away
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)  # a folder the user made stays, without a lock file
+    one_error_line(run_mska("train", "--config", str(config), "--resume"))
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
+    (tmp_path / "crops").mkdir()
+    line = one_error_line(run_mska("pretrain", "--output-dir", str(tmp_path / "dino"), "--epochs", "1",
+                                   "--train-dir", str(tmp_path / "crops")))
+    assert "no png/jpg crops" in line
+    assert not (tmp_path / "dino").exists()
+
+
 def test_pretrain_refuses_a_finished_run_folder_without_resume_and_keeps_it(tmp_path: Path):
     out = tmp_path / "dino"
     args = ("pretrain", "--output-dir", str(out), "--epochs", "1", "--batch-size", "4",
@@ -142,6 +157,22 @@ def test_resume_of_a_checkpoint_without_rng_or_config_is_one_line(started_run, t
         moved = write_tiny(tmp_path / key)
         line = one_error_line(run_mska("train", "--config", str(moved), "--resume"))
         assert repr(key) in line and "last.pt" in line
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"format_version": 99}, "payload format_version 99; this mska-core reads versions up to 1"),
+    ({"format": "other"}, "match no format"),
+    ({"kind": "model"}, "kind 'model', expected 'training-state', which a resume needs"),
+])
+def test_resume_reads_the_state_through_the_payload_checks(started_run, tmp_path: Path, change, expected):
+    config, run_dir = started_run
+    copy = tmp_path / "runs" / "tiny"
+    copy.mkdir(parents=True)
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    state.update(change)
+    torch.save(state, copy / "last.pt")
+    line = one_error_line(run_mska("train", "--config", str(write_tiny(tmp_path)), "--resume"))
+    assert expected in line and "last.pt" in line
 
 
 def test_a_metrics_file_that_is_not_json_lines_is_one_line(started_run, tmp_path: Path):

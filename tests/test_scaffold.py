@@ -78,10 +78,53 @@ def test_metrics_log_writes_json_lines_and_a_resume_keeps_the_steps_up_to_the_ch
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     again = MetricsLog(tmp_path / "metrics.jsonl")
     again.resume(2)
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2  # the records after the checkpoint go
     again.append({"step": 3, "loss": 0.25})
-    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3  # append alone writes nothing
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2  # append alone writes nothing
     again.flush()
     assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1.0, 0.5, 0.25]
+
+
+def test_metrics_log_appends_to_the_file_instead_of_rewriting_it(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    log.log({"step": 1})
+    inode = path.stat().st_ino
+    for step in range(2, 20):
+        log.log({"step": step, "loss": 1.0})
+    log.sync()
+    assert path.stat().st_ino == inode  # an atomic rewrite would replace the file
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == list(range(1, 20))
+
+
+def test_a_new_run_starts_its_metrics_afresh(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 7}\n')  # left by a start killed before its first checkpoint
+    MetricsLog(path).log({"step": 1})
+    assert path.read_text() == '{"step": 1}\n'
+
+
+def test_a_line_torn_by_a_kill_is_dropped_on_read_and_on_resume(tmp_path) -> None:
+    from mska_core.training.scaffold import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
+    assert read_metrics(path) == [{"step": 1}, {"step": 2}]
+    log = MetricsLog(path)
+    log.resume(2)
+    log.log({"step": 3})
+    assert read_metrics(path) == [{"step": 1}, {"step": 2}, {"step": 3}]
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "3", '"text"', "null"])
+def test_metrics_lines_that_are_not_objects_are_one_data_error_naming_the_line(tmp_path, line) -> None:
+    from mska_core.errors import DataError
+    from mska_core.training.scaffold import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n' + line + "\n")
+    with pytest.raises(DataError, match=r"metrics.jsonl: record 2 is a JSON \w+, not an object"):
+        read_metrics(path)
 
 
 def test_a_metrics_log_of_another_rank_writes_nothing(tmp_path) -> None:
@@ -136,7 +179,7 @@ def views(batch: int = 4) -> list[torch.Tensor]:
 
 def test_forward_backward_returns_the_step_figures_and_fills_only_the_students_gradients() -> None:
     model = tiny_dino().train()
-    parts = model.forward_backward(views(), progress=0.0)
+    parts = model.forward_backward(views(), teacher_temp=0.04)
     assert set(parts) == {"loss", "dino", "koleo", "teacher_temp", "teacher_entropy", "feature_std"}
     assert parts["loss"] == pytest.approx(parts["dino"] + 0.1 * parts["koleo"])
     assert 0 < parts["teacher_entropy"] <= math.log(32) + 1e-5
@@ -160,7 +203,7 @@ def test_cancelled_last_layer_gradients_leave_the_prototypes_unchanged_by_a_step
     model = tiny_dino()
     optimizer = torch.optim.AdamW(model.param_groups(), lr=0.1)
     prototypes = [p.clone() for p in model.student.head.last_layer.parameters()]
-    model.forward_backward(views(), progress=0.0)
+    model.forward_backward(views(), teacher_temp=0.04)
     model.cancel_last_layer_gradients()
     optimizer.step()
     assert all(torch.equal(a, b) for a, b in zip(prototypes, model.student.head.last_layer.parameters()))

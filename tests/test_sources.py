@@ -254,6 +254,17 @@ def test_a_joint_count_that_does_not_match_the_layout_is_refused_even_when_repai
         load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"), registry=get_registry())
 
 
+def test_one_clip_with_the_wrong_joint_count_is_dropped_when_repairing_not_blocking_the_corpus(tmp_path, caplog):
+    root = _directory_corpus(tmp_path, {"good": _clip().numpy(), "small": _clip(joints=17).numpy()})
+    with pytest.raises(DataError, match=r"clip 'small'.*17 joints per frame"):
+        load_corpus(DataConfig(source="directory", path=str(root)), registry=get_registry())
+    corpus = load_corpus(DataConfig(source="directory", path=str(root), invalid="repair"),
+                         registry=get_registry())
+    assert [s.name for s in corpus.train] == ["good"]
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "clip 'small'" in dropped[0] and str(root / "train" / "small.npy") in dropped[0]
+
+
 def test_text_that_is_not_utf8_is_refused_or_replaced(tmp_path):
     root = _directory_corpus(tmp_path, {"good": _clip().numpy()}, tsv_extra=b"latin\tCAF\xc9\tcaf\xe9")
     import numpy as np

@@ -364,3 +364,52 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         if "running" in key or "num_batches" in key:
             continue  # batch-norm statistics: DDP keeps rank 0's
         assert torch.allclose(value.float(), state_two[key].float(), atol=1e-4), key
+
+
+def test_max_steps_on_an_epochs_last_batch_evaluates_that_epoch_and_resumes_exactly(tmp_path):
+    """8 clips in batches of 4: step 2 is the first epoch's last batch. The stopped run evaluates that
+    epoch and writes best.pt; resumed, it gives the uninterrupted run's records and weights."""
+    whole = fine_tune(tiny_config(tmp_path / "a"))
+    stopped = fine_tune(tiny_config(tmp_path / "b", "train.max_steps=2"))
+    assert stopped.global_step == 2 and stopped.best is not None
+    evals = [json.loads(line) for line in (stopped.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in evals if r["kind"] == "eval"] == [(1, 2)]
+    state = torch.load(stopped.last, weights_only=True)
+    assert state["position"] == {"epoch": 1, "batch": 0}
+    resumed = fine_tune(tiny_config(tmp_path / "b"), resume=True)
+
+    def records(run_dir):
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "clips_per_s"} for line in lines]
+
+    assert records(resumed.run_dir) == records(whole.run_dir)
+    final_a = torch.load(whole.last, weights_only=True)["state_dict"]
+    final_b = torch.load(resumed.last, weights_only=True)["state_dict"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+@pytest.mark.parametrize(
+    ("evaluations", "best_index"),
+    [
+        ([(0.0, 50.0), (0.0, 90.0), (0.0, 70.0)], 1),  # equal WER: the better BLEU-4 wins
+        ([(0.0, 50.0), (0.0, 50.0)], 0),  # ties in both keep the earlier
+        ([(10.0, 90.0), (5.0, 20.0)], 1),  # a lower WER wins whatever the BLEU-4
+    ],
+)
+def test_at_equal_dev_wer_the_better_dev_bleu_chooses_the_best_checkpoint(tmp_path, monkeypatch, evaluations,
+                                                                          best_index):
+    import mska_core.evaluation.evaluate as evaluation
+    from mska_core.training.loop import FineTuning
+
+    tuning = FineTuning(tiny_config(tmp_path, "train.epochs=1"))
+    tuning.prepare()
+    try:
+        for epoch, (wer, bleu4) in enumerate(evaluations):
+            monkeypatch.setattr(evaluation, "evaluate",
+                                lambda *a, wer=wer, bleu4=bleu4, **k: ({"wer": wer, "bleu4": bleu4}, None))
+            tuning._evaluate(epoch)
+    finally:
+        tuning.release()
+    best = torch.load(tuning.run_dir / "best.pt", weights_only=True)
+    assert best["epoch"] == best_index + 1
+    assert best["metrics"]["dev"] == {"wer": evaluations[best_index][0], "bleu4": evaluations[best_index][1]}

@@ -186,7 +186,8 @@ def load_timm(payload: str, options: BackboneOptions) -> Any:
         kwargs.pop("img_size", None)  # a model without a fixed image size (a CNN)
         model = timm.create_model(model_name, **kwargs)
     path = Path(file_text).expanduser() if file_text else _hf_cached_weights(model, options.spec)
-    from mska_core.checkpoints.payload import load_checkpoint, strip_wrappers
+    from mska_core.checkpoints.payload import load_checkpoint
+    from mska_core.checkpoints.schema import strip_wrappers
 
     state_dict = strip_wrappers(load_checkpoint(path, registry=registry).state_dict)
     if "pos_embed" in state_dict and hasattr(model, "patch_embed"):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mska_core.backbones.archs import ARCHS, CONFIG_KEYS
-from mska_core.checkpoints.payload import strip_wrappers
+from mska_core.checkpoints.schema import strip_wrappers
 from mska_core.errors import BackboneError
 
 _ROOT_KEY = "patch_embed.proj.weight"

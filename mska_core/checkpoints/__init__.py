@@ -2,6 +2,8 @@
 
 - :mod:`~mska_core.checkpoints.files`: what a file is and reading it safely (bounded, never running
   pickled code);
+- :mod:`~mska_core.checkpoints.schema`: what a checkpoint holds (the :class:`Checkpoint` record, our
+  payload's constants, the plain-data rule, wrapper prefixes in keys), below both of the next two;
 - :mod:`~mska_core.checkpoints.formats`: the built-in formats, how each is sniffed, read and written
   (registered by :mod:`~mska_core.checkpoints.plugin`; :mod:`~mska_core.checkpoints.paper` converts
   the MSKA reference's keys);
@@ -17,7 +19,8 @@ Importing this package is cheap (no torch); the names that need torch load on fi
 from __future__ import annotations
 
 from mska_core.checkpoints.files import FileProbe
-from mska_core.checkpoints.payload import FORMAT, FORMAT_VERSION, KINDS, Checkpoint, make_payload
+from mska_core.checkpoints.payload import make_payload
+from mska_core.checkpoints.schema import FORMAT, FORMAT_VERSION, KINDS, Checkpoint
 from mska_core.lazy import lazy_attributes
 
 _LAZY = {
@@ -27,7 +30,7 @@ _LAZY = {
     "list_checkpoints": "mska_core.checkpoints.payload",
     "detect_format": "mska_core.checkpoints.payload",
     "as_checkpoint": "mska_core.checkpoints.payload",
-    "strip_wrappers": "mska_core.checkpoints.payload",
+    "strip_wrappers": "mska_core.checkpoints.schema",
     "safe_torch_load": "mska_core.checkpoints.files",
     "KeyMismatch": "mska_core.checkpoints.encoder_state",
     "WeightMismatchError": "mska_core.checkpoints.encoder_state",

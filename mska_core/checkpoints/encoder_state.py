@@ -25,7 +25,8 @@ from typing import Any
 
 import attrs
 
-from mska_core.checkpoints.payload import Checkpoint, as_checkpoint, strip_prefix
+from mska_core.checkpoints.payload import as_checkpoint, strip_prefix
+from mska_core.checkpoints.schema import Checkpoint
 from mska_core.errors import BackboneError, CheckpointError
 
 # -- comparing weights with a module ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each ``sniff_*`` takes a :class:`~mska_core.checkpoints.files.FileProbe` and must be exclusive of
 the others: one file, one format. Every ``read_*`` returns a
-:class:`~mska_core.checkpoints.payload.Checkpoint` whose state dict has ``module.`` and
+:class:`~mska_core.checkpoints.schema.Checkpoint` whose state dict has ``module.`` and
 ``_orig_mod.`` removed from its keys.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mska_core.checkpoints.files import FileProbe
-from mska_core.checkpoints.payload import FORMAT, Checkpoint, _is_tensor, check_plain, strip_wrappers
+from mska_core.checkpoints.schema import FORMAT, Checkpoint, check_plain, is_state_dict, strip_wrappers
 from mska_core.errors import CheckpointError
 from mska_core.io import atomic_write_bytes, atomic_write_with
 
@@ -22,10 +22,6 @@ LIGHTNING_VERSION_KEYS = ("pytorch-lightning_version", "lightning_version")
 DINO_PARTS = ("teacher", "student")
 #: Top-level keys under which plain ``{"model": state_dict, ...}`` files keep their weights.
 STATE_DICT_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "network", "weights")
-
-
-def _is_state_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value) and all(_is_tensor(v) for v in value.values())
 
 
 def _plain(value: Any) -> Any:
@@ -164,13 +160,13 @@ def sniff_dino(probe: FileProbe) -> bool:
         obj is not None
         and "format" not in obj
         and not any(k in obj for k in LIGHTNING_VERSION_KEYS)
-        and any(_is_state_dict(obj.get(part)) for part in DINO_PARTS)
+        and any(is_state_dict(obj.get(part)) for part in DINO_PARTS)
     )
 
 
 def read_dino(probe: FileProbe) -> Checkpoint:
     obj = probe.load()
-    parts = [p for p in DINO_PARTS if _is_state_dict(obj.get(p))]
+    parts = [p for p in DINO_PARTS if is_state_dict(obj.get(p))]
     part = probe.select or parts[0]
     if part not in parts:
         raise CheckpointError(f"{probe.path}: a DINO checkpoint without {part!r}; it holds {', '.join(parts)}")
@@ -191,7 +187,7 @@ def read_dino(probe: FileProbe) -> Checkpoint:
 
 
 def _reference_model(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    if obj is None or "format" in obj or not _is_state_dict(obj.get("model")):
+    if obj is None or "format" in obj or not is_state_dict(obj.get("model")):
         return None
     try:
         from mska_core.checkpoints.paper import is_reference_state_dict
@@ -224,13 +220,13 @@ def read_mska_paper(probe: FileProbe) -> Checkpoint:
 
 def _state_dict_wrapper(obj: Mapping[str, Any]) -> str | None:
     """``""`` for a bare state dict, the wrapper key for ``{"model": sd, ...}``, else ``None``."""
-    if _is_state_dict(obj):
+    if is_state_dict(obj):
         return ""
     if "format" in obj or any(k in obj for k in LIGHTNING_VERSION_KEYS):
         return None
-    if any(_is_state_dict(obj.get(p)) for p in DINO_PARTS):
+    if any(is_state_dict(obj.get(p)) for p in DINO_PARTS):
         return None
-    wrapped = [k for k in STATE_DICT_WRAPPERS if _is_state_dict(obj.get(k))]
+    wrapped = [k for k in STATE_DICT_WRAPPERS if is_state_dict(obj.get(k))]
     return wrapped[0] if len(wrapped) == 1 else None
 
 

@@ -45,9 +45,13 @@ from mska_core.checkpoints.payload import (
     common_prefix,
     detect_format,
     list_checkpoints,
-    strip_wrapper_key,
 )
+from mska_core.checkpoints.schema import strip_wrapper_key
 from mska_core.errors import CheckpointError, MskaError
+from mska_core.run_files import BEST as RUN_BEST
+from mska_core.run_files import CONFIG as RUN_CONFIG
+from mska_core.run_files import LAST as RUN_LAST
+from mska_core.run_files import METRICS as RUN_METRICS
 
 # -- one checkpoint, one run folder ----------------------------------------------------------------
 
@@ -322,9 +326,6 @@ def _summarise(value: Any, depth: int = 0) -> Any:
 
 
 # -- run folders ----------------------------------------------------------------------------------
-
-#: Files of a run folder (``mska train`` and ``mska pretrain`` write them; see docs/training.md).
-RUN_CONFIG, RUN_METRICS, RUN_BEST, RUN_LAST = "config.toml", "metrics.jsonl", "best.pt", "last.pt"
 
 
 def is_run_folder(path: str | Path) -> bool:

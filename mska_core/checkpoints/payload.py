@@ -1,5 +1,8 @@
-"""Our checkpoint payload (DESIGN.md §6), the :class:`Checkpoint` every format reads into, and the
-calls that go from a path to a payload and back.
+"""Our checkpoint payload (DESIGN.md §6) and the calls that go from a path to a payload and back.
+
+The :class:`~mska_core.checkpoints.schema.Checkpoint` record every format reads into, the payload's
+constants and the plain-data rule live in :mod:`~mska_core.checkpoints.schema`, below both this module
+and the formats (which never import each other).
 
 A payload is plain data (dicts, lists, str, int, float, bool, None, tensors) so that
 ``torch.load(path, weights_only=True)`` reads it, and ``stream`` and ``state_dict`` are top-level
@@ -22,46 +25,17 @@ from typing import Any
 import attrs
 
 from mska_core.checkpoints.files import FileProbe
+from mska_core.checkpoints.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    KINDS,
+    Checkpoint,
+    check_plain,
+    is_state_dict,
+    is_tensor,
+    strip_wrappers,
+)
 from mska_core.errors import CheckpointError, PluginError
-
-FORMAT = "mska-core"
-FORMAT_VERSION = 1
-KINDS = ("stream-encoder", "backbone", "model", "training-state")
-
-
-@attrs.define
-class Checkpoint:
-    """What a checkpoint format reads: its name, the metadata, the tensors and the file.
-
-    ``metadata`` holds everything but the tensors (for our payloads: kind, stream, arch,
-    arch_config, epoch, created, plugins ...); ``state_dict`` maps key to tensor.
-    """
-
-    format: str
-    metadata: dict[str, Any] = attrs.field(factory=dict)
-    state_dict: dict[str, Any] = attrs.field(factory=dict)
-    path: Path | None = None
-
-    @property
-    def kind(self) -> str | None:
-        return self.metadata.get("kind")
-
-    @property
-    def stream(self) -> str | None:
-        return self.metadata.get("stream")
-
-    @property
-    def arch(self) -> str | None:
-        return self.metadata.get("arch")
-
-    def describe(self) -> str:
-        """A short phrase for messages: where it came from and what it is."""
-        where = str(self.path) if self.path else "in-memory payload"
-        what = [f"format {self.format}"]
-        for key in ("kind", "stream", "arch"):
-            if self.metadata.get(key):
-                what.append(f"{key} {self.metadata[key]}")
-        return f"{where} ({', '.join(what)}, {len(self.state_dict)} tensors)"
 
 
 def make_payload(
@@ -116,34 +90,8 @@ def make_payload(
     return payload
 
 
-def check_plain(value: Any, where: str = "payload") -> None:
-    """Raise :class:`CheckpointError` naming the first value that ``weights_only`` could not read."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return
-    if _is_tensor(value):
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, (str, int)):
-                raise CheckpointError(f"{where}: key {key!r} is a {type(key).__name__}; keys must be str or int")
-            check_plain(item, f"{where}.{key}")
-        return
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            check_plain(item, f"{where}[{index}]")
-        return
-    raise CheckpointError(
-        f"{where} is a {type(value).__module__}.{type(value).__qualname__}; checkpoints hold plain data "
-        "(dict, list, str, int, float, bool, None, tensors) only — convert it first"
-    )
-
-
-def _is_tensor(value: Any) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "dtype") and hasattr(value, "shape")
-
-
 def _detached(value: Any) -> Any:
-    return value.detach() if _is_tensor(value) else value
+    return value.detach() if is_tensor(value) else value
 
 
 def _core_version() -> str:
@@ -153,20 +101,6 @@ def _core_version() -> str:
 
 
 # -- state-dict keys -------------------------------------------------------------------------------
-
-
-#: Key components that wrappers add around a model: DistributedDataParallel and torch.compile.
-WRAPPER_COMPONENTS = ("module", "_orig_mod")
-
-
-def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop every ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) component from the keys."""
-    return {strip_wrapper_key(key): value for key, value in state_dict.items()}
-
-
-def strip_wrapper_key(key: Any) -> str:
-    """One key without its ``module.`` and ``_orig_mod.`` components."""
-    return ".".join(p for p in str(key).split(".") if p not in WRAPPER_COMPONENTS)
 
 
 def common_prefix(keys: list[str]) -> str:
@@ -356,8 +290,6 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 
 def as_checkpoint(source: Any, *, registry: Any) -> Checkpoint:
     """A :class:`Checkpoint` from a path, one of our payload dicts, a bare state dict or a Checkpoint."""
-    from mska_core.checkpoints.formats import _is_state_dict
-
     if isinstance(source, Checkpoint):
         return source
     if isinstance(source, (str, Path)):
@@ -366,7 +298,7 @@ def as_checkpoint(source: Any, *, registry: Any) -> Checkpoint:
         if "state_dict" in source and source.get("format") == "mska-core":
             metadata = {k: v for k, v in source.items() if k != "state_dict"}
             return Checkpoint("mska", metadata, strip_wrappers(source["state_dict"]))
-        if _is_state_dict(source):
+        if is_state_dict(source):
             return Checkpoint("state_dict", {}, strip_wrappers(source))
     raise CheckpointError(
         f"cannot use a {type(source).__name__} as weights; give a path, an mska-core payload, a state dict "

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from mska_core.cli.output import WIDTH, console, emit_json
+from mska_core.cli.output import WIDTH, add_config_options, console, emit_json
 
 _STATUS_STYLE = {"same": "green", "different": "yellow", "missing": "bold red"}
 _SHOWN = 10  # keys listed per kind in the human diff before "... N more"
@@ -44,6 +44,7 @@ def add_parser(subparsers: Any) -> None:
     mode.add_argument("--against", metavar="CONFIG",
                       help="check part by part whether PATH fits the model CONFIG builds (exit 1 if not)")
     mode.add_argument("--diff", metavar="B", help="compare PATH with checkpoint B tensor by tensor")
+    add_config_options(parser)
     parser.add_argument("--prefix", metavar="P", help="with --diff: only keys (in PATH's naming) starting with P")
     parser.add_argument("--map", dest="maps", action="append", default=[], metavar="A_PREFIX=B_PREFIX",
                         help="with --diff: compare PATH's keys under A_PREFIX with B's under B_PREFIX (repeatable)")
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.prefix or args.maps) and not args.diff:
         raise MskaError("--prefix and --map go with --diff B")
+    if args.overrides and not args.against:
+        raise MskaError("--set changes the config of --against CONFIG; give --against")
     if args.depth < 1:
         raise MskaError(f"--depth must be at least 1, got {args.depth}")
     with _one_line_errors(args.path):
@@ -90,7 +93,7 @@ def _describe(args: argparse.Namespace) -> int:
     if args.against:
         from mska_core.training.fit import check_fit
 
-        report = check_fit(args.path, args.against, select=args.select)
+        report = check_fit(args.path, args.against, select=args.select, overrides=args.overrides)
     if args.json:
         if report is not None:
             info["against"] = report.as_dict()

@@ -32,7 +32,7 @@ def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
 
     from mska_core.errors import DataError
     from mska_core.io import atomic_write_bytes
-    from mska_core.training.loop import METRICS
+    from mska_core.run_files import METRICS
     from mska_core.training.scaffold import read_metrics
 
     records = read_metrics(run_dir / METRICS)

@@ -56,10 +56,28 @@ def check_against_registry(config: Config, source: str, registry: Any) -> None:
                     f"{source}: model.heads.{head}.streams: {stream!r} is not a selected stream; "
                     f"selected: {', '.join(streams)}"
                 )
-    for loss in config.losses:
-        look_up(registry.losses, loss, f"losses.{loss}")
+    for loss, loss_cfg in config.losses.items():
+        if loss in registry.losses:
+            continue
+        if loss_cfg.weight == 0:  # switched off: its plugin need not be loaded
+            continue
+        raise ConfigError(f"{source}: losses.{loss}: {registry.losses.unknown_message(loss)}; "
+                          f"{_missing_loss_remedy(loss, registry)}")
     look_up(registry.data_sources, config.data.source, "data.source")
     check_loss_options(config, source, registry)
+
+
+def _missing_loss_remedy(loss: str, registry: Any) -> str:
+    """What to do about a loss the config names and no loaded plugin supplies: naming the plugins that
+    are disabled or failed (one of them may be the loss's), and the config table to remove."""
+    host = getattr(registry, "host", None)
+    off = [f"{info.name} ({info.status})" for info in (host.infos.values() if host is not None else ())
+           if info.status in ("disabled", "failed")]
+    table = f"remove the [losses.{loss}] table from the config (or --set losses.{loss}.weight=0)"
+    if off:
+        return (f"plugins not loaded: {', '.join(off)}; if the loss came from one of them, {table}, or enable "
+                "and repair that plugin")
+    return f"install the plugin that supplies it, or {table}"
 
 
 def check_loss_options(config: Config, source: str, registry: Any) -> None:

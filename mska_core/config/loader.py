@@ -66,9 +66,10 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed TOML of ``path``; a missing, unreadable or oversized file, a device or pipe that
-    never ends (``/dev/zero``), a syntax error or absurd nesting is a one-line ConfigError. At most
-    :data:`MAX_CONFIG_BYTES` are read."""
+    """The parsed TOML of ``path``; a missing, unreadable or oversized file, a path that is not a
+    regular file (a directory, a named pipe, a device such as ``/dev/zero``: refused without being
+    opened, so nothing waits on a pipe), a syntax error or absurd nesting is a one-line ConfigError. At
+    most :data:`MAX_CONFIG_BYTES` are read."""
     import stat
 
     path = Path(path)
@@ -80,7 +81,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"config path {str(path)!r} is a directory; give a .toml file")
-    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_CONFIG_BYTES:
+    if not stat.S_ISREG(info.st_mode):
+        from mska_core.io import file_kind
+
+        raise ConfigError(f"config path {str(path)!r} is a {file_kind(info.st_mode)}, not a regular file; save "
+                          "the config to a .toml file and give its path")
+    if info.st_size > MAX_CONFIG_BYTES:
         raise ConfigError(
             f"{path}: {info.st_size} bytes is too large for a config file (at most {MAX_CONFIG_BYTES}); "
             "is it the right file?"
@@ -90,7 +96,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:  # a device or pipe that does not end (/dev/zero, `yes |`)
+    if len(data) > MAX_CONFIG_BYTES:  # the file grew after the check
         raise ConfigError(
             f"{path}: more than {MAX_CONFIG_BYTES} bytes without an end; a config file is a few KB of TOML — "
             "is it the right file?"

@@ -56,7 +56,7 @@ DESCRIPTIONS: dict[str, str] = {
     "model.in_channels": "values per joint (x, y, confidence)",
     "model.channels": "output channels of each attention block",
     "model.inter_channels": "query/key channels per head of each block",
-    "model.temporal_kernels": "temporal convolution kernel of each block",
+    "model.temporal_kernels": "temporal convolution kernel of each block (odd)",
     "model.strides": "temporal stride of each block (the product is the downsampling of CTC lengths)",
     "model.num_heads": "attention heads per block",
     "model.head_hidden": "hidden width of each VisualHead (the gloss features)",

@@ -54,6 +54,16 @@ def _all_positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None
         raise FieldValueError(attribute.name, f"every entry must be positive (one per block), got {list(value)}")
 
 
+def _all_odd(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    even = [v for v in value if v % 2 == 0]
+    if even:
+        raise FieldValueError(
+            attribute.name,
+            f"every entry must be odd (a temporal kernel keeps the clip's length only when it is odd), got "
+            f"{list(value)}",
+        )
+
+
 def _betas(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not all(0 <= beta < 1 for beta in value):
         raise FieldValueError(attribute.name, f"each beta must be in [0, 1), got {list(value)}")
@@ -188,7 +198,7 @@ class ModelConfig:
     inter_channels: tuple[int, ...] = attrs.field(default=PAPER_INTER_CHANNELS, converter=tuple,
                                                   validator=_all_positive)
     temporal_kernels: tuple[int, ...] = attrs.field(default=PAPER_TEMPORAL_KERNELS, converter=tuple,
-                                                    validator=_all_positive)
+                                                    validator=[_all_positive, _all_odd])
     strides: tuple[int, ...] = attrs.field(default=PAPER_STRIDES, converter=tuple, validator=_all_positive)
     num_heads: int = attrs.field(default=6, validator=_positive)
     attention_dropout: float = attrs.field(default=0.1, validator=_non_negative)  # on the joint attention
@@ -278,7 +288,7 @@ class TrainConfig:
 class EvalConfig:
     """``[eval]``: how decoded glosses are scored (dev evaluation, ``mska evaluate``)."""
 
-    gloss_cleanup: Literal["none", "phoenix-2014t"] = "none"  # clean-up of hypotheses and references before WER (docs/training.md)
+    gloss_cleanup: Literal["none", "phoenix-2014t", "phoenix-2014t-fixed"] = "none"  # clean-up of hypotheses and references before WER (docs/training.md)
 
 
 @attrs.frozen

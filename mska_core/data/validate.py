@@ -2,7 +2,7 @@
 
 Checked per clip, and reported with the clip's id and the file it came from:
 
-- the joint count differs from the layout's (never repairable: the data is in another layout);
+- the joint count differs from the layout's, or the points are not ``[T, J, 3]`` (never repairable);
 - the clip has no frame, or (after repair) no point with confidence above 0;
 - a coordinate or confidence is NaN or infinite;
 - a confidence lies outside [0, 1];
@@ -15,9 +15,11 @@ Checked per clip, and reported with the clip's id and the file it came from:
   clips and their problems and says how to repair them.
 - ``"repair"``: a point with a non-finite coordinate or confidence gets coordinates 0 and confidence
   0 (a missing joint, as the encoder masks it); confidences are clipped to [0, 1]; undecodable bytes
-  in text become U+FFFD; a clip with no frame or no usable point is dropped. Every repair and drop
-  is reported, one line per clip, as a warning on stderr. A wrong joint count is refused whatever the
-  policy.
+  in text become U+FFFD; a clip with no frame or no usable point is dropped, and so is a clip with
+  the wrong joint count (or points that are not ``[T, J, 3]``), so that one such clip does not block
+  the corpus. Every repair and drop is reported, one line per clip, as a warning on stderr. When
+  *every* clip of a split has the wrong joint count, the data is in another layout: that is refused
+  whatever the policy, with the hint to set ``model.layout``.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def validate_samples(samples: Sequence[Sample], *, num_joints: int | None, polic
     kept: list[Sample] = []
     refused: list[str] = []
     repaired: list[str] = []
+    unusable: list[str] = []  # wrong joint count or shape, dropped under "repair"
     for sample in samples:
         check = check_clip(sample.keypoints, num_joints)
         problems = list(check.problems)
@@ -126,7 +129,10 @@ def validate_samples(samples: Sequence[Sample], *, num_joints: int | None, polic
                 fields[field] = repair_text(getattr(sample, field))
         label = f"{where}: clip {sample.name!r}" + (f" ({sample.path})" if sample.path else "")
         if check.fatal:
-            refused.append(f"{label}: {'; '.join(check.fatal)}")
+            if policy == "refuse":
+                refused.append(f"{label}: {'; '.join(check.fatal)}")
+            else:
+                unusable.append(f"{label}: {'; '.join(check.fatal)}; dropped")
             continue
         if not problems:
             kept.append(sample)
@@ -139,11 +145,15 @@ def validate_samples(samples: Sequence[Sample], *, num_joints: int | None, polic
             continue
         repaired.append(f"{label}: {'; '.join(problems)}; repaired")
         kept.append(attrs.evolve(sample, keypoints=check.keypoints, **fields))
+    if unusable and len(unusable) == len(samples):  # no clip fits: the data is in another layout
+        refused = [line.removesuffix("; dropped") for line in unusable]
+    else:
+        repaired += unusable
     if refused:
         _report(refused, "invalid clip", where)
-        hint = ("the joint count cannot be repaired" if policy == "repair" else
-                "set [data] invalid = \"repair\" to zero non-finite points, clip confidences, replace bad "
-                "bytes and drop empty clips (docs/data.md)")
+        hint = ("no clip has the layout's joint count, so the data is in another layout" if policy == "repair"
+                else "set [data] invalid = \"repair\" to zero non-finite points, clip confidences, replace bad "
+                "bytes and drop empty clips and clips with the wrong joint count (docs/data.md)")
         first = refused[0] if len(refused) == 1 else f"first: {refused[0]}"
         raise DataError(f"{len(refused)} invalid clip{'s' if len(refused) > 1 else ''} ({first}); {hint}")
     _report(repaired, "warning", where)

@@ -41,7 +41,9 @@ class DINOLoss(nn.Module):
 
     ``forward(student_output, teacher_output, epoch)`` takes the student's outputs for every view
     stacked view by view (``[n_views * B, out_dim]``), the teacher's for the global views
-    (``[n_global * B, out_dim]``) and the (fractional) epoch, and returns a scalar.
+    (``[n_global * B, out_dim]``) and the (fractional) epoch, and returns a scalar. A loop that
+    schedules the teacher temperature itself (``mska pretrain``'s ``Schedules``) passes
+    ``temperature=`` instead of the epoch.
     """
 
     def __init__(self, out_dim: int, *, n_global: int = 2, student_temp: float = 0.1,
@@ -74,7 +76,7 @@ class DINOLoss(nn.Module):
         return self.teacher_temp
 
     def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor,
-                epoch: float = 0.0) -> torch.Tensor:
+                epoch: float = 0.0, *, temperature: float | None = None) -> torch.Tensor:
         batch = teacher_output.shape[0] // self.n_global
         if batch == 0 or teacher_output.shape[0] % self.n_global or student_output.shape[0] % batch:
             raise ValueError(
@@ -84,7 +86,7 @@ class DINOLoss(nn.Module):
         student_logp = F.log_softmax(student_output.float() / self.student_temp, dim=-1).chunk(
             student_output.shape[0] // batch)
         teacher = teacher_output.detach().float()
-        teacher_p = self.teacher_probabilities(teacher, epoch).chunk(self.n_global)
+        teacher_p = self.teacher_probabilities(teacher, epoch, temperature=temperature).chunk(self.n_global)
         total = student_output.new_zeros((), dtype=torch.float32)
         pairs = 0
         for t, p in enumerate(teacher_p):
@@ -98,13 +100,15 @@ class DINOLoss(nn.Module):
         return total / max(pairs, 1)
 
     @torch.no_grad()
-    def teacher_probabilities(self, teacher_output: torch.Tensor, epoch: float = 0.0) -> torch.Tensor:
+    def teacher_probabilities(self, teacher_output: torch.Tensor, epoch: float = 0.0, *,
+                              temperature: float | None = None) -> torch.Tensor:
         """The teacher's targets ``[N, out_dim]`` for its outputs ``[N, out_dim]``: with ``"ema"``
         centring ``softmax((teacher - centre) / teacher_temp(epoch))`` with the current centre
         (``forward`` updates the centre after using them), with ``"sinkhorn"`` the Sinkhorn-Knopp
-        assignment of the batch."""
+        assignment of the batch. ``temperature``, when given, replaces ``teacher_temp(epoch)``."""
         logits = teacher_output.detach().float()
-        temperature = self.teacher_temperature(epoch)
+        if temperature is None:
+            temperature = self.teacher_temperature(epoch)
         if self.centering == "sinkhorn":
             return sinkhorn_knopp(logits / temperature, self.sinkhorn_iterations)
         return F.softmax((logits - self.center) / temperature, dim=-1)

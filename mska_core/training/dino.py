@@ -12,8 +12,9 @@ The pieces read top-down: the DINO head, the multi-crop wrapper that runs a back
   its momentum rises from ``momentum_teacher`` to 1 on a cosine.
 - The learning rate warms up linearly for ``warmup_epochs`` and then follows a cosine down to
   ``min_lr``; weight decay follows a cosine from ``weight_decay`` to ``weight_decay_end`` (biases and
-  norms are never decayed); gradients are clipped to ``grad_clip``; the prototypes are frozen for the
-  first ``freeze_last_layer_epochs``. All schedules are functions of the global step.
+  norms are never decayed); the teacher temperature warms up from ``warmup_teacher_temp``; gradients
+  are clipped to ``grad_clip``; the prototypes are frozen for the first ``freeze_last_layer_epochs``.
+  All schedules are functions of the global step, held by one object, :class:`Schedules`.
 - The losses come from the registry: ``dino`` (its centre is a buffer) and ``koleo`` on the student's
   features of the global views, weighted by ``koleo_weight``.
 - Measurements that tell a learning run from a collapsed one: each step records the teacher's target
@@ -44,6 +45,7 @@ from torch import nn
 from mska_core.config import Config, PretrainConfig, save_config, unstructure
 from mska_core.errors import ConfigError, MskaError
 from mska_core.losses.dino import entropy
+from mska_core.run_files import PRETRAIN_STATE, RunFiles
 from mska_core.training.scaffold import (
     CosineSchedule,
     MetricsLog,
@@ -53,10 +55,6 @@ from mska_core.training.scaffold import (
     set_rng_state,
 )
 
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
-SKIPPED_NAME = "skipped.txt"
-CONFIG_NAME = "config.toml"
 
 #: Local crops cover about this fraction of the global crop's side (DINOv2: 98 px of 224).
 LOCAL_TO_GLOBAL = 0.4375
@@ -137,9 +135,8 @@ class DINO(nn.Module):
 
     - :meth:`forward_backward` runs the teacher on the two global views and the student on every view,
       computes the DINO loss (plus ``koleo_weight`` times KoLeo on the student's features of the global
-      views, one batch of views at a time), back-propagates it into the student and returns the step's
-      figures. ``progress`` is the position in epochs (``epoch + batch / batches``); it drives the
-      teacher temperature's warm-up.
+      views, one batch of views at a time) at the step's teacher temperature (from
+      :class:`Schedules`), back-propagates it into the student and returns the step's figures.
     - The optimiser is the caller's; between its ``zero_grad`` and ``step`` come
       :meth:`clip_gradients` and, while the prototypes are frozen, :meth:`cancel_last_layer_gradients`.
     - :meth:`update_teacher` then moves the teacher towards the student.
@@ -163,8 +160,9 @@ class DINO(nn.Module):
         self.teacher.eval()
         return self
 
-    def forward_backward(self, views: Sequence[torch.Tensor], progress: float) -> dict[str, float]:
-        """One step's forward and backward passes over ``views`` (global views first, each ``[B, 3, S, S]``).
+    def forward_backward(self, views: Sequence[torch.Tensor], teacher_temp: float) -> dict[str, float]:
+        """One step's forward and backward passes over ``views`` (global views first, each ``[B, 3, S, S]``),
+        the teacher's targets sharpened by ``teacher_temp``.
 
         Returns ``loss`` (the total), ``dino``, ``koleo``, ``teacher_temp``, ``teacher_entropy`` (of the
         teacher's targets; ``log(out_dim)`` when they are uniform) and ``feature_std`` (of the student's
@@ -173,10 +171,10 @@ class DINO(nn.Module):
         batch = views[0].shape[0]
         with torch.no_grad():
             teacher_logits, _ = self.teacher(views[:2])  # [2 B, out_dim]
-            targets = self.dino_loss.teacher_probabilities(teacher_logits, progress)
+            targets = self.dino_loss.teacher_probabilities(teacher_logits, temperature=teacher_temp)
             teacher_entropy = float(entropy(targets))
         student_logits, features = self.student(views)  # [n_views B, out_dim], [n_views B, D]
-        dino = self.dino_loss(student_logits, teacher_logits, progress)
+        dino = self.dino_loss(student_logits, teacher_logits, temperature=teacher_temp)
         loss = dino
         koleo = torch.zeros(())
         if self.koleo_loss is not None:
@@ -184,7 +182,7 @@ class DINO(nn.Module):
             loss = loss + self.koleo_weight * koleo
         loss.backward()
         return {"loss": float(loss.detach()), "dino": float(dino.detach()), "koleo": float(koleo.detach()),
-                "teacher_temp": self.dino_loss.teacher_temperature(progress), "teacher_entropy": teacher_entropy,
+                "teacher_temp": teacher_temp, "teacher_entropy": teacher_entropy,
                 "feature_std": feature_std(features[: 2 * batch])}
 
     def clip_gradients(self, max_norm: float) -> None:
@@ -310,13 +308,36 @@ class Probe:
 
 
 @attrs.frozen
+class ScheduledValues:
+    """What the schedules give one optimiser step."""
+
+    lr: float
+    weight_decay: float
+    momentum: float  # of the teacher's EMA
+    teacher_temp: float
+    freeze_last_layer: bool  # the prototypes keep their weights this step
+
+
+@attrs.frozen
 class Schedules:
-    """Learning rate, weight decay and teacher momentum per global step, each a
-    :class:`~mska_core.training.scaffold.CosineSchedule` over the whole run."""
+    """Every value of a DINO run that changes with the global step, in one object: learning rate,
+    weight decay, teacher momentum and teacher temperature, each a
+    :class:`~mska_core.training.scaffold.CosineSchedule` over the whole run, and the steps during
+    which the prototypes are frozen. :meth:`at` gives them all for one step.
+
+    - learning rate: linear warm-up from 0 over ``warmup_epochs``, then a cosine to ``min_lr``;
+    - weight decay: a cosine from ``weight_decay`` to ``weight_decay_end``;
+    - teacher momentum: a cosine from ``momentum_teacher`` to 1;
+    - teacher temperature: linear from ``warmup_teacher_temp`` to ``teacher_temp`` over
+      ``warmup_teacher_temp_epochs`` (a fraction of an epoch allowed), then constant;
+    - the prototypes (the head's last layer) do not move during the first ``freeze_last_layer_epochs``.
+    """
 
     lr: CosineSchedule
     weight_decay: CosineSchedule
     momentum: CosineSchedule
+    teacher_temp: CosineSchedule
+    freeze_last_layer_steps: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: PretrainConfig, steps_per_epoch: int) -> Schedules:
@@ -325,12 +346,17 @@ class Schedules:
             lr=CosineSchedule(cfg.lr, cfg.min_lr, total, warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch))),
             weight_decay=CosineSchedule(cfg.weight_decay, cfg.weight_decay_end, total),
             momentum=CosineSchedule(cfg.momentum_teacher, 1.0, total),
+            teacher_temp=CosineSchedule(cfg.teacher_temp, cfg.teacher_temp, total,
+                                        warmup_steps=cfg.warmup_teacher_temp_epochs * steps_per_epoch,
+                                        warmup_start=cfg.warmup_teacher_temp),
+            freeze_last_layer_steps=cfg.freeze_last_layer_epochs * steps_per_epoch,
         )
 
-    def at(self, step: int) -> tuple[float, float, float]:
-        """``(lr, weight_decay, momentum)`` of optimiser step ``step`` (0-based)."""
-        return self.lr(step), self.weight_decay(step), self.momentum(step)
-
+    def at(self, step: int) -> ScheduledValues:
+        """Every scheduled value of optimiser step ``step`` (0-based)."""
+        return ScheduledValues(lr=self.lr(step), weight_decay=self.weight_decay(step), momentum=self.momentum(step),
+                               teacher_temp=self.teacher_temp(step),
+                               freeze_last_layer=step < self.freeze_last_layer_steps)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -505,7 +531,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
     """
     from mska_core.checkpoints import make_payload, save_checkpoint
     from mska_core.registry import get_registry, registry_for
-    from mska_core.training import distributed, runfolder
+    from mska_core.training import distributed
+    from mska_core.training.runfolder import RunFolder
 
     registry = registry_for(config.plugins, registry if registry is not None else get_registry())
     cfg, seed = config.pretrain, config.run.seed
@@ -513,15 +540,14 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
     sprite = synthetic_sprite(cfg, stream, registry)
     _, device = distributed.setup(config.run.device, single_process="mska pretrain")
     say = console.print if console is not None else (lambda text: None)
-    output_dir = Path(cfg.output_dir)
-    checkpoint_path = output_dir / CHECKPOINT_NAME
-    with runfolder.RunFolderLock(output_dir):
-        runfolder.check_start(output_dir, checkpoint_path, resume=cfg.resume)
+    files = RunFiles(cfg.output_dir, state_name=PRETRAIN_STATE)
+    output_dir, checkpoint_path = files.folder, files.state
+    with RunFolder(files, loop="pretrain") as folder:
+        # pretrain.resume may stay set in a config that is run again: with nothing to resume, it starts
+        resuming = folder.open(resume=cfg.resume, missing_ok=True)
         state = None
-        if cfg.resume and checkpoint_path.exists():
-            state = runfolder.load_training_state(checkpoint_path, RESUME_KEYS, unstructure(config),
-                                                  loop="pretrain", extend=extend)
-        save_config(config, output_dir / CONFIG_NAME)
+        if resuming:
+            state = folder.read_state(RESUME_KEYS, unstructure(config), registry=registry, extend=extend)
         seed_everything(seed)
 
         # set-up: model, data, schedules, optimiser, records
@@ -530,7 +556,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
         steps_per_epoch = len(data.loader)
         schedules = Schedules.from_config(cfg, steps_per_epoch)
         optimizer = torch.optim.AdamW(model.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        metrics = MetricsLog(output_dir / METRICS_NAME)
+        metrics = MetricsLog(files.metrics)
+        save_config(config, files.config)  # after the set-up: a refused one writes nothing
         start_epoch, global_step, min_loss, skipped = 0, 0, None, set()
         if state is not None:
             model.load_training_state(state)
@@ -572,36 +599,35 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
                     loaded = time.perf_counter()
                     skipped.update(batch_skipped)
                     views = [v.to(device, non_blocking=True) for v in views]
-                    progress = epoch + index / steps_per_epoch
-                    lr, weight_decay, momentum = schedules.at(global_step)
-                    apply_schedules(optimizer, lr, weight_decay)
+                    scheduled = schedules.at(global_step)
+                    apply_schedules(optimizer, scheduled.lr, scheduled.weight_decay)
                     optimizer.zero_grad(set_to_none=True)
-                    parts = model.forward_backward(views, progress)
+                    parts = model.forward_backward(views, scheduled.teacher_temp)
                     if not math.isfinite(parts["loss"]):
                         raise MskaError(
                             f"pretraining diverged at epoch {epoch + 1}, step {global_step + 1} (loss "
                             f"{parts['loss']}); lower pretrain.lr or raise pretrain.warmup_epochs"
                         )
                     model.clip_gradients(cfg.grad_clip)
-                    if progress < cfg.freeze_last_layer_epochs:
+                    if scheduled.freeze_last_layer:
                         model.cancel_last_layer_gradients()
                     optimizer.step()
-                    model.update_teacher(momentum)
+                    model.update_teacher(scheduled.momentum)
                     global_step += 1
 
                     done = time.perf_counter()
                     meter.add(parts, views[0].shape[0], loaded - tick, done - loaded)
                     metrics.append({"epoch": epoch + 1, "step": global_step, "loss": parts["loss"],
-                                    "dino": parts["dino"], "koleo": parts["koleo"], "lr": lr,
-                                    "weight_decay": weight_decay, "momentum": momentum,
+                                    "dino": parts["dino"], "koleo": parts["koleo"], "lr": scheduled.lr,
+                                    "weight_decay": scheduled.weight_decay, "momentum": scheduled.momentum,
                                     "teacher_temp": parts["teacher_temp"],
                                     "teacher_entropy": parts["teacher_entropy"],
                                     "feature_std": parts["feature_std"]})
                     display.advance(f"loss {parts['loss']:.4f}  teacher H {parts['teacher_entropy']:.2f}  "
-                                    f"lr {lr:.2e}  {views[0].shape[0] / max(done - tick, 1e-9):.1f} img/s  "
+                                    f"lr {scheduled.lr:.2e}  {views[0].shape[0] / max(done - tick, 1e-9):.1f} img/s  "
                                     f"probe {probe_shown}", description=f"epoch {epoch + 1}/{cfg.epochs}")
                     tick = time.perf_counter()
-                    if cfg.max_steps is not None and global_step >= cfg.max_steps:
+                    if cfg.max_steps is not None and global_step >= cfg.max_steps and index + 1 < steps_per_epoch:
                         stopped = True
                         break
                 if stopped:  # a partial epoch is neither summarised nor checkpointed
@@ -614,7 +640,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
                     if probe_init is not None:
                         summary["probe_init"], probe_init = probe_init, None
                     probe_shown = f"{summary['probe']:.3f}"
-                metrics.log(summary)
+                metrics.append(summary)
+                metrics.sync()
                 save_checkpoint(make_payload(
                     "training-state", stream=stream, arch=arch, arch_config=arch_config, min_loss=min_loss,
                     epoch=epoch + 1, global_step=global_step, config=unstructure(config),
@@ -633,7 +660,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
         if skipped:
             from mska_core.io import atomic_write_bytes
 
-            atomic_write_bytes(output_dir / SKIPPED_NAME, "".join(f"{p}\n" for p in sorted(skipped)).encode())
+            atomic_write_bytes(files.skipped, "".join(f"{p}\n" for p in sorted(skipped)).encode())
 
         # exports: the teacher's backbone
         completed = min(cfg.epochs, max(start_epoch, global_step // max(steps_per_epoch, 1)))

@@ -24,7 +24,7 @@ and text vocabulary sizes, the keypoint layout and each stream's joint count.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,9 @@ class FitReport:
 
 
 def check_fit(path: str | Path, config_path: str | Path, *, select: str | None = None,
-              registry: Any = None) -> FitReport:
-    """Compare the checkpoint at ``path`` with the model that the config at ``config_path`` builds."""
+              overrides: Sequence[str] = (), registry: Any = None) -> FitReport:
+    """Compare the checkpoint at ``path`` with the model that the config at ``config_path`` builds,
+    after the ``--set`` ``overrides`` (``"dotted.key=VALUE"``)."""
     from mska_core.checkpoints.payload import load_checkpoint
     from mska_core.config import load_config
 
@@ -153,7 +154,7 @@ def check_fit(path: str | Path, config_path: str | Path, *, select: str | None =
         from mska_core.registry import get_registry
 
         registry = get_registry()
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     checkpoint = load_checkpoint(path, select=select, registry=registry)
     return fit_report(checkpoint, config, config_name=str(config_path), registry=registry)
 

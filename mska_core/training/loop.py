@@ -21,10 +21,11 @@ augmentation from one seeded by (seed, epoch, clip), and every global random gen
 NumPy, torch, CUDA; dropout draws from torch's) is saved in ``last.pt``. ``--resume`` therefore
 continues with exactly the records and weights of an uninterrupted run.
 
-The run folder, seeding and random state, the learning-rate schedule, ``metrics.jsonl``, the progress
-bar and the device come from the training scaffold that DINO pretraining stands on too
-(:mod:`~mska_core.training.scaffold`, :mod:`~mska_core.training.runfolder`,
-:mod:`~mska_core.training.distributed`).
+The run folder (its file names, :mod:`mska_core.run_files`; its lock, start check and the state a
+resume reads, :class:`~mska_core.training.runfolder.RunFolder`), seeding and random state, the
+learning-rate schedule, ``metrics.jsonl``, the progress bar and the device come from the training
+scaffold that DINO pretraining stands on too (:mod:`~mska_core.training.scaffold`,
+:mod:`~mska_core.training.runfolder`, :mod:`~mska_core.training.distributed`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from torch import nn
 
 from mska_core.config.loader import unstructure
 from mska_core.errors import ConfigError
+from mska_core.run_files import RunFiles
 from mska_core.training.parts import freeze_parts, make_optimizer, set_learning_rates
+from mska_core.training.runfolder import RunFolder
 from mska_core.training.scaffold import (
     CosineSchedule,
     MetricsLog,
@@ -50,8 +53,6 @@ from mska_core.training.scaffold import (
     seed_everything,
     set_rng_state,
 )
-
-LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.toml"
 
 
 @attrs.frozen
@@ -118,13 +119,23 @@ def crop_size(config: Any, streams: list[str]) -> int:
     return sizes.pop() if len(sizes) == 1 else config.data.synthetic.crop_size
 
 
-def improves(value: float | None, best: float | None, *, lower_is_better: bool) -> bool:
-    """Whether a dev score ``value`` beats the best so far (``None``: no score yet); ties keep the
-    earlier checkpoint."""
+#: The dev metric that breaks a tie of the selection metric (higher is better).
+TIE_BREAK = "bleu4"
+
+
+def improves(value: float | None, best: float | None, *, lower_is_better: bool,
+             tie: float | None = None, best_tie: float | None = None) -> bool:
+    """Whether a dev score ``value`` beats the best so far (``None``: no score yet).
+
+    At an equal score, a higher ``tie`` (the dev BLEU-4 when the WER chooses) beats ``best_tie``;
+    ties in both keep the earlier checkpoint.
+    """
     if value is None:
         return False
     if best is None:
         return True
+    if value == best:
+        return tie is not None and (best_tie is None or tie > best_tie)
     return value < best if lower_is_better else value > best
 
 
@@ -191,13 +202,15 @@ class FineTuning:
         self.config = config
         self.resume = resume
         self.extend = extend  # --resume may raise train.epochs
-        self.lock: Any = None  # the run folder's lock, held from prepare() to the end of run()
         self.registry = registry if registry is not None else get_registry()
         self.info, self.device = distributed.setup(config.run.device)
         self.console = console
         self._out = out or (lambda line: None)
         self.run_dir = run_dir_of(config)
-        self.metrics = MetricsLog(self.run_dir / METRICS, enabled=self.info.is_main)
+        self.files = RunFiles(self.run_dir)
+        # the run folder's lock is held from prepare() to the end of run()
+        self.folder = RunFolder(self.files, loop="train", lock=self.info.is_main)
+        self.metrics = MetricsLog(self.files.metrics, enabled=self.info.is_main)
         self.prepared = False  # prepare() has run
         self.best_value: float | None = None
         self.best_metrics: dict[str, Any] = {}
@@ -212,6 +225,16 @@ class FineTuning:
             self._out(line)
 
     def prepare(self) -> None:
+        """Set the run up: check the config against the registry, take the run folder's lock, read the
+        data and a resumed state, build the model, losses and optimiser. A start refused here gives
+        the folder back as it found it (no folder holding only a lock file)."""
+        try:
+            self._prepare()
+        except BaseException:
+            self.release()
+            raise
+
+    def _prepare(self) -> None:
         from mska_core.backbones.normalization import crop_normalization
         from mska_core.config.checks import check_against_registry, resolve_model
         from mska_core.data.collate import Collator
@@ -219,19 +242,13 @@ class FineTuning:
         from mska_core.data.datasets import ClipDataset, load_corpus
         from mska_core.data.vocab import Vocabularies
         from mska_core.registry import registry_for
-        from mska_core.training import runfolder
         from mska_core.training.model import build_model
 
         self.registry = registry_for(self.config.plugins, self.registry)
         check_against_registry(self.config, "config", self.registry)
         # The stored config names its streams and heads, so plugins installed later never change it.
         config = self.config = resolve_model(self.config, self.registry)
-        last = self.run_dir / LAST
-        if self.info.is_main:
-            self.lock = runfolder.RunFolderLock(self.run_dir).acquire()
-        runfolder.check_start(self.run_dir, last, resume=self.resume)
-        if self.resume and not last.exists():
-            raise ConfigError(f"--resume: no {LAST} in {self.run_dir}; start the run without --resume")
+        self.folder.open(resume=self.resume)
         seed_everything(config.run.seed)
         layout = self.registry.layouts.get(config.model.layout)
         self.corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints,
@@ -243,11 +260,11 @@ class FineTuning:
         if self.resume:
             from mska_core.training.trained import stored_decoder as decoder_entry
 
-            self.state = runfolder.load_training_state(last, RESUME_KEYS, unstructure(config), loop="train",
-                                                       extend=self.extend)
+            self.state = self.folder.read_state(RESUME_KEYS, unstructure(config), registry=self.registry,
+                                                extend=self.extend)
             self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
             if "translation" in config.losses and config.losses["translation"].weight > 0:
-                stored_decoder = decoder_entry(self.state, self.vocabularies, last)
+                stored_decoder = decoder_entry(self.state, self.vocabularies, self.files.state)
         else:
             self.vocabularies = Vocabularies.from_samples(self.corpus.train)
         check_glosses(config, self.vocabularies)
@@ -300,7 +317,7 @@ class FineTuning:
             from mska_core.config import save_config
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run_dir / CONFIG)
+            save_config(config, self.files.config)
             self.metrics.flush()
         self.prepared = True
 
@@ -310,7 +327,7 @@ class FineTuning:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError as exc:
             raise ConfigError(
-                f"--resume: the optimiser state in {self.run_dir / LAST} does not fit this run's parameter groups "
+                f"--resume: the optimiser state in {self.files.state} does not fit this run's parameter groups "
                 f"({exc}); was [optim] part_lr or [losses.translation] freeze changed, or was the run started by "
                 "an earlier mska-core? Start a new run"
             ) from None
@@ -324,9 +341,7 @@ class FineTuning:
 
     def release(self) -> None:
         """Give up the run folder's lock (the end of :meth:`run` does it)."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        self.folder.release()
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -340,26 +355,29 @@ class FineTuning:
         if start_epoch or start_batch:
             self.say(f"resuming at epoch {start_epoch + 1}, step {self.global_step}")
         display = ProgressDisplay(self.console, enabled=self.info.is_main and config.train.progress)
-        stopped = False
         try:
             for epoch in range(start_epoch, config.train.epochs):
-                stopped = self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, display)
-                if stopped:
-                    break
+                if not self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, display):
+                    break  # train.max_steps stopped the run inside the epoch; last.pt holds the position
+                # An epoch that ends, train.max_steps on its last batch included, is evaluated and saved
+                # as finished, so that a resume starts the next epoch exactly as an uninterrupted run does.
                 last_epoch = epoch + 1 == config.train.epochs
                 if (epoch + 1) % config.train.eval_every == 0 or last_epoch:
                     self._evaluate(epoch)
                 self.position = (epoch + 1, 0)
                 self._save_last(epoch)
+                if self._reached_max_steps() and not last_epoch:
+                    self.say(f"stopped at step {self.global_step} (train.max_steps)")
+                    break
         finally:
             display.close()
             self.release()
         from mska_core.training.distributed import barrier
 
         barrier(self.info)
-        best = self.run_dir / BEST
+        best = self.files.best
         return TrainResult(
-            run_dir=self.run_dir, last=self.run_dir / LAST, best=best if best.exists() else None,
+            run_dir=self.run_dir, last=self.files.state, best=best if best.exists() else None,
             best_metrics=self.best_metrics, global_step=self.global_step, epoch=self.position[0],
             seconds=time.perf_counter() - started,
         )
@@ -393,8 +411,13 @@ class FineTuning:
                                  generator=torch.Generator().manual_seed(0)))
         return ([next(loader) for _ in step] for step in steps)
 
+    def _reached_max_steps(self) -> bool:
+        max_steps = self.config.train.max_steps
+        return max_steps is not None and self.global_step >= max_steps
+
     def _train_epoch(self, epoch: int, start_batch: int, display: ProgressDisplay) -> bool:
-        """Run one epoch from ``start_batch``; true when ``max_steps`` stopped the run."""
+        """Run one epoch from ``start_batch``; false when ``train.max_steps`` stopped the run before the
+        epoch's last batch (the position is then saved in ``last.pt``)."""
         config = self.config
         self.train_set.set_epoch(epoch)
         batches = self._batches(epoch)
@@ -423,17 +446,17 @@ class FineTuning:
             if every and self.global_step % every == 0 and not last_of_epoch:
                 self.position = (epoch, b + 1)
                 self._save_last(epoch)
-            if config.train.max_steps is not None and self.global_step >= config.train.max_steps:
-                self.position = (epoch, b + 1) if not last_of_epoch else (epoch + 1, 0)
+            if self._reached_max_steps() and not last_of_epoch:
+                self.position = (epoch, b + 1)
                 self._save_last(epoch)
                 self.say(f"stopped at step {self.global_step} (train.max_steps)")
-                return True
+                return False
         display.end()
         means = {k: v / max(1, count) for k, v in sums.items()}
         if means:
             shown = ", ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in means.items() if k != "loss")
             self.say(f"epoch {epoch + 1}/{config.train.epochs}: loss {means['loss']:.3f} ({shown})")
-        return False
+        return True
 
     def _step(self, chunks: list[Any], global_size: int) -> tuple[dict[str, float], float]:
         """One optimisation step over this rank's chunks of the global batch; returns the global mean
@@ -493,7 +516,10 @@ class FineTuning:
         self._log({"kind": "eval", "split": "dev", "epoch": epoch + 1, "step": self.global_step, **metrics})
         key, lower = self.selection()
         value = metrics.get(key)
-        improved = improves(value, self.best_value, lower_is_better=lower)
+        tie_key = TIE_BREAK if key != TIE_BREAK else None
+        improved = improves(value, self.best_value, lower_is_better=lower,
+                            tie=metrics.get(tie_key) if tie_key else None,
+                            best_tie=self.best_metrics.get(tie_key) if tie_key else None)
         shown = f"dev WER {metrics['wer']:.2f}" if "wer" in metrics else "dev WER n/a"
         if "bleu4" in metrics:
             shown += f", BLEU-4 {metrics['bleu4']:.2f}"
@@ -530,11 +556,12 @@ class FineTuning:
             metrics={"dev": metrics}, selection={"metric": key, "lower_is_better": lower},
             decoder_head=self.model.decoder_head, registry=self.registry, **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / BEST, registry=self.registry)
+        save_checkpoint(payload, self.files.best, registry=self.registry)
 
     def _save_last(self, epoch: int) -> None:
         if not self.info.is_main:
             return
+        self.metrics.sync()  # the records up to this step outlive the checkpoint that a resume reads
         from mska_core.checkpoints import make_payload, save_checkpoint
 
         key, lower = self.selection()
@@ -546,7 +573,7 @@ class FineTuning:
             metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, registry=self.registry,
             **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / LAST, registry=self.registry)
+        save_checkpoint(payload, self.files.state, registry=self.registry)
 
     def _log(self, record: dict[str, Any]) -> None:
         self.metrics.log(record)

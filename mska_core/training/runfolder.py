@@ -5,7 +5,8 @@ Both training loops (``mska train`` and ``mska pretrain``) go through this modul
 - :class:`RunFolderLock` holds an exclusive ``flock`` on ``<run folder>/.mska.lock`` while a run
   writes the folder. The file names the holder (pid, host, command, start time); a second run into
   the folder is refused in one line that names it. The kernel drops the lock when its process dies,
-  so a killed run never leaves a stale lock behind.
+  so a killed run never leaves a stale lock behind. A start refused before it wrote anything leaves
+  no trace: the lock file goes, and so does the folder when the lock created it.
 - :func:`check_start` refuses a folder that already holds a checkpoint unless ``--resume`` is given,
   and refuses ``--resume`` of a folder that holds none.
 - :func:`check_resume` compares the resolved config of the new invocation with the one stored in the
@@ -13,8 +14,14 @@ Both training loops (``mska train`` and ``mska pretrain``) go through this modul
   (architecture, data, losses, optimiser, batch size, seed ...), listing the changed keys. Settings
   that only change how the run is watched or where it stops early may change
   (:data:`RESUMABLE_CHANGES`); the number of epochs may grow with ``--extend``.
-- :func:`load_training_state` reads the checkpoint a ``--resume`` continues from and runs those
-  checks on it.
+- :func:`load_training_state` reads the checkpoint a ``--resume`` continues from through
+  :func:`~mska_core.checkpoints.read_payload` (kind ``training-state``, the keys the loop needs) and
+  runs those checks on it.
+
+:class:`RunFolder` puts these together as both loops use them, over the file names of
+:mod:`mska_core.run_files`: :meth:`RunFolder.open` takes the lock and checks the start,
+:meth:`RunFolder.read_state` reads and checks the state to resume, :meth:`RunFolder.release` gives
+the folder back.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from mska_core.errors import ConfigError, RunFolderError
+from mska_core.run_files import LOCK, RunFiles
 
-LOCK_NAME = ".mska.lock"
+LOCK_NAME = LOCK
 
 #: Dotted config keys (or table prefixes ending in ``.``) that may differ on ``--resume``: they
 #: change how a run is watched, where it writes exports or where it stops early, never what it computes.
@@ -90,10 +98,13 @@ class RunFolderLock:
         self.path = self.folder / LOCK_NAME
         self.command = command or command_line()
         self._fd: int | None = None
+        self._created: list[Path] = []  # folders that acquire() made, deepest last
 
     def acquire(self) -> RunFolderLock:
         try:
+            missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._created = missing[::-1]
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise _unwritable(self.folder, exc) from None
@@ -117,12 +128,24 @@ class RunFolderLock:
         return self
 
     def release(self) -> None:
+        """Give the folder up. When the run wrote nothing (a refused start), the lock file is removed,
+        and the folders :meth:`acquire` created with it."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
+        unused = False
+        with contextlib.suppress(OSError):
+            unused = [p.name for p in self.folder.iterdir()] == [LOCK_NAME]
+            if unused:
+                self.path.unlink()  # still holding the lock, so no other run is inside
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+        if unused:
+            for folder in reversed(self._created):
+                with contextlib.suppress(OSError):  # not empty: someone else wrote there meanwhile
+                    folder.rmdir()
+        self._created = []
 
     @property
     def held(self) -> bool:
@@ -240,18 +263,6 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def require_keys(payload: Mapping[str, Any], keys: Iterable[str], path: Path) -> None:
-    """Raise :class:`~mska_core.errors.CheckpointError` when ``payload`` lacks one of ``keys``."""
-    from mska_core.errors import CheckpointError
-
-    missing = [key for key in keys if key not in payload]
-    if missing:
-        raise CheckpointError(
-            f"{path}: the checkpoint lacks {', '.join(repr(k) for k in missing)}, which a resume needs; it "
-            "is damaged or was not written by this loop — start a new run folder, or restore the file"
-        )
-
-
 def stored_config(data: Any) -> Any:
     """A checkpoint's stored config as plain data with today's defaults filled in (as stored when the
     schema cannot read it)."""
@@ -267,21 +278,67 @@ def stored_config(data: Any) -> Any:
 
 
 def load_training_state(path: Path, keys: Iterable[str], config: Mapping[str, Any], *, loop: str,
-                        extend: bool = False) -> dict[str, Any]:
+                        registry: Any, extend: bool = False) -> dict[str, Any]:
     """The ``training-state`` payload of ``path`` that a ``--resume`` continues from.
 
-    Read without running pickled code; refused in one line when it is not a training state, lacks one
-    of ``keys``, or was started with a config (``config``, the resolved one as plain data) that differs
-    from the new one in a way :func:`check_resume` refuses.
+    Read through :func:`~mska_core.checkpoints.read_payload` (never running pickled code); refused in
+    one line when it is not one of our training states, lacks one of ``keys``, or was started with a
+    config (``config``, the resolved one as plain data) that differs from the new one in a way
+    :func:`check_resume` refuses.
     """
-    from mska_core.checkpoints import safe_torch_load
-    from mska_core.errors import CheckpointError
+    from mska_core.checkpoints import read_payload
 
-    state = safe_torch_load(path)
-    if not isinstance(state, dict) or state.get("kind") != "training-state":
-        kind = state.get("kind") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: kind {kind!r}, expected 'training-state'; it was not written by this "
-                              "loop — start a new run folder, or restore the file")
-    require_keys(state, keys, path)
+    state = read_payload(path, kinds=("training-state",), require=keys, needed_by="a resume",
+                         hint="start a new run folder, or restore the file", registry=registry)
     check_resume(stored_config(state["config"]), config, loop=loop, source=path, extend=extend)
     return state
+
+
+class RunFolder:
+    """A run folder as a training loop uses it: its files, its lock, the start check and the state a
+    resume continues from. Both loops go through it, so they start, refuse and resume alike.
+
+    ``loop`` (``"train"`` or ``"pretrain"``) chooses the config tables a resume compares; ``flag`` is
+    how the user asks for a resume (named in messages); ``lock`` is false on processes other than
+    the main one, which never write.
+    """
+
+    def __init__(self, files: RunFiles, *, loop: str, flag: str = "--resume", lock: bool = True) -> None:
+        self.files = files
+        self.loop = loop
+        self.flag = flag
+        self._lock = RunFolderLock(files.folder) if lock else None
+
+    def open(self, *, resume: bool, missing_ok: bool = False) -> bool:
+        """Take the lock and check the start: a folder that holds a training state is refused without
+        ``resume``; ``resume`` of a folder without one is refused too, unless ``missing_ok`` (then the
+        run starts afresh). Returns whether a state will be resumed. A refusal gives the folder back
+        as it was."""
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            check_start(self.files.folder, self.files.state, resume=resume, flag=self.flag)
+            if resume and not self.files.state.exists() and not missing_ok:
+                raise ConfigError(f"{self.flag}: no {self.files.state_name} in {self.files.folder}; start the run "
+                                  f"without {self.flag}")
+        except BaseException:
+            self.release()
+            raise
+        return resume and self.files.state.exists()
+
+    def read_state(self, keys: Iterable[str], config: Mapping[str, Any], *, registry: Any,
+                   extend: bool = False) -> dict[str, Any]:
+        """The stored training state, checked (:func:`load_training_state`)."""
+        return load_training_state(self.files.state, keys, config, loop=self.loop, registry=registry,
+                                   extend=extend)
+
+    def release(self) -> None:
+        """Give the folder up (see :meth:`RunFolderLock.release`)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

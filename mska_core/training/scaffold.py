@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,9 @@ class CosineSchedule:
     """A value for every optimiser step: a linear warm-up to ``start``, then half a cosine to ``end``.
 
     - Warm-up: step ``s < warmup_steps`` gives ``start * s / warmup_steps`` when ``warmup_from_zero``
-      (DINO's ramp: the first step does not move the weights), else ``start * (s + 1) / warmup_steps``.
+      (DINO's ramp: the first step does not move the weights), else ``start * (s + 1) / warmup_steps``;
+      the ramp rises from ``warmup_start`` (0 unless given; DINO's teacher temperature rises from
+      another temperature) rather than 0 when that is set. ``warmup_steps`` may be a fraction.
     - Per step (``steps_per_epoch`` unset): the cosine runs from ``start`` at the end of the warm-up to
       ``end`` at ``total_steps`` and stays there.
     - Per epoch (``steps_per_epoch`` set): the value changes only when an epoch starts, so epoch ``e``
@@ -90,14 +93,18 @@ class CosineSchedule:
     start: float
     end: float
     total_steps: int
-    warmup_steps: int = 0
+    warmup_steps: float = 0
     warmup_from_zero: bool = True
     steps_per_epoch: int | None = None
     period: int | None = None  # epochs of the per-epoch cosine
+    warmup_start: float = 0.0
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
-            return self.start * (step + (0 if self.warmup_from_zero else 1)) / self.warmup_steps
+            done = step + (0 if self.warmup_from_zero else 1)
+            if not self.warmup_start:
+                return self.start * done / self.warmup_steps
+            return self.warmup_start + (self.start - self.warmup_start) * done / self.warmup_steps
         if self.steps_per_epoch is not None:
             progress = (step // max(1, self.steps_per_epoch) + 1) / (self.period or 1)
         else:
@@ -112,48 +119,90 @@ class CosineSchedule:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``; a line that is not JSON is a one-line DataError (the file
-    is written atomically, so such a line was not written by a run)."""
+    """The records of a ``metrics.jsonl``, each a JSON object.
+
+    A last line without a line end (a write a kill cut short) is dropped; any other line that is not a
+    JSON object is a one-line :class:`~mska_core.errors.DataError` naming the file and the line, as is
+    a path that is not a regular file.
+    """
+    from mska_core.errors import DataError
     from mska_core.io import read_jsonl
 
-    return read_jsonl(path)
+    records = read_jsonl(path, torn_tail=True)
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{path}: record {number} is a JSON {type(record).__name__}, not an object, so the file is not "
+                "the metrics.jsonl a run writes; repair the line or move the file away"
+            )
+    return records
 
 
 class MetricsLog:
-    """A run's ``metrics.jsonl``: one JSON object a line, kept in memory and rewritten whole and
-    atomically by :meth:`flush`, so that the file never ends in half a record.
+    """A run's ``metrics.jsonl``: one JSON object a line, appended.
 
-    Only the main process writes (``enabled``). :meth:`resume` keeps the records of the steps a
-    resumed run does not run again.
+    :meth:`append` keeps a record in memory, :meth:`flush` appends the kept records to the file in one
+    write, :meth:`log` does both; each costs the size of its records, however long the run. The first
+    flush of a new run starts the file afresh. :meth:`sync` makes the written records durable (the
+    loops call it before a checkpoint, so a checkpoint never outlives the records before it).
+
+    A kill during a write leaves at most a last line without its line end; :func:`read_metrics` and
+    :meth:`resume` drop it. Only the main process writes (``enabled``).
     """
 
     def __init__(self, path: Path, *, enabled: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
-        self.records: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []
+        self._fresh = True  # the first flush truncates what an earlier, abandoned start left
 
     def resume(self, up_to_step: int) -> None:
-        """Read the file back, keeping the records of steps up to ``up_to_step``: those written after
-        the checkpoint belong to steps that will run again."""
-        self.records = [r for r in read_metrics(self.path)
-                        if isinstance(r, dict) and r.get("step", 0) <= up_to_step]
+        """Keep the records of steps up to ``up_to_step`` and drop the rest (and a torn last line) from
+        the file: records written after the checkpoint belong to steps that will run again. The file
+        is rewritten once, atomically; later flushes append to it."""
+        self.pending = []
+        self._fresh = False
+        if self.enabled:
+            from mska_core.io import atomic_write_bytes
+
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= up_to_step]
+            atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def append(self, record: dict[str, Any]) -> None:
-        """Add a record; it reaches the file with the next :meth:`flush`."""
-        self.records.append(record)
+        """Keep a record; it reaches the file with the next :meth:`flush`."""
+        self.pending.append(record)
 
     def log(self, record: dict[str, Any]) -> None:
-        """Add a record and write the file."""
+        """Keep a record and write it."""
         self.append(record)
         self.flush()
 
     def flush(self) -> None:
+        """Append the kept records to the file in one write (a new run's first flush starts it afresh)."""
+        if not self.enabled:
+            self.pending = []
+            return
+        data = "".join(json.dumps(r) + "\n" for r in self.pending).encode()
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if self._fresh else os.O_APPEND)
+        fd = os.open(self.path, flags, 0o644)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+        self.pending = []
+        self._fresh = False
+
+    def sync(self) -> None:
+        """Flush, then make the file's records durable (``fsync``)."""
+        self.flush()
         if not self.enabled:
             return
-        from mska_core.io import atomic_write_bytes
-
-        text = "".join(json.dumps(r) + "\n" for r in self.records)
-        atomic_write_bytes(self.path, text.encode())
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 # --- progress ------------------------------------------------------------------------------------
