@@ -17,6 +17,14 @@ changes in a way an older reader would misread.
       SPLIT.tsv, SPLIT/ID.npy    with --annotations/--split: the directory format
       .partial/ID/               a clip being written (removed when it is finished or restarted)
 
+**WebDataset shards** (``mska pack OUT --to DEST``, read by :class:`mska_core.data.shards.ClipShards`)::
+
+    DEST/
+      shards.json                the shards and their clip counts, the streams, the contract version
+      shard-000000.tar           clips one after another; clip KEY (its ordinal) is the members
+                                 KEY.json (id, gloss, text, frames, fps, width, height, layout),
+                                 KEY.keypoints.npy (float32 [T, J, 3], pixels) and KEY.STREAM.crops
+
 **Crops.** Crop ``i`` of a clip belongs to its keypoint frame ``i``. A clip's crops of one stream are
 either one packed file ``STREAM/ID.crops`` (:mod:`mska_core.data.crop_pack`: the JPEG bytes of every
 frame one after the other and an index of their offsets) or a folder ``STREAM/ID/`` of
@@ -61,6 +69,11 @@ PARTIAL = ".partial"
 CROP_NAME = "{index:06d}.jpg"
 #: Suffix of a clip's packed crops of one stream (the packed format).
 PACKED_SUFFIX = ".crops"
+#: A WebDataset shard of ``mska pack``, and the index beside the shards.
+SHARD_NAME = "shard-{index:06d}.tar"
+SHARD_INDEX = "shards.json"
+#: The member suffixes of one clip in a shard (besides ``.STREAM.crops``).
+SHARD_META, SHARD_KEYPOINTS = ".json", ".keypoints.npy"
 
 
 @attrs.frozen
