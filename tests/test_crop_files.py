@@ -340,3 +340,22 @@ def test_mska_train_and_evaluate_read_crops_from_disk(corpus_dir, backbone_file,
                       'data.crop_options.missing="mask"', env=mska_env())
     assert masked.returncode == 0, masked.stderr
     assert "masked" in masked.stderr
+
+
+def test_the_crops_of_a_corpus_are_looked_up_once_however_many_times_a_run_asks(corpus_dir, backbone_file, tmp_path,
+                                                                                 monkeypatch):
+    from mska_core.data.crop_files import CropFolders
+
+    looked: list[tuple[str, str]] = []
+    original = CropFolders._look
+
+    def counting(self, stream, clip):
+        looked.append((stream, clip))
+        return original(self, stream, clip)
+
+    monkeypatch.setattr(CropFolders, "_look", counting)
+    dataset, *_ = datasets(write_config(tmp_path, corpus_dir, backbone_file))  # sizes, plan, the train split
+    assert looked and len(looked) == len(set(looked))  # once per clip and stream
+    assert {clip for _, clip in looked} >= {sample.name for sample in dataset.samples}
+    dataset[0]
+    assert len(looked) == len(set(looked))
