@@ -198,6 +198,22 @@ def test_segments_are_cut_from_their_recording_with_exact_frame_counts(recording
     assert table[0] == "id\tgloss\ttext" and "middle\tG1\tt 1" in table and not any(t.startswith("never") for t in table)
 
 
+def test_segments_in_two_worker_processes_are_what_one_process_cuts(recordings: Path, tmp_path: Path):
+    runs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        result = run_extract(str(recordings / "videos"), "--keypoints", str(recordings / "keypoints"), "--out",
+                             str(out), "--annotations", str(recordings / "segments.tsv"), "--split", "train",
+                             "--crop-size", "32", "--workers", workers, "--json")
+        assert result.returncode == 1, result.stderr
+        summary = json.loads(result.stdout)
+        runs[workers] = (sorted(summary["written"]), [f["id"] for f in summary["failed"]])
+        assert (out / "clips.tsv").read_text() == (tmp_path / "out1" / "clips.tsv").read_text()
+        for path in sorted((tmp_path / "out1").rglob("*.crops")):
+            assert path.read_bytes() == (out / path.relative_to(tmp_path / "out1")).read_bytes(), path
+    assert runs["1"] == runs["2"] == (["middle", "opening", "other", "overlap"], ["never"])
+
+
 def test_a_recording_is_read_once_however_many_segments_and_estimated_only_inside_them(recordings: Path,
                                                                                         tmp_path: Path):
     import mska_core.extract.clip as clip_module
