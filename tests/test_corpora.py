@@ -392,3 +392,42 @@ def test_a_clip_from_a_shard_holds_what_the_extraction_holds(packed_corpus: Path
     np.testing.assert_array_equal(middle.keypoints, np.load(packed_corpus / "keypoints" / "middle.npy"))
     np.testing.assert_array_equal(middle.crops("hand_left", [4, 0, 4]),
                                   crops_of(packed_corpus, "hand_left", "middle")[[4, 0, 4]])
+
+
+# --- the data contract ----------------------------------------------------------------------------
+
+
+def test_the_data_contract_is_defined_once():
+    """Crop names, the clips table's header, pixel normalisation and table reading live in
+    mska_core/data/contract.py; no other module of the package spells them."""
+    package = Path(__file__).resolve().parents[1] / "mska_core"
+    spelled = {'"{index:06d}.jpg"': [], "def normalize_pixels(": [], '"id", "video", "frames"': [],
+               "csv.reader(": []}
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for needle, where in spelled.items():
+            if needle in text:
+                where.append(path.relative_to(package).as_posix())
+    assert spelled == {needle: ["data/contract.py"] for needle in spelled}
+
+
+def test_annotation_tables_are_recognised_by_their_header_and_bad_lines_named(tmp_path: Path):
+    from mska_core.data.contract import read_annotations
+    from mska_core.errors import DataError
+
+    table = tmp_path / "segments.tsv"
+    table.write_text("id\tvideo\tstart\tend\ttext\nа1\tlong.mp4\t1.5\t4\tbonjour\nwhole\tother.mp4\t-1\t-1\t\n")
+    rows = read_annotations(table)
+    assert [(r.clip_id, r.video, r.start, r.end, r.gloss, r.text, r.whole) for r in rows] == [
+        ("а1", "long.mp4", 1.5, 4.0, "", "bonjour", False), ("whole", "other.mp4", -1.0, -1.0, "", "", True)]
+    for bad, expected in (("x\tv.mp4\t4\t2\t\n", ":2: the segment 4-2 s is empty"),
+                          ("x\tv.mp4\tsoon\t2\t\n", ":2: start 'soon' is not a number")):
+        table.write_text("id\tvideo\tstart\tend\ttext\n" + bad)
+        with pytest.raises(DataError, match=expected):
+            read_annotations(table)
+    table.write_text("name|video|start|end|speaker|orth|translation\nn1|n1/1/*.png|-1|-1|S1|A B|a b\nn2|x|-1\n")
+    with pytest.raises(DataError, match=r":3: 3 fields, the header has 7"):
+        read_annotations(table)
+    table.write_text("clip\tglosses\n")
+    with pytest.raises(DataError, match="the first line must be the header"):
+        read_annotations(table)

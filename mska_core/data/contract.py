@@ -25,6 +25,9 @@ changes in a way an older reader would misread.
                                  KEY.json (id, gloss, text, frames, fps, width, height, layout),
                                  KEY.keypoints.npy (float32 [T, J, 3], pixels) and KEY.STREAM.crops
 
+**The clips table** (:class:`ClipRow`, :func:`read_clips`): ``clips.tsv`` and its ``--shard`` parts,
+one tab-separated line per finished clip under the header :data:`CLIPS_HEADER`.
+
 **Crops.** Crop ``i`` of a clip belongs to its keypoint frame ``i``. A clip's crops of one stream are
 either one packed file ``STREAM/ID.crops`` (:mod:`mska_core.data.crop_pack`: the JPEG bytes of every
 frame one after the other and an index of their offsets) or a folder ``STREAM/ID/`` of
@@ -114,6 +117,57 @@ class ExtractedLayout:
 
     def partial(self, clip_id: str) -> Path:
         return self.root / PARTIAL / clip_id
+
+
+@attrs.frozen
+class ClipRow:
+    """One line of ``clips.tsv``: a finished clip."""
+
+    id: str
+    video: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    layout: str
+    source: str  # "npy:PATH", "pose:PATH", "pickle:PATH:NAME" or "estimator:NAME"
+    version: str  # the estimator's distribution version; empty for keypoint files
+    streams: tuple[str, ...]
+
+    def cells(self) -> list[str]:
+        return [self.id, self.video, str(self.frames), f"{self.fps:g}", str(self.width), str(self.height),
+                self.layout, self.source, self.version, ",".join(self.streams)]
+
+    @classmethod
+    def from_cells(cls, cells: list[str]) -> ClipRow:
+        return cls(id=cells[0], video=cells[1], frames=int(cells[2]), fps=float(cells[3]),
+                   width=int(cells[4]), height=int(cells[5]), layout=cells[6], source=cells[7],
+                   version=cells[8], streams=tuple(s for s in cells[9].split(",") if s))
+
+
+def read_clips(path: Path) -> dict[str, ClipRow]:
+    """The rows of ``clips.tsv`` by id (a later line wins; a torn last line is ignored)."""
+    if not path.is_file():
+        return {}
+    rows: dict[str, ClipRow] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        for cells in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]:
+            if len(cells) != len(CLIPS_HEADER):
+                continue
+            try:
+                row = ClipRow.from_cells(cells)
+            except ValueError:
+                continue
+            rows[row.id] = row
+    return rows
+
+
+def read_all_clips(folder: ExtractedLayout) -> dict[str, ClipRow]:
+    """The rows of ``clips.tsv`` and of every ``clips.K-of-N.tsv`` part (``--shard``) by id."""
+    rows = read_clips(folder.clips_tsv)
+    for part in folder.clips_parts():
+        rows.update(read_clips(part))
+    return rows
 
 
 def crop_frame_name(index: int) -> str:

@@ -71,11 +71,11 @@ def pack_shards(out: str | Path, dest: str | Path, shards: int, *, split: str | 
     their gloss and text) into ``shards`` WebDataset shards in ``dest``, each written atomically, and
     ``dest/shards.json``; returns the shards' paths. Clips go to shards in id order, in runs of nearly
     equal length."""
-    from mska_core.data.contract import ExtractedLayout, read_annotations
+    from mska_core.data.contract import ExtractedLayout, read_all_clips, read_annotations
     from mska_core.io import atomic_open, atomic_write_bytes
 
     layout = ExtractedLayout(out)
-    rows = _clip_rows(layout)
+    rows = read_all_clips(layout)
     if split is not None:
         table = read_annotations(layout.root / f"{split}.tsv", f"{split} table")
         notes = {row.clip_id: (row.gloss, row.text) for row in table}
@@ -103,39 +103,21 @@ def pack_shards(out: str | Path, dest: str | Path, shards: int, *, split: str | 
                 _add_clip(tar, layout, rows[clip_id], ordinal[clip_id], gloss, text)
         paths.append(path)
         counts.append(len(chunk))
-    streams = sorted({stream for clip_id in ids for stream in rows[clip_id]["streams"]})
+    streams = sorted({stream for clip_id in ids for stream in rows[clip_id].streams})
     index_data = {"contract_version": CONTRACT_VERSION, "split": split, "streams": streams,
                   "shards": [{"name": p.name, "clips": n} for p, n in zip(paths, counts)]}
     atomic_write_bytes(dest / SHARD_INDEX, (json.dumps(index_data, indent=2) + "\n").encode())
     return paths
 
 
-def _clip_rows(layout: Any) -> dict[str, dict[str, Any]]:
-    from mska_core.data.contract import CLIPS_HEADER
-
-    rows: dict[str, dict[str, Any]] = {}
-    for table in [layout.clips_tsv, *layout.clips_parts()]:
-        if not table.is_file():
-            continue
-        for line in table.read_text(encoding="utf-8").splitlines()[1:]:
-            cells = line.split("\t")
-            if len(cells) != len(CLIPS_HEADER):
-                continue
-            row = dict(zip(CLIPS_HEADER, cells))
-            row["streams"] = [s for s in row["streams"].split(",") if s]
-            rows[row["id"]] = row
-    return rows
-
-
-def _add_clip(tar: tarfile.TarFile, layout: Any, row: dict[str, Any], ordinal: int, gloss: str, text: str) -> None:
+def _add_clip(tar: tarfile.TarFile, layout: Any, row: Any, ordinal: int, gloss: str, text: str) -> None:
     key = f"{ordinal:09d}"
-    meta = {"id": row["id"], "gloss": gloss, "text": text, "frames": int(row["frames"]), "fps": float(row["fps"]),
-            "width": int(row["width"]), "height": int(row["height"]), "layout": row["layout"],
-            "streams": row["streams"]}
+    meta = {"id": row.id, "gloss": gloss, "text": text, "frames": row.frames, "fps": row.fps, "width": row.width,
+            "height": row.height, "layout": row.layout, "streams": list(row.streams)}
     _add(tar, key + SHARD_META, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
-    _add(tar, key + SHARD_KEYPOINTS, layout.keypoints(row["id"]).read_bytes())
-    for stream in row["streams"]:
-        _add(tar, f"{key}.{stream}{PACKED_SUFFIX}", _packed_bytes(layout, stream, row["id"]))
+    _add(tar, key + SHARD_KEYPOINTS, layout.keypoints(row.id).read_bytes())
+    for stream in row.streams:
+        _add(tar, f"{key}.{stream}{PACKED_SUFFIX}", _packed_bytes(layout, stream, row.id))
 
 
 def _packed_bytes(layout: Any, stream: str, clip_id: str) -> bytes:
