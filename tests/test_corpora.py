@@ -428,6 +428,9 @@ def test_annotation_tables_are_recognised_by_their_header_and_bad_lines_named(tm
     table.write_text("name|video|start|end|speaker|orth|translation\nn1|n1/1/*.png|-1|-1|S1|A B|a b\nn2|x|-1\n")
     with pytest.raises(DataError, match=r":3: 3 fields, the header has 7"):
         read_annotations(table)
+    table.write_text("id|folder|signer|annotation\nn1|n1/1/*.png|Signer01|__ON__ REGEN\n")
+    assert [(r.clip_id, r.video, r.gloss, r.text, r.whole) for r in read_annotations(table)] == [
+        ("n1", "n1/1/*.png", "__ON__ REGEN", "", True)]
     table.write_text("clip\tglosses\n")
     with pytest.raises(DataError, match="the first line must be the header"):
         read_annotations(table)
