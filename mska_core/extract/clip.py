@@ -236,7 +236,6 @@ class _OpenCut:
         self.trackers: dict[str, BoxTracker] = {}
         self.sink: Any = None
         self.frames = 0
-        self.first = -1  # index of the cut's first frame in the input
         self.points: list[np.ndarray] = []
 
 
@@ -274,7 +273,7 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None
     open_cuts: list[_OpenCut] = []
     skipped: list[Cut] = []  # cuts that lie between two frames
     info = reader.info
-    index = 0
+    read = 0  # frames read so far
     try:
         for index, (time, rgb) in enumerate(reader.frames()):
             if last_end is not None and time >= last_end - TIME_SLACK:
@@ -300,7 +299,6 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None
                 image = Image.fromarray(rgb)
                 for state in holding:
                     if state.sink is None:
-                        state.first = index
                         state.trackers = {crop.name: BoxTracker(crop, layout, info.width, info.height)
                                           for crop in streams}
                         state.sink = sink(state.cut, list(state.trackers))
@@ -308,14 +306,14 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None
                                       {name: t.update(points) for name, t in state.trackers.items()})
                     state.points.append(points)
                     state.frames += 1
-            if (index + 1) % PROGRESS_EVERY == 0:
+            read = index + 1
+            if read % PROGRESS_EVERY == 0:
                 tell(PROGRESS_EVERY)
-        else:
-            index += 1  # the input ended: ``index`` is its frame count
-            if given is not None and last_end is None and index != len(given.points):
-                raise ClipFailed(f"{job.video.path} has {index} frames but its keypoints have "
+        else:  # the input ended: ``read`` is its frame count
+            if given is not None and last_end is None and read and read != len(given.points):
+                raise ClipFailed(f"{job.video.path} has {read} frames but its keypoints have "
                                  f"{len(given.points)} ({where})")
-        tell(index % PROGRESS_EVERY)
+        tell(read % PROGRESS_EVERY)
     except BaseException:
         for state in open_cuts:
             if state.sink is not None:
