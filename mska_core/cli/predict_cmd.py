@@ -71,8 +71,9 @@ def is_video(spec: str) -> bool:
 
 def read_clip(spec: str, config: Any) -> tuple[str, Any]:
     """``(name, keypoints [T, J, 3])`` of one CLIP argument, normalised as the training data was."""
+    from mska_core.data.contract import normalize_pixels
     from mska_core.data.directory import KEYPOINT_SUFFIXES, read_keypoint_file
-    from mska_core.data.pickles import normalize_pixels, read_pickle
+    from mska_core.data.pickles import read_pickle
     from mska_core.errors import DataError
 
     path = Path(spec)

@@ -138,7 +138,7 @@ class CropOptionsConfig:
     the spatial augmentation of training crops (docs/data.md). The synthetic source renders its crops
     and reads none of the file keys."""
 
-    path: str | None = None  # folder of STREAM/ID/NNNNNN.jpg crops (mska extract's OUT/crops); none: [data] path / crops
+    path: str | None = None  # folder of STREAM/ID.crops (or STREAM/ID/NNNNNN.jpg) crops: mska extract's OUT/crops; none: [data] path / crops
     missing: Literal["error", "mask"] = "error"  # a clip without a stream's crops: stop, or mask the stream for it
     scale: tuple[float, float] = attrs.field(default=(1.0, 1.0), converter=tuple, validator=_scale)  # area kept by a random resized crop of training crops; [1, 1]: off
     color_jitter: float = attrs.field(default=0.0, validator=_non_negative)  # brightness, contrast, saturation strength on training crops; 0: off
@@ -366,6 +366,8 @@ class ExtractConfig:
     jpeg_quality: int = attrs.field(default=90, validator=[_positive, attrs.validators.le(100)])  # quality of the crops' JPEG files (1-100)
     layout: str | None = None  # layout of keypoint files; None: the registered layout with their joint count
     workers: int = attrs.field(default=1, validator=_positive)  # clips extracted at once, each in its own process
+    crop_format: str = attrs.field(default="packed", validator=attrs.validators.in_(("packed", "files")))  # "packed": one file per clip and stream; "files": one JPEG per frame
+    fps: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))  # frame rate of frame folders; None: 25, with a notice
 
 
 @attrs.frozen

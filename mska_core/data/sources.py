@@ -76,7 +76,7 @@ def open_pose(data: Any, layout: Any) -> Corpus:
 def _pose_sample(root: Path, split: str, row: Any, layout: str, tsv: Path) -> Sample:
     import torch
 
-    from mska_core.data.pickles import normalize_pixels
+    from mska_core.data.contract import normalize_pixels
     from mska_core.data.pose import read_pose
 
     candidates = (root / split / f"{row.clip_id}.pose", root / f"{row.clip_id}.pose")
