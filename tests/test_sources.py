@@ -12,7 +12,7 @@ from mska_core import DataSource, get_registry, hookimpl
 from mska_core.config import DataConfig
 from mska_core.data import Corpus, Sample
 from mska_core.data.datasets import load_corpus
-from mska_core.errors import DataError
+from mska_core.errors import DataError, DuplicateNameError
 from mska_core.registry import make_registry
 
 
@@ -53,12 +53,14 @@ def test_mska_data_sources_clips_of_a_plugin_are_validated_like_every_source():
         load_corpus(DataConfig(source="replay"), registry=registry)
 
 
-def test_mska_data_sources_a_plugin_that_reuses_a_built_in_name_is_refused_and_named():
+def test_mska_data_sources_a_plugin_that_reuses_a_built_in_name_is_contested_and_named():
     clash = ReplaySource("directory")
     clash.__name__ = "clash"
     registry = make_registry(clash, warn=False)
-    assert registry.data_sources.get("directory").provider.distribution == "mska-core"
-    assert registry.host.infos["clash"].status == "failed" and "mska-core" in registry.host.infos["clash"].error
+    with pytest.raises(DuplicateNameError, match=r"mska-core .*plugin 'clash'"):
+        registry.data_sources.get("directory")
+    assert registry.with_choices({"directory": "core-data"}).data_sources.get(
+        "directory").provider.distribution == "mska-core"
 
 
 # --- .pose files -----------------------------------------------------------------------------------

@@ -352,10 +352,12 @@ class ExtractConfig:
 
 @attrs.frozen
 class PluginsConfig:
-    """``[plugins]``: plugins to disable, and plugins the run requires."""
+    """``[plugins]``: plugins to disable, plugins the run requires, and which plugin supplies a name
+    that several plugins supply."""
 
     disable: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     required: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    providers: dict[str, str] = attrs.field(factory=dict)  # name -> plugin, e.g. lips = "plugin-b"
 
 
 @attrs.frozen
