@@ -109,10 +109,13 @@ def resolve_model(config: Config, registry: Any) -> Config:
 
 
 def providers_of(config: Config, registry: Any) -> dict[str, dict[str, dict[str, str]]]:
-    """Which plugin supplied each stream, loss and the layout ``config`` uses, as plain data.
+    """Which plugin supplied each stream, loss and the layout ``config`` uses, as plain data; each stream
+    also with the fingerprint of its joints per layout (:func:`~mska_core.config.identity.stream_identity`).
 
-    Stored in checkpoints so that loading one where a plugin is missing can say what to install.
+    Stored in checkpoints so that loading one where a plugin is missing can say what to install, and
+    loading one where another plugin supplies a stream, or its joints changed, is refused.
     """
+    from mska_core.config.identity import stream_identity
 
     def entry(record: Any) -> dict[str, str]:
         provider = record.provider
@@ -123,7 +126,7 @@ def providers_of(config: Config, registry: Any) -> dict[str, dict[str, dict[str,
     out: dict[str, dict[str, dict[str, str]]] = {"streams": {}, "losses": {}, "layouts": {}}
     for name in selected_streams(config.model, registry):
         if name in registry.streams:
-            out["streams"][name] = entry(registry.streams.get(name))
+            out["streams"][name] = stream_identity(registry.streams.get(name))
     for name in config.losses:
         if name in registry.losses:
             out["losses"][name] = entry(registry.losses.get(name))

@@ -173,13 +173,15 @@ class FineTuning:
     """
 
     def __init__(self, config: Any, *, resume: bool = False, registry: Any = None,
-                 out: Callable[[str], None] | None = None, console: Any = None, extend: bool = False) -> None:
+                 out: Callable[[str], None] | None = None, console: Any = None, extend: bool = False,
+                 allow_stream_change: bool = False) -> None:
         from mska_core.registry import get_registry
         from mska_core.training import distributed
 
         self.config = config
         self.resume = resume
         self.extend = extend  # --resume may raise train.epochs
+        self.allow_stream_change = allow_stream_change  # --resume under another stream provider or joints
         self.lock: Any = None  # the run folder's lock, held from prepare() to the end of run()
         self.registry = registry if registry is not None else get_registry()
         self.info, self.device = distributed.setup(config.run.device)
@@ -231,6 +233,10 @@ class FineTuning:
         if self.resume:
             self.state = runfolder.load_training_state(last, RESUME_KEYS, unstructure(config), loop="train",
                                                        extend=self.extend)
+            from mska_core.config.identity import check_stream_identity
+
+            check_stream_identity(config.model.streams, config.model.layout, self.state.get("providers"),
+                                  str(last), self.registry, allow_change=self.allow_stream_change)
             self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
         else:
             self.vocabularies = Vocabularies.from_samples(self.corpus.train)
