@@ -17,7 +17,7 @@ from test_train import TINY
 
 from mska_core import StreamSpec, hookimpl
 from mska_core.config.identity import check_stream_identity, joint_fingerprint, stream_identity
-from mska_core.errors import ConfigError
+from mska_core.errors import CheckpointError, ConfigError
 from mska_core.registry import make_registry
 
 LIPS = tuple(range(71, 91))  # the 20 mouth points of COCO-WholeBody
@@ -145,3 +145,27 @@ def test_a_checkpoint_that_recorded_no_identity_loads_as_before():
     registry = make_registry(LipsPlugin("plugin_b", LIPS))
     check_stream_identity(["lips"], "coco_wholebody", {"streams": {"lips": {}}}, "old.pt", registry)
     check_stream_identity(["lips"], "coco_wholebody", None, "old.pt", registry)
+
+
+def test_load_mska_encoder_state_refuses_a_stream_whose_recorded_joints_or_provider_differ(tmp_path: Path):
+    from mska_core import load_mska_encoder_state
+    from mska_core.checkpoints import make_payload, save_checkpoint
+    from mska_core.config import config_from_dict
+    from mska_core.config.checks import providers_of
+    from mska_core.encoder import MSKAEncoder
+
+    model = {"channels": [4], "inter_channels": [2], "temporal_kernels": [3], "strides": [1], "num_heads": 1,
+             "head_hidden": 8, "head_ff": 8, "vocab_size": 5, "streams": {"lips": {}}}
+    config = config_from_dict({"model": model})
+    trained_with = make_registry(LipsPlugin("plugin_a", LIPS))
+    encoder = MSKAEncoder.from_config(config.model, registry=trained_with)
+    payload = make_payload("model", {f"branches.lips.{k}": v for k, v in encoder.branches["lips"].state_dict().items()},
+                           registry=trained_with, providers=providers_of(config, trained_with))
+    path = save_checkpoint(payload, tmp_path / "best.pt", registry=trained_with)
+    load_mska_encoder_state(MSKAEncoder.from_config(config.model, registry=trained_with), streams={"lips": path},
+                            registry=trained_with)
+    swapped = make_registry(LipsPlugin("plugin_b", tuple(reversed(LIPS))))
+    target = MSKAEncoder.from_config(config.model, registry=swapped)
+    with pytest.raises(CheckpointError, match=r"stream 'lips' was trained with plugin 'plugin_a'.*another order"):
+        load_mska_encoder_state(target, streams={"lips": path}, registry=swapped)
+    load_mska_encoder_state(target, streams={"lips": path}, registry=swapped, allow_stream_change=True)

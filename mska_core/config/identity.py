@@ -62,19 +62,26 @@ def check_stream_identity(streams: Iterable[str], layout: str, stored: Any, sour
                 f"choose one with --set plugins.providers.{name}={entry['plugin']} (or [plugins.providers]), "
                 "or disable the other plugin"
             )
-        spec = suppliers[0]
-        if allow_change:
-            continue
-        now = spec.provider
-        moved = now is not None and (now.plugin, now.distribution) != (entry.get("plugin"), entry.get("distribution"))
-        joints = _joint_change(entry, spec, layout)
-        if moved or joints:
-            raise ConfigError(
-                f"{source}: stream {name!r} was trained with {trained_with}, but {now} supplies it now "
-                f"{joints or 'with the same joints'}; install the original plugin (or choose it with "
-                f"--set plugins.providers.{name}={entry['plugin']}), or pass --allow-stream-change to load it "
-                "anyway"
-            )
+        if not allow_change:
+            check_same_stream(name, entry, suppliers[0], layout, source)
+
+
+def check_same_stream(name: str, entry: Mapping[str, Any], spec: Any, layout: str, source: str) -> None:
+    """Raise :class:`ConfigError` when ``spec`` (the stream ``name`` as supplied now) comes from another
+    plugin than the recorded ``entry`` (one stream of a checkpoint's ``providers``), or reads other
+    joints in ``layout``. An entry without a recorded plugin or joints checks nothing of it."""
+    if not isinstance(entry, Mapping) or not entry.get("plugin"):
+        return
+    now = spec.provider
+    moved = now is not None and (now.plugin, now.distribution) != (entry.get("plugin"), entry.get("distribution"))
+    joints = _joint_change(entry, spec, layout)
+    if moved or joints:
+        raise ConfigError(
+            f"{source}: stream {name!r} was trained with {_describe(entry)}, but {now} supplies it now "
+            f"{joints or 'with the same joints'}; install the original plugin (or choose it with "
+            f"--set plugins.providers.{name}={entry['plugin']}), or pass --allow-stream-change to load it "
+            "anyway"
+        )
 
 
 def _joint_change(entry: Mapping[str, Any], spec: Any, layout: str) -> str:
