@@ -187,11 +187,14 @@ class CheckpointFormat:
       is in this format. Exactly one format may claim a file.
     - ``read(probe) -> Checkpoint``: the file's tensors and metadata, without running pickled code.
     - ``write(checkpoint, path) -> None``: optional; writes a :class:`mska_core.checkpoints.Checkpoint`
-      or one of our payload dicts atomically (temporary file in the destination folder, then
-      ``os.replace``). ``save_checkpoint`` calls it.
+      (``metadata``: every payload key but the tensors, plain data; ``state_dict``: name -> tensor)
+      atomically (temporary file in the destination folder, fsync, then ``os.replace``).
+      ``save_checkpoint`` calls it, with our payload dicts turned into a ``Checkpoint`` first; what
+      ``read`` returns for the file must hold the same metadata and tensors.
     - ``suffixes``: the file name endings this format writes (``(".safetensors",)``);
       ``save_checkpoint`` picks the writable format that claims a path's suffix, and ``mska`` for
-      every other path.
+      every other path. A run whose ``[run] format`` names this format writes ``best`` and ``last``
+      with the first suffix.
     """
 
     name: str = attrs.field(validator=_valid_name)

@@ -59,6 +59,12 @@ def check_against_registry(config: Config, source: str, registry: Any) -> None:
     for loss in config.losses:
         look_up(registry.losses, loss, f"losses.{loss}")
     look_up(registry.data_sources, config.data.source, "data.source")
+    fmt = look_up(registry.checkpoint_formats, config.run.format, "run.format")
+    if fmt.write is None or not fmt.suffixes:
+        writable = ", ".join(f.name for f in registry.checkpoint_formats if f.write is not None and f.suffixes)
+        raise ConfigError(f"{source}: run.format: checkpoint format {fmt.name!r} ({fmt.provider}) "
+                          f"{'only reads files' if fmt.write is None else 'names no file suffix'}; formats that "
+                          f"write run outputs: {writable}")
     check_loss_options(config, source, registry)
 
 

@@ -89,6 +89,7 @@ class RunConfig:
     output_dir: str = "runs"
     seed: int = attrs.field(default=0, validator=_seed)
     device: str = attrs.field(default="auto", validator=_device)  # "auto", "cpu", "cuda", "cuda:N", "mps"
+    format: str = "mska"  # checkpoint format of best/last and exports: mska (.pt), safetensors, a plugin's
 
 
 @attrs.frozen

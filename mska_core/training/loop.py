@@ -10,6 +10,9 @@ One run lives in ``[run] output_dir / [run] name``:
 - ``best.pt``: kind ``model``, the weights with the best dev score (WER of the ensemble, or BLEU-4
   when no CTC loss is trained), with the resolved config, vocabularies and dev metrics inside.
 
+``[run] format`` chooses the checkpoint format ``best`` and ``last`` are written in (and read back by
+``--resume``); their suffix is the format's (``best.safetensors`` for ``safetensors``).
+
 Exact resume: the order of an epoch comes from a generator seeded by (seed, epoch), every clip's
 augmentation from one seeded by (seed, epoch, clip), and every global random generator (Python,
 NumPy, torch, CUDA; dropout draws from torch's) is saved in ``last.pt``. ``--resume`` therefore
@@ -198,6 +201,20 @@ class FineTuning:
 
     # -- set-up ---------------------------------------------------------------------------------------
 
+    def _output(self, stem: str) -> Path:
+        """``run_dir / stem`` with the suffix of ``[run] format`` (``last.pt``, ``best.safetensors`` ...)."""
+        from mska_core.checkpoints import output_suffix
+
+        return self.run_dir / (stem + output_suffix(self.config.run.format, registry=self.registry))
+
+    @property
+    def last_path(self) -> Path:
+        return self._output(Path(LAST).stem)
+
+    @property
+    def best_path(self) -> Path:
+        return self._output(Path(BEST).stem)
+
     def say(self, line: str) -> None:
         if self.info.is_main:
             self._out(line)
@@ -217,12 +234,12 @@ class FineTuning:
         check_against_registry(self.config, "config", self.registry)
         # The stored config names its streams and heads, so plugins installed later never change it.
         config = self.config = resolve_model(self.config, self.registry)
-        last = self.run_dir / LAST
+        last = self.last_path
         if self.info.is_main:
             self.lock = runfolder.RunFolderLock(self.run_dir).acquire()
         runfolder.check_start(self.run_dir, last, resume=self.resume)
         if self.resume and not last.exists():
-            raise ConfigError(f"--resume: no {LAST} in {self.run_dir}; start the run without --resume")
+            raise ConfigError(f"--resume: no {last.name} in {self.run_dir}; start the run without --resume")
         seed_everything(config.run.seed)
         layout = self.registry.layouts.get(config.model.layout)
         self.corpus = load_corpus(config.data, layout=layout.name, num_joints=layout.num_joints,
@@ -232,7 +249,7 @@ class FineTuning:
         self.state = None
         if self.resume:
             self.state = runfolder.load_training_state(last, RESUME_KEYS, unstructure(config), loop="train",
-                                                       extend=self.extend)
+                                                       extend=self.extend, registry=self.registry)
             from mska_core.config.identity import check_stream_identity
 
             check_stream_identity(config.model.streams, config.model.layout, self.state.get("providers"),
@@ -335,9 +352,9 @@ class FineTuning:
         from mska_core.training.distributed import barrier
 
         barrier(self.info)
-        best = self.run_dir / BEST
+        best = self.best_path
         return TrainResult(
-            run_dir=self.run_dir, last=self.run_dir / LAST, best=best if best.exists() else None,
+            run_dir=self.run_dir, last=self.last_path, best=best if best.exists() else None,
             best_metrics=self.best_metrics, global_step=self.global_step, epoch=self.position[0],
             seconds=time.perf_counter() - started,
         )
@@ -504,7 +521,7 @@ class FineTuning:
             metrics={"dev": metrics}, selection={"metric": key, "lower_is_better": lower},
             decoder_head=self.model.decoder_head, registry=self.registry, **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / BEST, registry=self.registry)
+        save_checkpoint(payload, self.best_path, format=self.config.run.format, registry=self.registry)
 
     def _save_last(self, epoch: int) -> None:
         if not self.info.is_main:
@@ -520,7 +537,7 @@ class FineTuning:
             metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, registry=self.registry,
             **self._common(),
         )
-        save_checkpoint(payload, self.run_dir / LAST, registry=self.registry)
+        save_checkpoint(payload, self.last_path, format=self.config.run.format, registry=self.registry)
 
     def _log(self, record: dict[str, Any]) -> None:
         self.metrics.log(record)

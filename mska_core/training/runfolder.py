@@ -267,17 +267,18 @@ def stored_config(data: Any) -> Any:
 
 
 def load_training_state(path: Path, keys: Iterable[str], config: Mapping[str, Any], *, loop: str,
-                        extend: bool = False) -> dict[str, Any]:
+                        extend: bool = False, registry: Any = None) -> dict[str, Any]:
     """The ``training-state`` payload of ``path`` that a ``--resume`` continues from.
 
     Read without running pickled code; refused in one line when it is not a training state, lacks one
     of ``keys``, or was started with a config (``config``, the resolved one as plain data) that differs
     from the new one in a way :func:`check_resume` refuses.
     """
-    from mska_core.checkpoints import safe_torch_load
+    from mska_core.checkpoints import read_payload, safe_torch_load
     from mska_core.errors import CheckpointError
 
-    state = safe_torch_load(path)
+    # through the checkpoint formats when a registry is given ([run] format); else our torch payload
+    state = read_payload(path, registry=registry) if registry is not None else safe_torch_load(path)
     if not isinstance(state, dict) or state.get("kind") != "training-state":
         kind = state.get("kind") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: kind {kind!r}, expected 'training-state'; it was not written by this "
