@@ -229,11 +229,18 @@ class DataSource:
     :class:`mska_core.data.Corpus` of train, dev and test :class:`mska_core.data.Sample` clips in
     that layout. Problems with the data are :class:`mska_core.errors.DataError` naming the file and
     the clip.
+
+    ``options`` declares the keys the source reads from ``[data.options]``, each with its default
+    (``{"split_field": "split"}``); ``data.options`` as ``open`` receives it holds every declared key
+    (the user's value, else the default). A key the source does not declare is refused, as for
+    losses (the dotted key, the nearest declared one); a value whose type differs from a non-``None``
+    default's is refused too. A source that declares none takes no options.
     """
 
     name: str = attrs.field(validator=_valid_name)
     open: Callable[..., Any]
     description: str = ""
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     provider: Provider | None = _provider_field()
 
 

@@ -169,3 +169,21 @@ def test_load_mska_encoder_state_refuses_a_stream_whose_recorded_joints_or_provi
     with pytest.raises(CheckpointError, match=r"stream 'lips' was trained with plugin 'plugin_a'.*another order"):
         load_mska_encoder_state(target, streams={"lips": path}, registry=swapped)
     load_mska_encoder_state(target, streams={"lips": path}, registry=swapped, allow_stream_change=True)
+
+
+def test_a_config_naming_streams_only_in_its_heads_gains_no_branch_from_a_stream_plugin():
+    from mska_core.config import config_from_dict
+    from mska_core.config.checks import check_against_registry, resolve_model
+    from mska_core.encoder import MSKAEncoder
+
+    model = {"channels": [4], "inter_channels": [2], "temporal_kernels": [3], "strides": [1], "num_heads": 1,
+             "head_hidden": 8, "head_ff": 8, "vocab_size": 5, "heads": {"fuse": {"streams": ["hand_left", "face"]}}}
+    config = config_from_dict({"model": model})
+    registry = make_registry(LipsPlugin("plugin_a", LIPS))
+    check_against_registry(config, "heads.toml", registry)
+    assert MSKAEncoder.from_config(config.model, registry=registry).stream_names == ["hand_left", "face"]
+    assert list(resolve_model(config, registry).model.streams) == ["hand_left", "face"]
+    misspelt = config_from_dict({"model": {**model, "heads": {"fuse": {"streams": ["hand_lft"]}}}})
+    with pytest.raises(ConfigError, match=r"heads.toml: model.heads.fuse.streams: unknown stream 'hand_lft' "
+                                          r"\(did you mean 'hand_left'\?\)"):
+        check_against_registry(misspelt, "heads.toml", registry)

@@ -157,6 +157,7 @@ class DataConfig:
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
     crop_options: CropOptionsConfig = attrs.field(factory=CropOptionsConfig)
+    options: dict[str, Any] = attrs.field(factory=dict)  # options of the data source, the keys it declares (docs/data.md)
 
 
 @attrs.frozen
