@@ -315,7 +315,8 @@ def registry_for(plugins_cfg: Any, registry: Registry) -> Registry:
     extra plugins), and ``providers`` (name -> plugin) resolves the names several plugins supply. A
     ``required`` plugin that is not loaded is a :class:`~mska_core.errors.PluginError`; a provider
     choice naming a plugin that does not supply the name is a :class:`~mska_core.errors.ConfigError`.
-    A fresh registry replaces the process-wide one when ``registry`` was that one.
+    A fresh registry (or the view with the choices) replaces the process-wide one when ``registry``
+    was that one, so that the rest of a command sees the same choices.
     """
     base = registry
     disable = tuple(getattr(plugins_cfg, "disable", ()) or ())
@@ -330,8 +331,11 @@ def registry_for(plugins_cfg: Any, registry: Registry) -> Registry:
         base = fresh
     if choices and choices != base.choices:
         base.records("mska_streams")  # collected once, shared with the view
-        base = base.with_choices({**base.choices, **choices})
-        check_choices(base, choices)
+        view = base.with_choices({**base.choices, **choices})
+        check_choices(view, choices)
+        if base is _default:
+            set_registry(view)
+        base = view
     base.collect_all()
     check_required(base.host, required)
     return base

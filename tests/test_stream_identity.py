@@ -187,3 +187,25 @@ def test_a_config_naming_streams_only_in_its_heads_gains_no_branch_from_a_stream
     with pytest.raises(ConfigError, match=r"heads.toml: model.heads.fuse.streams: unknown stream 'hand_lft' "
                                           r"\(did you mean 'hand_left'\?\)"):
         check_against_registry(misspelt, "heads.toml", registry)
+
+
+@pytest.mark.slow
+def test_predict_refuses_a_swapped_stream_and_takes_only_plugin_settings(lips_run, tmp_path: Path):
+    import numpy as np
+
+    site, last = lips_run
+    clip = tmp_path / "clip.npy"
+    points = np.zeros((24, 133, 3), dtype=np.float32)
+    points[..., 2] = 1.0
+    np.save(clip, points)
+
+    def predict(plugins: str, *extra: str):
+        return run_mska("predict", "--checkpoint", str(last), str(clip), "--json", *extra,
+                        env=mska_env(PYTHONPATH=str(site), MSKA_LOAD_PLUGINS=plugins))
+
+    line = one_error_line(predict("plugin-b"))
+    assert "stream 'lips' was trained with plugin 'plugin-a'" in line
+    chosen = predict("plugin-a,plugin-b", "--set", "plugins.providers.lips=plugin-a")
+    assert chosen.returncode == 0, chosen.stderr
+    line = one_error_line(predict("plugin-a", "--set", "train.epochs=3"))
+    assert "mska predict takes --set plugins.* keys only" in line

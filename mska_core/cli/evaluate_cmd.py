@@ -44,6 +44,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
     registry = get_registry()
     trained = load_trained(checkpoint, registry=registry, overrides=overrides,
                            allow_stream_change=allow_stream_change)
+    registry = get_registry()  # as the checkpoint's [plugins] table (and --set plugins.*) made it
     config = trained.config
     if overrides:
         config = load_config(config, overrides)

@@ -202,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
     registry = get_registry()
     trained = load_trained(args.checkpoint, registry=registry, overrides=args.overrides,
                            allow_stream_change=args.allow_stream_change)
+    registry = get_registry()  # as the checkpoint's [plugins] table (and --set plugins.*) made it
     config = trained.config
     if args.overlap is not None and args.window is None:
         raise DataError("--overlap goes with --window FRAMES (the windows it is the overlap of)")
