@@ -239,7 +239,11 @@ def detect_format(probe: FileProbe, *, registry: Any) -> Any:
             looks = f"a torch file holding a {type(obj).__name__}, not a dict of tensors"
     else:
         looks = f"neither a torch file nor safetensors (it starts with {probe.head[:8]!r})"
-    raise CheckpointError(f"{probe.path}: not a checkpoint: {looks}; registered formats: {registered}")
+    contested = registry.checkpoint_formats.contested()
+    unused = (f"; format {', '.join(repr(n) for n in contested)} {'is' if len(contested) == 1 else 'are'} "
+              "supplied by several plugins and reads nothing until you choose one ([plugins.providers], "
+              "--set plugins.providers.NAME=PLUGIN)" if contested else "")
+    raise CheckpointError(f"{probe.path}: not a checkpoint: {looks}; registered formats: {registered}{unused}")
 
 
 def _drop_format(registry: Any, fmt: Any, error: str) -> None:
