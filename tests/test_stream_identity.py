@@ -209,3 +209,21 @@ def test_predict_refuses_a_swapped_stream_and_takes_only_plugin_settings(lips_ru
     assert chosen.returncode == 0, chosen.stderr
     line = one_error_line(predict("plugin-a", "--set", "train.epochs=3"))
     assert "mska predict takes --set plugins.* keys only" in line
+
+
+def test_a_pretraining_export_records_its_streams_and_takes_the_run_format(tmp_path: Path):
+    import torch
+
+    from mska_core.checkpoints import read_payload
+    from mska_core.config import PretrainConfig
+    from mska_core.training.dino import export
+
+    registry = make_registry()
+    cfg = PretrainConfig(stream="hand", output_dir=str(tmp_path), export_checkpoint=True)
+    (path,) = export(torch.nn.Linear(2, 2), cfg, registry=registry, file_format="safetensors", stream="hand")
+    assert path.name == "encoder_hand.safetensors"
+    payload = read_payload(path, kinds=("stream-encoder",), registry=registry)
+    recorded = payload["providers"]["streams"]
+    assert set(recorded) == {"hand_left", "hand_right"}  # the streams of weight group 'hand'
+    assert recorded["hand_left"]["distribution"] == "mska-core"
+    assert recorded["hand_left"]["joints"]["coco_wholebody"]["count"] == 27
