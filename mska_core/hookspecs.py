@@ -15,9 +15,11 @@ Rules that hold for every hook:
   (return ``[]`` to supply nothing).
 - The registry calls each plugin's implementation on its own and stamps every record with the
   plugin, distribution and version that supplied it.
-- Two records with one name, from two plugins or from one, are an error that names both providers.
-  Nothing is overwritten or renamed: a user resolves the clash by disabling one plugin
-  (``MSKA_DISABLE_PLUGINS=name`` or ``[plugins] disable = ["name"]``).
+- Two records with one name from two plugins make the name contested: neither is used, and looking
+  it up is an error that names both providers, until the user chooses one
+  (``[plugins.providers] NAME = "PLUGIN"``) or disables one (``MSKA_DISABLE_PLUGINS=name`` or
+  ``[plugins] disable = ["name"]``). Load order never decides; nothing is overwritten or renamed. A
+  plugin that supplies one name twice itself is failed.
 - Implementations must be cheap: build records, never models. Heavy imports (torch, timm) belong
   inside the factories the records carry.
 - A hook that raises, or returns something that is not its record type, marks its plugin as failed.
@@ -80,7 +82,8 @@ def mska_keypoint_layouts() -> Iterable[KeypointLayout]:
     in ``[model] layout`` and what streams key their joint indices by. The core supplies
     ``coco_wholebody`` (133 joints) and ``mediapipe_holistic`` (543 joints).
 
-    A second layout with a name already registered is an error naming both providers.
+    A second layout with a name already registered is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -106,7 +109,8 @@ def mska_streams() -> Iterable[StreamSpec]:
     keypoint branch there (it may still read crops when ``crops=True``). Streams of one
     ``weight_group`` (``"hand"`` for both hands) are initialised from one pretrained export.
 
-    A second stream with a registered name is an error naming both providers.
+    A second stream with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -127,7 +131,8 @@ def mska_backbone_loaders() -> Iterable[BackboneLoader]:
     spec at the first ``::`` and hands the payload to the loader of that scheme. The core supplies
     ``file``, ``hub`` and ``timm``.
 
-    A second loader for a registered scheme is an error naming both providers.
+    A second loader for a registered scheme is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -148,7 +153,8 @@ def mska_backbone_archs() -> Iterable[BackboneArch]:
     makes. The core supplies ``dinov2_vits14``, ``dinov2_vitb14``, ``dinov2_vitl14``,
     ``dinov2_vitg14``, their ``_reg`` variants and ``vit_tiny_test``.
 
-    A second architecture with a registered name is an error naming both providers.
+    A second architecture with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -170,7 +176,8 @@ def mska_checkpoint_formats() -> Iterable[CheckpointFormat]:
     never execute pickled code. The core supplies ``mska``, ``safetensors``, ``state_dict``,
     ``lightning``, ``dino`` and ``mska-paper``.
 
-    A second format with a registered name is an error naming both providers.
+    A second format with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -190,7 +197,8 @@ def mska_losses() -> Iterable[LossSpec]:
     keys other than ``weight``; the built module returns a scalar. The core supplies ``ctc``,
     ``distillation``, ``translation``, ``dino`` and ``koleo``.
 
-    A second loss with a registered name is an error naming both providers.
+    A second loss with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -212,7 +220,8 @@ def mska_data_sources() -> Iterable[DataSource]:
     :class:`~mska_core.errors.DataError` naming the file and the clip. The core supplies
     ``synthetic``, ``mska-pickle``, ``directory`` and ``pose``.
 
-    A second source with a registered name is an error naming both providers.
+    A second source with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -235,7 +244,8 @@ def mska_keypoint_estimators() -> Iterable[KeypointEstimator]:
     module level. The core supplies none; ``examples/mska-mediapipe`` supplies
     ``mediapipe-holistic``.
 
-    A second estimator with a registered name is an error naming both providers.
+    A second estimator with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -260,7 +270,8 @@ def mska_text_decoders() -> Iterable[TextDecoderSpec]:
     HuggingFace seq2seq model from a local folder, ``hf::PATH``, behind ``pip install
     'mska-core[transformers]'``).
 
-    A second decoder with a registered name is an error naming both providers.
+    A second decoder with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 
@@ -282,7 +293,8 @@ def mska_loggers() -> Iterable[LoggerSpec]:
     ``metrics.jsonl`` receives, on rank 0 only. The core supplies ``tensorboard`` (behind ``pip install
     'mska-core[tensorboard]'``).
 
-    A second logger with a registered name is an error naming both providers.
+    A second logger with a registered name is an error naming both providers when it is looked up, until the user chooses
+    one (``[plugins.providers]``) or disables one; load order never decides.
 
     Example::
 

@@ -143,9 +143,10 @@ class StreamSpec:
 class BackboneLoader:
     """A loader for one backbone spec scheme (the part of ``SCHEME::PAYLOAD`` before ``::``).
 
-    ``load(payload, options) -> nn.Module`` receives the text after ``::`` and a
-    :class:`mska_core.backbones.BackboneOptions` (image size and the like) and returns a module that
-    maps ``[N, 3, H, W]`` to ``[N, D]``.
+    - ``scheme``: the text before ``::`` in specs (``"file"``, ``"onnx"``).
+    - ``load(payload: str, options: BackboneOptions) -> nn.Module`` receives the text after ``::``
+      and a :class:`mska_core.backbones.BackboneOptions` (image size and the like) and returns a
+      module that maps images ``[N, 3, H, W]`` to features ``[N, D]``.
     """
 
     scheme: str = attrs.field(validator=_valid_name)
@@ -183,15 +184,19 @@ class BackboneArch:
 class CheckpointFormat:
     """A file format that checkpoints can be read from (and, with ``write``, written to).
 
-    - ``sniff(probe) -> bool``: whether the file behind a :class:`mska_core.checkpoints.FileProbe`
-      is in this format. Exactly one format may claim a file.
-    - ``read(probe) -> Checkpoint``: the file's tensors and metadata, without running pickled code.
-    - ``write(checkpoint, path) -> None``: optional; writes a :class:`mska_core.checkpoints.Checkpoint`
-      or one of our payload dicts atomically (temporary file in the destination folder, then
-      ``os.replace``). ``save_checkpoint`` calls it.
+    - ``sniff(probe: FileProbe) -> bool``: whether the file behind a
+      :class:`mska_core.checkpoints.FileProbe` is in this format. Exactly one format may claim a file.
+    - ``read(probe: FileProbe) -> Checkpoint``: the file's tensors and metadata, without running
+      pickled code.
+    - ``write(checkpoint: Checkpoint, path: Path) -> None``: optional; writes a :class:`mska_core.checkpoints.Checkpoint`
+      (``metadata``: every payload key but the tensors, plain data; ``state_dict``: name -> tensor)
+      atomically (temporary file in the destination folder, fsync, then ``os.replace``).
+      ``save_checkpoint`` calls it, with our payload dicts turned into a ``Checkpoint`` first; what
+      ``read`` returns for the file must hold the same metadata and tensors.
     - ``suffixes``: the file name endings this format writes (``(".safetensors",)``);
       ``save_checkpoint`` picks the writable format that claims a path's suffix, and ``mska`` for
-      every other path.
+      every other path. A run whose ``[run] format`` names this format writes ``best`` and ``last``
+      with the first suffix.
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -207,8 +212,11 @@ class CheckpointFormat:
 class LossSpec:
     """A training loss, named in the ``[losses]`` table of a config.
 
-    ``build(**options) -> nn.Module`` receives the table's options (everything but ``weight``); the
-    module's ``forward`` returns a scalar tensor.
+    - ``build(**options) -> nn.Module`` receives the table's options (everything but ``weight``;
+      a key ``build`` does not take is refused when the config is checked). The module's
+      ``forward(output: StepOutput, batch: TrainBatch) -> Tensor`` returns a scalar: ``output`` is
+      the model's :class:`mska_core.training.model.StepOutput` of the batch, ``batch`` the
+      :class:`mska_core.data.collate.TrainBatch`; average over the clips of the batch.
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -221,16 +229,24 @@ class LossSpec:
 class DataSource:
     """A reader of annotated clips, named in ``[data] source``.
 
-    ``open(data, layout) -> Corpus`` receives the resolved ``[data]`` table
-    (:class:`mska_core.config.DataConfig`) and the model's :class:`KeypointLayout`, and returns a
-    :class:`mska_core.data.Corpus` of train, dev and test :class:`mska_core.data.Sample` clips in
-    that layout. Problems with the data are :class:`mska_core.errors.DataError` naming the file and
-    the clip.
+    - ``open(data: DataConfig, layout: KeypointLayout) -> Corpus`` receives the resolved ``[data]``
+      table (:class:`mska_core.config.DataConfig`; ``data.options`` holds this source's options) and
+      the model's :class:`KeypointLayout`, and returns a :class:`mska_core.data.Corpus` of train, dev
+      and test :class:`mska_core.data.Sample` clips in that layout. Problems with the data are
+      :class:`mska_core.errors.DataError` naming the file and the clip.
+    - ``options``: the keys the source reads from ``[data.options]``, each with its default.
+
+    ``options`` declares the keys the source reads from ``[data.options]``, each with its default
+    (``{"split_field": "split"}``); ``data.options`` as ``open`` receives it holds every declared key
+    (the user's value, else the default). A key the source does not declare is refused, as for
+    losses (the dotted key, the nearest declared one); a value whose type differs from a non-``None``
+    default's is refused too. A source that declares none takes no options.
     """
 
     name: str = attrs.field(validator=_valid_name)
     open: Callable[..., Any]
     description: str = ""
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     provider: Provider | None = _provider_field()
 
 
@@ -238,10 +254,12 @@ class DataSource:
 class KeypointEstimator:
     """A model that finds keypoints in video frames, named in ``mska extract --estimator``.
 
-    ``build(options) -> estimator`` receives a mapping of options and returns an object that maps
-    one RGB frame (``uint8`` numpy ``[H, W, 3]``) to its points (``float32`` numpy ``[J, 3]``: x and
-    y in pixels, confidence in [0, 1], confidence 0 where a joint was not found) in ``layout``. The
-    object may have a ``close()`` method, called once when extraction ends.
+    - ``layout``: the registered layout the points are in.
+    - ``build(options: Mapping[str, Any]) -> estimator`` receives a mapping of options and returns an
+      object whose ``estimator(frame) -> points`` maps one RGB frame (``uint8`` numpy ``[H, W, 3]``)
+      to its points (``float32`` numpy ``[J, 3]``: x and y in pixels, confidence in [0, 1],
+      confidence 0 where a joint was not found) in ``layout``. The object may have a ``close()``
+      method, called once when extraction ends.
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -256,14 +274,15 @@ class TextDecoderSpec:
     """A text decoder that translates a recognition head's features into text, named in
     ``[losses.translation] decoder`` as ``NAME`` or ``NAME::PAYLOAD`` (``hf::models/mbart``).
 
-    ``build(request) -> nn.Module`` receives a :class:`mska_core.text.DecoderRequest` (the text after
-    ``::``, the width of the features it reads, the decoder's options, the training split's
-    translations to fit a tokenizer on, or the ``stored`` artefacts of a checkpoint to rebuild from)
-    and returns a module that follows :class:`mska_core.text.TextDecoder`: a ``tokenizer``,
-    ``forward(memory, memory_lengths, text_input) -> logits``, ``generate(...) -> list[str]``,
-    ``artifacts()`` (plain data a checkpoint carries so that the decoder is rebuilt without the
-    original files) and ``parameter_groups()`` (named parts that can get their own learning rate or be
-    frozen). Import the model's library inside ``build``, never at module level.
+    - ``build(request: DecoderRequest) -> nn.Module`` receives a :class:`mska_core.text.DecoderRequest`
+      (the text after ``::``, the width of the features it reads, the decoder's options, the
+      training split's translations to fit a tokenizer on, or the ``stored`` artefacts of a
+      checkpoint to rebuild from) and returns a module that follows :class:`mska_core.text.TextDecoder`:
+      a ``tokenizer``, ``forward(memory, memory_lengths, text_input) -> logits``,
+      ``generate(...) -> list[str]``, ``artifacts()`` (plain data a checkpoint carries so that the
+      decoder is rebuilt without the original files) and ``parameter_groups()`` (named parts that can
+      get their own learning rate or be frozen). Import the model's library inside ``build``, never
+      at module level.
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -276,11 +295,11 @@ class TextDecoderSpec:
 class LoggerSpec:
     """An experiment tracker, named in ``[run] loggers``.
 
-    ``build(run_dir, config) -> logger`` receives the run folder and the resolved
-    :class:`mska_core.config.Config` and returns an object with ``log(record: dict, step: int)`` (one
-    ``metrics.jsonl`` record: ``kind`` ``"train"`` or ``"eval"``, numbers by name) and ``close()``.
-    It runs on rank 0 only; ``metrics.jsonl`` stays the source of truth. Import the tracker's library
-    inside ``build``.
+    - ``build(run_dir: Path, config: Config) -> logger`` receives the run folder and the resolved
+      :class:`mska_core.config.Config` and returns an object with ``logger.log(record: dict, step: int)
+      -> None`` (one ``metrics.jsonl`` record: ``kind`` ``"train"`` or ``"eval"``, numbers by name)
+      and ``logger.close() -> None``. It runs on rank 0 only; ``metrics.jsonl`` stays the source of
+      truth. Import the tracker's library inside ``build``.
     """
 
     name: str = attrs.field(validator=_valid_name)

@@ -32,10 +32,13 @@ LOCK = ".mska.lock"
 @attrs.frozen
 class RunFiles:
     """The paths of one run folder; ``state_name`` is the file of its training state (:data:`LAST` for
-    fine-tuning, :data:`PRETRAIN_STATE` for pretraining)."""
+    fine-tuning, :data:`PRETRAIN_STATE` for pretraining). ``suffix`` is the file suffix of fine-tuning's
+    checkpoints in the format ``[run] format`` names (``.pt``, ``.safetensors``): it replaces the
+    ``.pt`` of :data:`LAST` and :data:`BEST`."""
 
     folder: Path = attrs.field(converter=Path)
     state_name: str = LAST
+    suffix: str = ".pt"
 
     @property
     def config(self) -> Path:
@@ -47,11 +50,14 @@ class RunFiles:
 
     @property
     def state(self) -> Path:
-        return self.folder / self.state_name
+        return self.folder / self._with_suffix(self.state_name)
 
     @property
     def best(self) -> Path:
-        return self.folder / BEST
+        return self.folder / self._with_suffix(BEST)
+
+    def _with_suffix(self, name: str) -> str:
+        return name.removesuffix(".pt") + self.suffix if name in (LAST, BEST) else name
 
     @property
     def skipped(self) -> Path:

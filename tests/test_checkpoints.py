@@ -286,8 +286,8 @@ class NpzFormat:
     def mska_checkpoint_formats(self):
         import numpy as np
 
-        def write(payload, path):
-            state = {k: v.numpy() for k, v in payload["state_dict"].items()}
+        def write(checkpoint, path):
+            state = {k: v.numpy() for k, v in checkpoint.state_dict.items()}
             with open(path, "wb") as handle:
                 np.savez(handle, **state)
 

@@ -122,3 +122,71 @@ def test_hook_is_implemented_by_a_plugin_in_some_other_test(hook: Hook):
         if path.name != Path(__file__).name:
             implemented |= plugin_implementations(path)
     assert hook.name in implemented, f"no test supplies a plugin implementing {hook.name}()"
+
+
+# -- the guide's complete examples run for real: a format writes and reads, a loss forwards, a source opens
+
+
+def guide_plugin(hook_name: str) -> types.ModuleType:
+    """The last example of a hook's section in docs/plugins.md, as a plugin module."""
+    section = guide_section(next(hook for hook in HOOKS if hook.name == hook_name))
+    source = re.findall(r"```python\n(.*?)```", section, re.DOTALL)[-1]
+    module = types.ModuleType(f"guide_{hook_name}")
+    exec(compile(source, f"<docs/plugins.md {hook_name}>", "exec"), vars(module))
+    return module
+
+
+def test_the_guide_format_writes_and_reads_a_run_checkpoint(tmp_path):
+    import torch
+
+    from mska_core.checkpoints import load_checkpoint, make_payload, read_payload, save_checkpoint
+
+    registry = make_registry(guide_plugin("mska_checkpoint_formats"), env={"MSKA_LOAD_PLUGINS": ""})
+    payload = make_payload("training-state", {"w": torch.arange(4.0)}, epoch=2, registry=registry,
+                           optimizer={"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": []})
+    path = save_checkpoint(payload, tmp_path / "last.mskz", registry=registry)
+    assert load_checkpoint(path, registry=registry).format == "gz"
+    back = read_payload(path, kinds=("training-state",), registry=registry)
+    assert back["epoch"] == 2 and torch.equal(back["state_dict"]["w"], torch.arange(4.0))
+    assert torch.equal(back["optimizer"]["state"][0]["step"], torch.tensor(3.0))
+
+
+def test_the_guide_loss_forwards_a_step_output_and_a_batch():
+    import torch
+
+    from mska_core.encoder.records import EncoderOutput
+    from mska_core.training.model import StepOutput
+
+    registry = make_registry(guide_plugin("mska_losses"), env={"MSKA_LOAD_PLUGINS": ""})
+    loss = registry.losses.get("logit_energy").build(scale=2.0)
+    logits = {"fuse": torch.ones(2, 3, 5), "left": torch.full((2, 3, 5), 2.0)}
+    encoder = EncoderOutput(stream_features={}, head_inputs={}, lengths=torch.tensor([3, 2]), logits=logits,
+                            gloss_features={}, mask=torch.ones(2, 3, dtype=torch.bool))
+    value = loss(StepOutput(encoder=encoder), None)
+    assert value.ndim == 0 and float(value) == 2.0 * (1.0 + 4.0)
+
+
+def test_the_guide_data_source_builds_a_corpus_with_its_options():
+    from mska_core.config import DataConfig
+    from mska_core.data.datasets import load_corpus
+
+    registry = make_registry(guide_plugin("mska_data_sources"), env={"MSKA_LOAD_PLUGINS": ""})
+    corpus = load_corpus(DataConfig(source="constant", options={"frames": 24}), registry=registry)
+    assert [s.name for s in corpus.train] == ["a", "b"] and corpus.train[0].keypoints.shape == (24, 133, 3)
+    assert load_corpus(DataConfig(source="constant"), registry=registry).dev[0].num_frames == 16
+
+
+HEAVY = ("torch", "timm", "transformers", "safetensors", "numpy", "onnx", "onnxruntime", "tensorboard")
+
+
+def test_plugin_examples_in_the_docs_import_heavy_libraries_inside_their_factories():
+    offences = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL):
+            if "@hookimpl" not in block:
+                continue
+            for node in ast.parse(textwrap.dedent(block)).body:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offences += [f"{page.name}: import {n}" for n in names if n.split(".")[0] in HEAVY]
+    assert not offences, "examples import heavy libraries at module level:\n" + "\n".join(offences)

@@ -86,7 +86,12 @@ def test_mska_checkpoint_formats_a_plugin_format_reads_its_files(tmp_path: Path)
     assert set(checkpoint.state_dict) == {"proj.weight", "proj.bias"}
 
 
-def test_mska_checkpoint_formats_a_second_format_with_a_builtin_name_is_refused():
+def test_mska_checkpoint_formats_a_second_format_with_a_builtin_name_is_contested_not_used(tmp_path: Path):
+    import pytest
+
+    from mska_core.checkpoints import make_payload, save_checkpoint
+    from mska_core.errors import CheckpointError, DuplicateNameError
+
     class Shadow:
         __name__ = "shadow"
 
@@ -95,6 +100,12 @@ def test_mska_checkpoint_formats_a_second_format_with_a_builtin_name_is_refused(
             return [CheckpointFormat(name="safetensors", sniff=lambda probe: False, read=_read_npz)]
 
     registry = make_registry(Shadow(), warn=False)
-    assert registry.checkpoint_formats.get("safetensors").provider.distribution == "mska-core"
-    assert registry.host.infos["shadow"].status == "failed"
-    assert "'safetensors'" in registry.host.infos["shadow"].error
+    with pytest.raises(DuplicateNameError, match=r"checkpoint format 'safetensors' is supplied by .*'shadow'"):
+        registry.checkpoint_formats.get("safetensors")
+    assert registry.host.infos["shadow"].status == "loaded"
+    path = save_checkpoint(make_payload("backbone", {"w": torch.ones(1)}, registry=make_registry()),
+                           tmp_path / "w.safetensors", registry=make_registry())
+    with pytest.raises(CheckpointError, match=r"'safetensors' is supplied by several plugins .*plugins.providers"):
+        load_checkpoint(path, registry=registry)
+    chosen = registry.with_choices({"safetensors": "core-checkpoints"})
+    assert load_checkpoint(path, registry=chosen).format == "safetensors"

@@ -9,7 +9,7 @@ import pytest
 from plugin_fixtures import install_distribution, stream_plugin_source
 
 from mska_core import StreamSpec, hookimpl
-from mska_core.errors import PluginError, UnknownNameError
+from mska_core.errors import DuplicateNameError, PluginError, UnknownNameError
 from mska_core.plugins import load_plugins
 from mska_core.registry import Registry, make_registry
 
@@ -179,18 +179,41 @@ def test_load_plugins_unset_loads_all_empty_loads_no_external_list_loads_only_th
     assert only_a.host.infos["plug_b"].status == "not loaded"
 
 
-def test_two_plugins_supplying_one_stream_name_fail_the_later_one_naming_both(site: Path):
+def test_two_plugins_supplying_one_stream_name_leave_it_to_the_user_naming_both(site: Path):
     install_distribution(site, "first-dist", "1.0", {"first": "first_plugin"},
                          {"first_plugin": stream_plugin_source("lips")})
     install_distribution(site, "second-dist", "2.0", {"second": "second_plugin"},
                          {"second_plugin": stream_plugin_source("lips")})
     registry = _registry()
-    assert registry.streams.get("lips").provider.plugin == "first"
-    info = registry.host.infos["second"]
-    assert info.status == "failed"
-    assert "first-dist 1.0" in info.error and "'lips'" in info.error
+    assert registry.host.infos["first"].status == registry.host.infos["second"].status == "loaded"
+    with pytest.raises(DuplicateNameError) as caught:  # entry-point order decides nothing
+        registry.streams.get("lips")
+    assert "first-dist 1.0" in str(caught.value) and "second-dist 2.0" in str(caught.value)
+    assert "[plugins.providers] lips" in str(caught.value)
+    assert [c["name"] for c in registry.clashes()] == ["lips"]
+    assert registry.with_choices({"lips": "second"}).streams.get("lips").provider.plugin == "second"
+    assert registry.with_choices({"lips": "first"}).streams.get("lips").provider.plugin == "first"
     with pytest.raises(PluginError, match="second-dist 2.0"):
         Registry(load_plugins(env={"MSKA_STRICT_PLUGINS": "1"})).collect_all()
+
+
+def test_a_provider_choice_in_the_config_resolves_a_clash_and_a_wrong_one_is_refused(site: Path):
+    from mska_core.config import load_config
+    from mska_core.errors import ConfigError
+    from mska_core.registry import registry_for
+
+    install_distribution(site, "first-dist", "1.0", {"first": "first_plugin"},
+                         {"first_plugin": stream_plugin_source("lips")})
+    install_distribution(site, "second-dist", "2.0", {"second": "second_plugin"},
+                         {"second_plugin": stream_plugin_source("lips")})
+    chosen = registry_for(load_config(None, ["plugins.providers.lips=second"]).plugins, _registry())
+    assert chosen.streams.get("lips").provider.distribution == "second-dist"
+    strict = Registry(load_plugins(env={"MSKA_STRICT_PLUGINS": "1"}))
+    assert registry_for(load_config(None, ["plugins.providers.lips=first"]).plugins, strict).streams.get(
+        "lips").provider.plugin == "first"
+    with pytest.raises(ConfigError, match=r"plugins.providers.lips: plugin 'third' does not supply 'lips' "
+                                          r"\(supplied by: first, second\)"):
+        registry_for(load_config(None, ["plugins.providers.lips=third"]).plugins, _registry())
 
 
 def test_a_stream_that_clashes_with_a_first_party_one_names_mska_core():
@@ -202,9 +225,28 @@ def test_a_stream_that_clashes_with_a_first_party_one_names_mska_core():
             return [StreamSpec(name="face", joints={"coco_wholebody": (23,)})]
 
     registry = make_registry(Clash(), warn=False)
-    assert registry.streams.get("face").provider.distribution == "mska-core"
-    assert registry.host.infos["clash"].status == "failed"
-    assert "mska-core" in registry.host.infos["clash"].error
+    assert registry.host.infos["clash"].status == "loaded"
+    with pytest.raises(DuplicateNameError, match=r"plugin 'face' \(mska-core .*\) and plugin 'clash'"):
+        registry.streams.get("face")
+    with pytest.raises(DuplicateNameError):  # a config that names no streams is not built without it
+        registry.streams_for_layout("coco_wholebody")
+    assert registry.with_choices({"face": "face"}).streams.get("face").provider.distribution == "mska-core"
+
+
+def test_a_plugin_that_supplies_one_name_twice_itself_is_failed():
+    class Twice:
+        __name__ = "twice"
+
+        @hookimpl
+        def mska_streams(self):
+            return [StreamSpec(name="lips", joints={"coco_wholebody": (23,)}),
+                    StreamSpec(name="lips", joints={"coco_wholebody": (24,)})]
+
+    registry = make_registry(Twice(), warn=False)
+    registry.collect_all()
+    assert registry.host.infos["twice"].status == "failed"
+    assert "supplied twice by this plugin" in registry.host.infos["twice"].error
+    assert "lips" not in registry.streams
 
 
 def test_unknown_name_lists_the_registered_ones_and_the_nearest():

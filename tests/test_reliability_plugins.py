@@ -85,25 +85,29 @@ def test_an_undecorated_hook_function_is_reported_not_ignored(tmp_path: Path):
     assert info["status"] == "failed" and "mska_streams" in info["error"] and "@hookimpl" in info["error"]
 
 
-# -- clashes are found at load time and fail the later plugin ---------------------------------------
+# -- clashes are found at load time and left to the user, never to load order ------------------------
 
 
-def test_a_stream_clashing_with_face_fails_the_plugin_for_check_json_and_strict(tmp_path: Path):
+def test_a_stream_clashing_with_face_is_reported_for_check_json_and_strict(tmp_path: Path):
     install(tmp_path, "shadow", stream_plugin_source("face", "extra_stream"))
     data = listing(tmp_path, "shadow")
-    assert data["failed"] == ["shadow"]
-    assert {s["name"]: s["distribution"] for s in data["streams"]}["face"] == "mska-core"
-    assert "extra_stream" not in {s["name"] for s in data["streams"]}
+    assert data["failed"] == []
+    (clash,) = data["clashes"]
+    assert clash["name"] == "face" and clash["chosen"] is None
+    assert {p["distribution"] for p in clash["providers"]} == {"mska-core", "shadow-dist"}
+    assert "face" not in {s["name"] for s in data["streams"]}  # neither wins
+    assert "extra_stream" in {s["name"] for s in data["streams"]}  # the plugin's other names still serve
     check = run_mska("plugins", "--check", env=plugin_env(tmp_path, "shadow"))
     assert check.returncode == 1
     strict = one_error_line(run_mska("plugins", env=plugin_env(tmp_path, "shadow", MSKA_STRICT_PLUGINS="1")))
     assert "shadow-dist 0.4" in strict and "'face'" in strict and "mska-core" in strict
-    # a command that does not need the name keeps working
-    proc = run_mska("config", "validate", str(write_tiny(tmp_path)), env=plugin_env(tmp_path, "shadow"))
-    assert proc.returncode == 0, proc.stderr
+    # a config that needs the name says who supplies it and how to choose
+    line = one_error_line(run_mska("config", "validate", str(write_tiny(tmp_path)), env=plugin_env(tmp_path, "shadow")))
+    assert "stream 'face' is supplied by plugin 'face'" in line and "shadow-dist 0.4" in line
+    assert "[plugins.providers] face" in line
 
 
-def test_plugins_disable_in_a_config_resolves_a_clash_and_required_is_enforced(tmp_path: Path):
+def test_plugins_disable_or_providers_in_a_config_resolve_a_clash_and_required_is_enforced(tmp_path: Path):
     install(tmp_path, "shadow", stream_plugin_source("face"))
     config = write_tiny(tmp_path)
     base = config.read_text()
@@ -111,12 +115,12 @@ def test_plugins_disable_in_a_config_resolves_a_clash_and_required_is_enforced(t
     strict = plugin_env(tmp_path, "shadow", MSKA_STRICT_PLUGINS="1")
     proc = run_mska("config", "validate", str(config), env=strict)
     assert proc.returncode == 0, proc.stderr
+    config.write_text(base + '\n[plugins.providers]\nface = "face"\n')
+    proc = run_mska("config", "validate", str(config), env=strict)
+    assert proc.returncode == 0, proc.stderr
     config.write_text(base + '\n[plugins]\nrequired = ["mouth"]\n')
     line = one_error_line(run_mska("config", "validate", str(config), env=plugin_env(tmp_path)))
     assert "required plugin(s) not loaded: mouth" in line
-    config.write_text(base + '\n[plugins]\nrequired = ["shadow"]\n')  # loaded, but failed by its clash
-    line = one_error_line(run_mska("config", "validate", str(config), env=plugin_env(tmp_path, "shadow")))
-    assert "shadow is failed" in line and "'face'" in line
 
 
 # -- every later call into plugin code names the plugin ---------------------------------------------

@@ -12,7 +12,7 @@ from mska_core import DataSource, get_registry, hookimpl
 from mska_core.config import DataConfig
 from mska_core.data import Corpus, Sample
 from mska_core.data.datasets import load_corpus
-from mska_core.errors import DataError
+from mska_core.errors import DataError, DuplicateNameError
 from mska_core.registry import make_registry
 
 
@@ -53,12 +53,14 @@ def test_mska_data_sources_clips_of_a_plugin_are_validated_like_every_source():
         load_corpus(DataConfig(source="replay"), registry=registry)
 
 
-def test_mska_data_sources_a_plugin_that_reuses_a_built_in_name_is_refused_and_named():
+def test_mska_data_sources_a_plugin_that_reuses_a_built_in_name_is_contested_and_named():
     clash = ReplaySource("directory")
     clash.__name__ = "clash"
     registry = make_registry(clash, warn=False)
-    assert registry.data_sources.get("directory").provider.distribution == "mska-core"
-    assert registry.host.infos["clash"].status == "failed" and "mska-core" in registry.host.infos["clash"].error
+    with pytest.raises(DuplicateNameError, match=r"mska-core .*plugin 'clash'"):
+        registry.data_sources.get("directory")
+    assert registry.with_choices({"directory": "core-data"}).data_sources.get(
+        "directory").provider.distribution == "mska-core"
 
 
 # --- .pose files -----------------------------------------------------------------------------------
@@ -352,3 +354,76 @@ def test_mska_data_sources_are_listed_by_mska_plugins(mska):
     assert provided["core-data"] == ["mska-pickle", "directory", "pose"]
     table = mska("plugins", "--all")
     assert table.returncode == 0 and "data sources" in table.stdout + table.stderr
+
+
+# --- options of a data source ([data.options]) -----------------------------------------------------
+
+
+class SplitFieldSource:
+    """A plugin source that declares options and serves one clip per declared ``copies``."""
+
+    __name__ = "split_field_source"
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+
+    def open(self, data, layout):
+        self.received.append(dict(data.options))
+        samples = [Sample(name=f"c{i}", keypoints=_clip(), gloss="A", text="a") for i in range(data.options["copies"])]
+        return Corpus(train=samples, dev=samples[:1], test=samples[:1], source="split-field", layout=layout.name)
+
+    @hookimpl
+    def mska_data_sources(self):
+        return [DataSource(name="split-field", open=self.open, options={"split_field": "split", "copies": 2})]
+
+
+def test_data_options_reach_the_source_with_its_declared_defaults():
+    plugin = SplitFieldSource()
+    registry = make_registry(plugin)
+    corpus = load_corpus(DataConfig(source="split-field", options={"copies": 3}), registry=registry)
+    assert len(corpus.train) == 3
+    assert plugin.received == [{"split_field": "split", "copies": 3}]
+    load_corpus(DataConfig(source="split-field"), registry=registry)
+    assert plugin.received[-1] == {"split_field": "split", "copies": 2}
+
+
+def test_an_unknown_data_option_is_refused_with_the_dotted_key_and_the_nearest_one():
+    from mska_core.errors import ConfigError
+
+    registry = make_registry(SplitFieldSource())
+    with pytest.raises(ConfigError, match=r"unknown key 'data.options.split_fild' \(did you mean 'split_field'\?\); "
+                                          r"data source 'split-field' \(plugin 'split_field_source'.*takes: split_field, copies"):
+        load_corpus(DataConfig(source="split-field", options={"split_fild": "x"}), registry=registry)
+    with pytest.raises(ConfigError, match=r"data.options.copies: expected an integer .* got 'many'"):
+        load_corpus(DataConfig(source="split-field", options={"copies": "many"}), registry=registry)
+    with pytest.raises(ConfigError, match=r"unknown key 'data.options.split_field'; data source 'synthetic' .*takes: no options"):
+        load_corpus(DataConfig(source="synthetic", options={"split_field": "x"}), registry=get_registry())
+
+
+SOURCE_PLUGIN = """
+    from mska_core import DataSource, hookimpl
+
+    def open_corpus(data, layout):
+        raise NotImplementedError
+
+    @hookimpl
+    def mska_data_sources():
+        return [DataSource(name="tsv-plus", open=open_corpus, options={"split_field": "split"})]
+"""
+
+
+def test_mska_config_validate_checks_data_options_against_the_source(tmp_path: Path):
+    from conftest import mska_env, run_mska
+    from plugin_fixtures import install_distribution
+    from test_reliability_runs import one_error_line
+
+    site = install_distribution(tmp_path / "site", "tsv-plus", "1.2", {"tsv-plus": "tsv_plus"},
+                                {"tsv_plus": SOURCE_PLUGIN})
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\nsource = "tsv-plus"\n\n[data.options]\nsplit_field = "fold"\n')
+    env = mska_env(PYTHONPATH=str(site), MSKA_LOAD_PLUGINS="tsv-plus")
+    proc = run_mska("config", "validate", str(config), env=env)
+    assert proc.returncode == 0, proc.stderr
+    line = one_error_line(run_mska("config", "validate", str(config), "--set", "data.options.split_fields=1", env=env))
+    assert "unknown key 'data.options.split_fields' (did you mean 'split_field'?)" in line
+    assert "data source 'tsv-plus' (plugin 'tsv-plus' (tsv-plus 1.2))" in line

@@ -22,9 +22,10 @@ _DRIVE = re.compile(r"^[A-Za-z]$")
 class BackboneOptions:
     """What a :class:`~mska_core.records.BackboneLoader` receives besides the spec's payload.
 
-    ``img_size`` is the square input size the backbone is built for (``None``: the size the weights
-    carry, else the architecture's default); ``spec`` is the whole spec, for messages; ``registry``
-    is the registry to look architectures and checkpoint formats up in.
+    - ``img_size``: the square input size the backbone is built for (``None``: the size the weights
+      carry, else the architecture's default).
+    - ``spec``: the whole spec, for messages.
+    - ``registry``: the registry to look architectures and checkpoint formats up in.
     """
 
     img_size: int | None = None

@@ -27,6 +27,7 @@ _LAZY = {
     "load_checkpoint": "mska_core.checkpoints.payload",
     "read_payload": "mska_core.checkpoints.payload",
     "save_checkpoint": "mska_core.checkpoints.payload",
+    "output_suffix": "mska_core.checkpoints.payload",
     "list_checkpoints": "mska_core.checkpoints.payload",
     "detect_format": "mska_core.checkpoints.payload",
     "as_checkpoint": "mska_core.checkpoints.payload",

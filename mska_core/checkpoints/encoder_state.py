@@ -210,6 +210,7 @@ class _Plan:
     entry: StreamLoad
     module: Any = None
     state_dict: dict[str, Any] = attrs.field(factory=dict)
+    checkpoint: Checkpoint | None = None  # where the weights come from
 
 
 def payload_holds(checkpoint: Checkpoint) -> str:
@@ -233,6 +234,7 @@ def load_mska_encoder_state(
     *,
     groups: Mapping[str, Any] | None = None,
     registry: Any = None,
+    allow_stream_change: bool = False,
 ) -> LoadReport:
     """Load exported weights into ``encoder``'s streams and return a :class:`LoadReport`.
 
@@ -246,12 +248,20 @@ def load_mska_encoder_state(
     A payload that fits nowhere in a stream (image weights for a keypoint-only stream) is always a
     :class:`~mska_core.errors.CheckpointError`. Files are read through the checkpoint formats of
     ``registry`` (the process-wide one when none is given).
+
+    Keypoint weights of a checkpoint that records its streams' identity (``providers``, as ``mska
+    train`` writes) are refused for a stream that another plugin supplies now or that reads other
+    joints (one line naming the stream, both providers and what differs), unless
+    ``allow_stream_change``.
     """
     if registry is None:
         from mska_core.registry import get_registry
 
         registry = get_registry()
     plans = _plan(encoder, groups=_groups(groups, face=face, hand=hand), streams=streams, registry=registry)
+    if not allow_stream_change:
+        for plan in plans:
+            _check_identity(encoder, plan)
     for plan in plans:
         if plan.entry.error:
             raise CheckpointError(f"stream {plan.entry.stream!r}: {plan.entry.error}")
@@ -274,6 +284,25 @@ def load_mska_encoder_state(
         plan.module.load_state_dict(fitting, strict=False)  # fit was checked above, key by key
         done.append(attrs.evolve(plan.entry, loaded=True))
     return LoadReport(tuple(done))
+
+
+def _check_identity(encoder: Any, plan: _Plan) -> None:
+    """Keypoint weights of a stream whose recorded identity (provider, joints) differs from the encoder's."""
+    from mska_core.config.identity import check_same_stream
+    from mska_core.errors import ConfigError
+
+    if plan.entry.holds == BACKBONE or plan.checkpoint is None:
+        return
+    recorded = ((plan.checkpoint.metadata.get("providers") or {}).get("streams") or {})
+    name = plan.entry.stream if plan.entry.holds == MODEL else (plan.checkpoint.stream or plan.entry.stream)
+    entry = recorded.get(name)
+    if not isinstance(entry, Mapping):
+        return
+    try:
+        check_same_stream(plan.entry.stream, entry, encoder.specs[plan.entry.stream], encoder.layout,
+                          plan.entry.source)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def check_mska_encoder_state(
@@ -330,7 +359,8 @@ def _plan(encoder: Any, *, groups: Mapping[str, Any], streams: Mapping[str, Any]
         source = assigned[stream]
         if id(source) not in cache:
             cache[id(source)] = as_checkpoint(source, registry=registry)
-        plans.append(_plan_stream(encoder, stream, cache[id(source)], registry))
+        plan = _plan_stream(encoder, stream, cache[id(source)], registry)
+        plans.append(attrs.evolve(plan, checkpoint=cache[id(source)]))
     return plans
 
 

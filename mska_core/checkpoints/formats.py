@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from mska_core.checkpoints.files import FileProbe
-from mska_core.checkpoints.schema import FORMAT, Checkpoint, check_plain, is_state_dict, strip_wrappers
+from mska_core.checkpoints.schema import (
+    FORMAT,
+    Checkpoint,
+    check_plain,
+    is_state_dict,
+    is_tensor,
+    strip_wrappers,
+)
 from mska_core.errors import CheckpointError
 from mska_core.io import atomic_write_bytes, atomic_write_with
 
@@ -97,27 +104,60 @@ def read_safetensors(probe: FileProbe) -> Checkpoint:
     except Exception as exc:  # noqa: BLE001 - the library's own error types vary by version
         raise CheckpointError(f"{probe.path}: cannot read safetensors: {str(exc).splitlines()[0]}") from None
     metadata = decode_metadata((probe.header or {}).get("__metadata__"))
+    held = {k: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(HELD_PREFIX)]}
+    metadata = {key: _restore_tensors(value, held) for key, value in metadata.items()}
     return Checkpoint("safetensors", metadata, strip_wrappers(state_dict), probe.path)
 
 
+#: Tensors a payload holds outside its state dict (an optimizer's moments, RNG states) are stored
+#: beside the weights under ``__payload__.N``; the metadata holds ``{"__tensor__": "__payload__.N"}``
+#: in their place, so a training state round-trips through safetensors.
+HELD_PREFIX = "__payload__."
+
+
+def _hold_tensors(value: Any, held: dict[str, Any]) -> Any:
+    if is_tensor(value):
+        name = f"{HELD_PREFIX}{len(held)}"
+        held[name] = value
+        return {"__tensor__": name}
+    if isinstance(value, Mapping):
+        if any(isinstance(k, int) for k in value):  # JSON keys are strings: keep an optimizer's int keys
+            return {"__items__": [[k, _hold_tensors(v, held)] for k, v in value.items()]}
+        return {str(k): _hold_tensors(v, held) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_hold_tensors(v, held) for v in value]
+    return value
+
+
+def _restore_tensors(value: Any, held: Mapping[str, Any]) -> Any:
+    if isinstance(value, Mapping):
+        if set(value) == {"__tensor__"} and value["__tensor__"] in held:
+            return held[value["__tensor__"]]
+        if set(value) == {"__items__"} and isinstance(value["__items__"], list):
+            return {k: _restore_tensors(v, held) for k, v in value["__items__"]}
+        return {k: _restore_tensors(v, held) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_tensors(v, held) for v in value]
+    return value
+
+
 def write_safetensors(checkpoint: Checkpoint | Mapping[str, Any], path: str | Path) -> Path:
-    """Write the tensors with safetensors; every other payload key goes to ``__metadata__`` as JSON."""
+    """Write the tensors with safetensors; every other payload key goes to ``__metadata__`` as JSON
+    (tensors held outside the state dict are stored beside it, see :data:`HELD_PREFIX`; a mapping with
+    integer keys, such as an optimizer's ``state``, as ``{"__items__": [[key, value], ...]}``), so a
+    training state reads back equal.
+    """
     from safetensors.torch import save
 
     payload = _as_payload(checkpoint)
     check_plain(payload)
     state_dict = payload.pop("state_dict", {})
     metadata: dict[str, str] = {}
+    held: dict[str, Any] = {}
     for key, value in payload.items():
-        try:
-            metadata[str(key)] = json.dumps(value)
-        except TypeError:
-            raise CheckpointError(
-                f"{path}: payload key {key!r} holds tensors; safetensors keeps tensors only in the "
-                "state dict (save as .pt instead)"
-            ) from None
+        metadata[str(key)] = json.dumps(_hold_tensors(value, held))
     tensors, seen = {}, set()
-    for key, tensor in state_dict.items():
+    for key, tensor in {**state_dict, **held}.items():
         tensor = tensor.detach().cpu().contiguous()
         pointer = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if pointer in seen:  # safetensors refuses shared storage: give tied weights their own copy

@@ -361,8 +361,9 @@ def describe_run(path: str | Path, *, registry: Any = None) -> dict[str, Any]:
         from mska_core.registry import get_registry
 
         registry = get_registry()
-    below = (p for d in folder.iterdir() if d.is_dir() for p in list_checkpoints(d))
-    files = list_checkpoints(folder) + sorted(below, key=lambda p: (p.stat().st_mtime, str(p)))
+    suffixes = (*CHECKPOINT_SUFFIXES, *(x for f in registry.checkpoint_formats for x in f.suffixes))
+    below = (p for d in folder.iterdir() if d.is_dir() for p in list_checkpoints(d, suffixes=suffixes))
+    files = list_checkpoints(folder, suffixes=suffixes) + sorted(below, key=lambda p: (p.stat().st_mtime, str(p)))
     checkpoints, metadata_by_name = [], {}
     for file in files:
         entry: dict[str, Any] = {"path": str(file.relative_to(folder)), "size": file.stat().st_size}
@@ -380,7 +381,10 @@ def describe_run(path: str | Path, *, registry: Any = None) -> dict[str, Any]:
         checkpoints.append(entry)
     newest = next((metadata_by_name[c["path"]] for c in reversed(checkpoints) if c["path"] in metadata_by_name), {})
     metrics = _run_metrics(folder / RUN_METRICS)
-    fine_tuning = RUN_BEST in metadata_by_name or RUN_LAST in metadata_by_name or bool(metrics and metrics["kinds"])
+    # best and last in the run's [run] format: best.pt, best.safetensors, a plugin's suffix
+    by_stem = {Path(name).stem: meta for name, meta in metadata_by_name.items() if len(Path(name).parts) == 1}
+    best, last = by_stem.get(Path(RUN_BEST).stem), by_stem.get(Path(RUN_LAST).stem)
+    fine_tuning = best is not None or last is not None or bool(metrics and metrics["kinds"])
     pretraining = not fine_tuning and (bool(metrics and metrics["records"]) or any(
         m.get("kind") == "stream-encoder" or "teacher" in m.get("parts", ()) for m in metadata_by_name.values()))
     config = _run_config(folder / RUN_CONFIG)
@@ -391,8 +395,8 @@ def describe_run(path: str | Path, *, registry: Any = None) -> dict[str, Any]:
         "run": "fine-tuning" if fine_tuning else "pretraining" if pretraining else None,
         "config": config,
         "metrics": metrics,
-        "best": _run_point(metadata_by_name.get(RUN_BEST)),
-        "last": _run_point(metadata_by_name.get(RUN_LAST), evals=metrics["evals"] if metrics else []),
+        "best": _run_point(best),
+        "last": _run_point(last, evals=metrics["evals"] if metrics else []),
         "provenance": provenance(newest, registry) if newest else [],
         "checkpoints": checkpoints,
     }

@@ -169,7 +169,11 @@ def detect_format(probe: FileProbe, *, registry: Any) -> Any:
             looks = f"a torch file holding a {type(obj).__name__}, not a dict of tensors"
     else:
         looks = f"neither a torch file nor safetensors (it starts with {probe.head[:8]!r})"
-    raise CheckpointError(f"{probe.path}: not a checkpoint: {looks}; registered formats: {registered}")
+    contested = registry.checkpoint_formats.contested()
+    unused = (f"; format {', '.join(repr(n) for n in contested)} {'is' if len(contested) == 1 else 'are'} "
+              "supplied by several plugins and reads nothing until you choose one ([plugins.providers], "
+              "--set plugins.providers.NAME=PLUGIN)" if contested else "")
+    raise CheckpointError(f"{probe.path}: not a checkpoint: {looks}; registered formats: {registered}{unused}")
 
 
 def _drop_format(registry: Any, fmt: Any, error: str) -> None:
@@ -238,25 +242,53 @@ def read_payload(path: str | Path, *, kinds: Sequence[str] | None = None, requir
     return payload
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path, *, format: str | None = None,
+def save_checkpoint(payload: Checkpoint | Mapping[str, Any], path: str | Path, *, format: str | None = None,
                     registry: Any = None) -> Path:
     """Write ``payload`` to ``path`` atomically through a checkpoint format's ``write``; return the path.
 
-    The format is ``format`` when given, else the writable format whose ``suffixes`` claim the
-    path's suffix (``.safetensors``: the tensors of ``state_dict``, every other key as JSON metadata),
-    else ``mska`` (``torch.save`` of plain data). The payload must be plain data (see
-    :func:`~mska_core.checkpoints.make_payload`); the previous file stays intact until the new one is
-    complete. Formats are those of ``registry`` (the process-wide one when none is given).
+    ``payload`` is one of our payload dicts (:func:`~mska_core.checkpoints.make_payload`) or a
+    :class:`Checkpoint` (its metadata and state dict, as a format's ``read`` returns it): every
+    format's ``write(checkpoint, path)`` receives a :class:`Checkpoint`. The format is ``format`` when
+    given (``[run] format``), else the writable format whose ``suffixes`` claim the path's suffix
+    (``.safetensors``: the tensors as tensors, every other key as JSON metadata), else ``mska``
+    (``torch.save`` of plain data). Everything must be plain data; the previous file stays intact
+    until the new one is complete. Formats are those of ``registry`` (the process-wide one when none
+    is given).
     """
-    check_plain(payload)
+    checkpoint = payload if isinstance(payload, Checkpoint) else as_written(payload, path)
+    check_plain({**checkpoint.metadata, "state_dict": checkpoint.state_dict})
     if registry is None:
         from mska_core.registry import get_registry
 
         registry = get_registry()
     path = Path(path)
     fmt = writer_for(path, format=format, registry=registry)
-    fmt.write(payload, path)
+    fmt.write(checkpoint, path)
     return path
+
+
+def as_written(payload: Mapping[str, Any], path: str | Path | None = None) -> Checkpoint:
+    """The :class:`Checkpoint` a format's ``write`` receives for one of our payload dicts."""
+    if not isinstance(payload, Mapping):
+        raise CheckpointError(f"cannot save a {type(payload).__name__}; give a payload dict (make_payload) or a "
+                              "Checkpoint")
+    metadata = {k: v for k, v in payload.items() if k != "state_dict"}
+    return Checkpoint("mska", metadata, dict(payload.get("state_dict") or {}), Path(path) if path else None)
+
+
+def output_suffix(format: str, *, registry: Any) -> str:
+    """The file suffix a run writes its checkpoints with in ``format`` (``[run] format``): the first of
+    the format's ``suffixes``; a format that cannot write, or names no suffix, is a
+    :class:`~mska_core.errors.ConfigError`."""
+    from mska_core.errors import ConfigError
+
+    fmt = registry.checkpoint_formats.get(format)
+    if fmt.write is None or not fmt.suffixes:
+        writable = ", ".join(f.name for f in registry.checkpoint_formats if f.write is not None and f.suffixes)
+        raise ConfigError(f"run.format = {format!r}: checkpoint format {format!r} ({fmt.provider}) "
+                          f"{'writes no files' if fmt.write is None else 'names no file suffix'}; formats that "
+                          f"write run outputs: {writable}")
+    return fmt.suffixes[0]
 
 
 def writer_for(path: Path, *, format: str | None = None, registry: Any) -> Any:
@@ -277,12 +309,14 @@ def writer_for(path: Path, *, format: str | None = None, registry: Any) -> Any:
     return claims[0] if claims else formats.get("mska")
 
 
-def list_checkpoints(folder: str | Path) -> list[Path]:
-    """Checkpoint files in ``folder`` (by suffix), oldest first; temporary files are never listed."""
+def list_checkpoints(folder: str | Path, *, suffixes: Iterable[str] = CHECKPOINT_SUFFIXES) -> list[Path]:
+    """Checkpoint files in ``folder`` (by suffix: ``suffixes``, e.g. with those of plugin formats),
+    oldest first; temporary files are never listed."""
     folder = Path(folder)
+    suffixes = tuple(suffixes)
     found = [
         p for p in folder.iterdir()
-        if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and p.suffix in suffixes and not p.name.startswith(".")
         and not p.name.endswith(TEMPORARY_SUFFIX)
     ]
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))

@@ -28,10 +28,14 @@ KINDS = ("stream-encoder", "backbone", "model", "training-state")
 
 @attrs.define
 class Checkpoint:
-    """What a checkpoint format reads: its name, the metadata, the tensors and the file.
+    """What a checkpoint format reads, and what its ``write`` receives: its name, the metadata, the
+    tensors and the file.
 
-    ``metadata`` holds everything but the tensors (for our payloads: kind, stream, arch,
-    arch_config, epoch, created, plugins ...); ``state_dict`` maps key to tensor.
+    - ``format``: the name of the format that read it (``"mska"`` for a payload about to be written).
+    - ``metadata``: everything but the tensors, plain data (for our payloads: format, kind, stream,
+      arch, arch_config, epoch, created, plugins, providers, config ...).
+    - ``state_dict``: key -> tensor, with ``module.`` and ``_orig_mod.`` removed from the keys.
+    - ``path``: the file it was read from (``None`` in memory).
     """
 
     format: str

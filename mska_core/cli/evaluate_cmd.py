@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mska_core.cli.output import add_config_options, console, emit_json
+from mska_core.cli.output import add_config_options, add_stream_change_option, console, emit_json
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,13 +21,15 @@ def add_parser(subparsers: Any) -> None:
                         help="CTC beam width (default: the config's train.test_beam_size)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="clips per batch")
     add_config_options(parser)
+    add_stream_change_option(parser)
     parser.add_argument("--predictions", metavar="FILE", help="also write every clip's prediction as JSON lines")
     parser.add_argument("--json", action="store_true", help="write the metrics as JSON on stdout")
     parser.set_defaults(run=run)
 
 
 def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any = (), beam_size: int | None = None,
-                        batch_size: int | None = None) -> tuple[dict[str, Any], list[Any], Any]:
+                        batch_size: int | None = None, allow_stream_change: bool = False,
+                        ) -> tuple[dict[str, Any], list[Any], Any]:
     """Score ``split`` with a fine-tuned checkpoint: ``(result, predictions, corpus)``; the result holds
     the metrics, the checkpoint, the split and the CTC beam width."""
     from mska_core.backbones.normalization import crop_normalization
@@ -40,7 +42,9 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", *, overrides: Any 
     from mska_core.training.trained import load_trained
 
     registry = get_registry()
-    trained = load_trained(checkpoint, registry=registry)
+    trained = load_trained(checkpoint, registry=registry, overrides=overrides,
+                           allow_stream_change=allow_stream_change)
+    registry = get_registry()  # as the checkpoint's [plugins] table (and --set plugins.*) made it
     config = trained.config
     if overrides:
         config = load_config(config, overrides)
@@ -66,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     result, predictions, _ = evaluate_checkpoint(args.checkpoint, args.split, overrides=args.overrides,
-                                                 beam_size=args.beam_size, batch_size=args.batch_size)
+                                                 beam_size=args.beam_size, batch_size=args.batch_size,
+                                                 allow_stream_change=args.allow_stream_change)
     if args.predictions:
         from mska_core.io import atomic_write_bytes
 

@@ -39,7 +39,7 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def add_config_options(parser: Any) -> None:
+def add_config_options(parser: Any, what: str = "e.g. --set train.epochs=3") -> None:
     """Repeated ``--set dotted.key=VALUE`` overrides, collected in ``args.overrides``."""
     parser.add_argument(
         "--set",
@@ -47,5 +47,14 @@ def add_config_options(parser: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.epochs=3 (VALUE is read as TOML, else a string)",
+        help=f"override a config key, {what} (VALUE is read as TOML, else a string)",
+    )
+
+
+def add_stream_change_option(parser: Any) -> None:
+    """``--allow-stream-change``: load a checkpoint although a stream's provider or joints changed."""
+    parser.add_argument(
+        "--allow-stream-change", action="store_true",
+        help="load the checkpoint although another plugin supplies one of its streams now, or the stream "
+             "reads other joints (refused by default: the model would read the wrong joints)",
     )

@@ -19,7 +19,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--all", action="store_true", help="also list built-in plugins, disabled ones and those not loaded"
     )
-    parser.add_argument("--check", action="store_true", help="exit 1 when any plugin failed")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when any plugin failed or two plugins supply one name")
     parser.set_defaults(run=run)
 
 
@@ -31,17 +32,21 @@ def run(args: argparse.Namespace) -> int:
     infos = list(registry.host.infos.values())
     shown = [i for i in infos if args.all or (not i.builtin and i.status in ("loaded", "failed"))]
     failed = [i for i in infos if i.status == "failed"]
+    clashes = registry.clashes()
     if args.json:
         emit_json(
             {
                 "plugins": [info.as_dict() for info in shown],
                 "streams": [_stream_dict(s) for s in registry.streams],
                 "failed": [info.name for info in failed],
+                "clashes": clashes,
             }
         )
     else:
         _print_table(shown)
-    if args.check and failed:
+        for clash in (c for c in clashes if c["chosen"] is None):
+            console().print(registry.catalog(clash["hook"]).clash_message(clash["name"]), markup=False)
+    if args.check and (failed or clashes):
         return 1
     return 0
 

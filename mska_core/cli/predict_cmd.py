@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from mska_core.cli.output import console, emit_json, status_console
+from mska_core.cli.output import add_config_options, add_stream_change_option, console, emit_json, status_console
 
 
 def add_parser(subparsers: Any) -> None:
@@ -59,6 +59,8 @@ def add_parser(subparsers: Any) -> None:
                              "it (default: the checkpoint's [data] invalid); a clip with no usable point is "
                              "never predicted")
     parser.add_argument("--json", action="store_true", help="write the predictions as JSON on stdout")
+    add_config_options(parser, what="plugins.* keys only, e.g. --set plugins.providers.lips=PLUGIN")
+    add_stream_change_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -193,8 +195,16 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.registry import get_registry
     from mska_core.training.trained import load_trained
 
+    other = [o for o in args.overrides if not o.strip().startswith("plugins.")]
+    if other:
+        from mska_core.errors import ConfigError
+
+        raise ConfigError(f"--set {other[0]}: mska predict takes --set plugins.* keys only (the model is the "
+                          "checkpoint's); give the other settings to mska evaluate or mska train")
     registry = get_registry()
-    trained = load_trained(args.checkpoint, registry=registry)
+    trained = load_trained(args.checkpoint, registry=registry, overrides=args.overrides,
+                           allow_stream_change=args.allow_stream_change)
+    registry = get_registry()  # as the checkpoint's [plugins] table (and --set plugins.*) made it
     config = trained.config
     if args.overlap is not None and args.window is None:
         raise DataError("--overlap goes with --window FRAMES (the windows it is the overlap of)")

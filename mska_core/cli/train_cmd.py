@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mska_core.cli.output import add_config_options, emit_json, status_console
+from mska_core.cli.output import add_config_options, add_stream_change_option, emit_json, status_console
 
 #: ``--STREAM-backbone`` and ``--mska-GROUP-state``: the per-stream and per-weight-group shorthands.
 _BACKBONE = re.compile(r"^--(?!mska-)([A-Za-z][A-Za-z0-9.\-]*)-backbone$")
@@ -45,6 +45,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
     parser.add_argument("--extend", action="store_true",
                         help="with --resume: allow a larger train.epochs than the run was started with")
+    add_stream_change_option(parser)
     parser.add_argument("--use-mska", action="store_true",
                         help="the MSKA paper's four streams and heads (when the config names none)")
     parser.add_argument_group(  # documented here; _with_stream_options collects them
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         if main_rank:
             out.print(f"[dim]shorthand:[/dim] {note}")
     tuning = FineTuning(config, resume=args.resume, registry=registry, out=out.print, console=out,
-                        extend=args.extend)
+                        extend=args.extend, allow_stream_change=args.allow_stream_change)
     tuning.prepare()
     if main_rank:
         out.print(f"run folder: {tuning.run_dir}")

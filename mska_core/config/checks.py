@@ -6,7 +6,7 @@ loss name is caught with the list of valid names before any model is built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mska_core.config.schema import PAPER_HEADS, PAPER_STREAMS, Config
@@ -14,9 +14,13 @@ from mska_core.errors import ConfigError, RegistryError
 
 
 def selected_streams(model: Any, registry: Any) -> list[str]:
-    """The streams a model config selects: those it names, else every stream with joints in its layout."""
+    """The streams a model config selects: those ``[model.streams]`` names; else those its heads name
+    (a config that names streams only in ``[model.heads]`` gains no branch that no head reads when a
+    stream plugin is installed); else every stream with joints in its layout."""
     if model.streams:
         return list(model.streams)
+    if model.heads:
+        return list(dict.fromkeys(stream for head in model.heads.values() for stream in head.streams))
     return [spec.name for spec in registry.streams_for_layout(model.layout)]
 
 
@@ -42,6 +46,16 @@ def check_against_registry(config: Config, source: str, registry: Any) -> None:
                 f"{config.model.layout!r} and no backbone; set a backbone or choose another layout"
             )
     streams = selected_streams(config.model, registry)
+    for head, head_cfg in config.model.heads.items():
+        for name in head_cfg.streams:
+            if name in streams and name not in config.model.streams:
+                spec = look_up(registry.streams, name, f"model.heads.{head}.streams")
+                if not spec.joints_for(config.model.layout):
+                    raise ConfigError(
+                        f"{source}: model.heads.{head}.streams: stream {name!r} has no joints in layout "
+                        f"{config.model.layout!r}; give it a backbone under [model.streams.{name}] or choose "
+                        "another layout"
+                    )
     if not streams:
         raise ConfigError(
             f"{source}: model: no stream has joints in layout {config.model.layout!r}; "
@@ -58,12 +72,23 @@ def check_against_registry(config: Config, source: str, registry: Any) -> None:
                 )
     for loss, loss_cfg in config.losses.items():
         if loss in registry.losses:
+            look_up(registry.losses, loss, f"losses.{loss}")  # a contested name says how to choose
             continue
         if loss_cfg.weight == 0:  # switched off: its plugin need not be loaded
             continue
         raise ConfigError(f"{source}: losses.{loss}: {registry.losses.unknown_message(loss)}; "
                           f"{_missing_loss_remedy(loss, registry)}")
-    look_up(registry.data_sources, config.data.source, "data.source")
+    data_source = look_up(registry.data_sources, config.data.source, "data.source")
+    try:
+        source_options(data_source, config.data.options)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    fmt = look_up(registry.checkpoint_formats, config.run.format, "run.format")
+    if fmt.write is None or not fmt.suffixes:
+        writable = ", ".join(f.name for f in registry.checkpoint_formats if f.write is not None and f.suffixes)
+        raise ConfigError(f"{source}: run.format: checkpoint format {fmt.name!r} ({fmt.provider}) "
+                          f"{'only reads files' if fmt.write is None else 'names no file suffix'}; formats that "
+                          f"write run outputs: {writable}")
     check_loss_options(config, source, registry)
 
 
@@ -108,6 +133,49 @@ def check_loss_options(config: Config, source: str, registry: Any) -> None:
                 )
 
 
+def source_options(spec: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[data.options]`` a data source ``spec`` receives: every key it declares
+    (:attr:`~mska_core.records.DataSource.options`), the ``given`` value or the default.
+
+    A key the source does not declare is a :class:`ConfigError` naming ``data.options.KEY``, the
+    nearest declared key and what the source takes; a value whose type is not that of a non-``None``
+    default (an integer where a number is declared passes) is one too.
+    """
+    from mska_core.registry import suggest
+
+    declared = dict(spec.options)
+    for key, value in given.items():
+        if key not in declared:
+            takes = ", ".join(declared) if declared else "no options"
+            raise ConfigError(
+                f"unknown key 'data.options.{key}'{suggest(key, list(declared))}; data source {spec.name!r} "
+                f"({spec.provider}) takes: {takes}"
+            )
+        default = declared[key]
+        if default is not None and not _same_kind(value, default):
+            raise ConfigError(
+                f"data.options.{key}: expected {_kind(default)} (data source {spec.name!r} declares "
+                f"{default!r} as its default), got {value!r}"
+            )
+    return {**declared, **given}
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _kind(default: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             tuple: "an array", dict: "a table"}
+    return names.get(type(default), type(default).__name__)
+
+
 def resolve_model(config: Config, registry: Any) -> Config:
     """``config`` with ``[model.streams]`` and ``[model.heads]`` naming every stream and head it resolves to.
 
@@ -127,10 +195,13 @@ def resolve_model(config: Config, registry: Any) -> Config:
 
 
 def providers_of(config: Config, registry: Any) -> dict[str, dict[str, dict[str, str]]]:
-    """Which plugin supplied each stream, loss and the layout ``config`` uses, as plain data.
+    """Which plugin supplied each stream, loss and the layout ``config`` uses, as plain data; each stream
+    also with the fingerprint of its joints per layout (:func:`~mska_core.config.identity.stream_identity`).
 
-    Stored in checkpoints so that loading one where a plugin is missing can say what to install.
+    Stored in checkpoints so that loading one where a plugin is missing can say what to install, and
+    loading one where another plugin supplies a stream, or its joints changed, is refused.
     """
+    from mska_core.config.identity import stream_identity
 
     def entry(record: Any) -> dict[str, str]:
         provider = record.provider
@@ -141,7 +212,7 @@ def providers_of(config: Config, registry: Any) -> dict[str, dict[str, dict[str,
     out: dict[str, dict[str, dict[str, str]]] = {"streams": {}, "losses": {}, "layouts": {}}
     for name in selected_streams(config.model, registry):
         if name in registry.streams:
-            out["streams"][name] = entry(registry.streams.get(name))
+            out["streams"][name] = stream_identity(registry.streams.get(name))
     for name in config.losses:
         if name in registry.losses:
             out["losses"][name] = entry(registry.losses.get(name))

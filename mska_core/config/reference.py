@@ -114,6 +114,12 @@ DESCRIPTIONS: dict[str, str] = {
     "pretrain.probe_images": "held-out labelled synthetic crops of the k-NN probe",
     "plugins.disable": "plugins not to load (as `MSKA_DISABLE_PLUGINS`)",
     "plugins.required": "plugins that must be loaded, else the run stops",
+    "plugins.providers": "`NAME = \"PLUGIN\"`: which plugin supplies a name that several loaded plugins supply "
+                         "(without it, neither does; docs/plugins.md)",
+    "data.options": "options of the data source: only the keys it declares (`DataSource.options`, "
+                    "docs/data.md); unknown keys are refused",
+    "run.format": "checkpoint format of `best`/`last` and of pretraining's default export: `mska` (`.pt`), "
+                  "`safetensors`, or a plugin's that writes (docs/checkpoints.md)",
 }
 
 _TABLE_KEYS = {"streams": "<name>", "heads": "<name>", "losses": "<name>"}

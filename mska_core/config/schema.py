@@ -99,6 +99,7 @@ class RunConfig:
     output_dir: str = "runs"
     seed: int = attrs.field(default=0, validator=_seed)
     device: str = attrs.field(default="auto", validator=_device)  # "auto", "cpu", "cuda", "cuda:N", "mps"
+    format: str = "mska"  # checkpoint format of best/last and exports: mska (.pt), safetensors, a plugin's
 
 
 @attrs.frozen
@@ -166,6 +167,7 @@ class DataConfig:
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
     crop_options: CropOptionsConfig = attrs.field(factory=CropOptionsConfig)
+    options: dict[str, Any] = attrs.field(factory=dict)  # options of the data source, the keys it declares (docs/data.md)
 
 
 @attrs.frozen
@@ -372,10 +374,12 @@ class ExtractConfig:
 
 @attrs.frozen
 class PluginsConfig:
-    """``[plugins]``: plugins to disable, and plugins the run requires."""
+    """``[plugins]``: plugins to disable, plugins the run requires, and which plugin supplies a name
+    that several plugins supply."""
 
     disable: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     required: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    providers: dict[str, str] = attrs.field(factory=dict)  # name -> plugin, e.g. lips = "plugin-b"
 
 
 @attrs.frozen

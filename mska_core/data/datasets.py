@@ -34,7 +34,8 @@ def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: in
     validated.
 
     ``data_cfg.source`` names a registered :class:`~mska_core.records.DataSource` (an unknown name
-    lists the registered ones); its ``open`` reads the splits in ``layout``, and every clip is then
+    lists the registered ones); its ``open`` reads the splits in ``layout`` with ``data_cfg.options``
+    checked against the keys the source declares and completed with their defaults, and every clip is then
     checked as :mod:`mska_core.data.validate` describes, under ``data_cfg.invalid``. ``num_joints``
     defaults to the layout's. Sources and layouts are looked up in ``registry``.
     """
@@ -49,7 +50,9 @@ def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: in
         layout_record = registry.layouts.get(layout)
     except RegistryError as exc:
         raise DataError(f"model.layout: {exc}") from None
-    corpus = source.open(data_cfg, layout_record)
+    from mska_core.config.checks import source_options
+
+    corpus = source.open(attrs.evolve(data_cfg, options=source_options(source, data_cfg.options)), layout_record)
     if not isinstance(corpus, Corpus):
         raise DataError(f"data source {source.name!r} ({source.provider}) returned a "
                         f"{type(corpus).__name__}, not a Corpus")

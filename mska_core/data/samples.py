@@ -34,7 +34,13 @@ class Sample:
 
 @attrs.frozen
 class Corpus:
-    """The three splits of a data source, and where they came from (for messages and the run record)."""
+    """The three splits of a data source, and where they came from (for messages and the run record).
+
+    - ``train``, ``dev``, ``test``: the splits' :class:`Sample` clips (any iterable; kept as tuples).
+    - ``source``: where the clips came from, for messages (``"directory: data/phoenix"``).
+    - ``layout``: the keypoint layout of every clip's keypoints (the one ``open`` received).
+    - ``render_crops``: leave it ``None``; the synthetic source draws its crops with it.
+    """
 
     train: tuple[Sample, ...] = attrs.field(converter=tuple)
     dev: tuple[Sample, ...] = attrs.field(converter=tuple)

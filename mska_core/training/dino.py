@@ -664,8 +664,8 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
 
         # exports: the teacher's backbone
         completed = min(cfg.epochs, max(start_epoch, global_step // max(steps_per_epoch, 1)))
-        exported = export(model.teacher.backbone, cfg, registry=registry, stream=stream, arch=arch,
-                          arch_config=arch_config,
+        exported = export(model.teacher.backbone, cfg, registry=registry, file_format=config.run.format,
+                          stream=stream, arch=arch, arch_config=arch_config,
                           min_loss=min_loss, epoch=completed, global_step=global_step, config=unstructure(config))
     return PretrainResult(output_dir=output_dir, checkpoint=checkpoint_path, metrics=metrics.path, stream=stream,
                           epochs=completed, global_step=global_step, min_loss=min_loss, exported=tuple(exported),
@@ -680,18 +680,26 @@ def apply_schedules(optimizer: torch.optim.Optimizer, lr: float, weight_decay: f
             group["weight_decay"] = weight_decay
 
 
-def export(backbone: nn.Module, cfg: PretrainConfig, *, registry: Any, **fields: Any) -> list[Path]:
+def export(backbone: nn.Module, cfg: PretrainConfig, *, registry: Any, file_format: str = "mska",
+           **fields: Any) -> list[Path]:
     """Write the teacher's ``backbone`` as ``--export-checkpoint`` (a stream-encoder payload) and
-    ``--export-backbone`` (a backbone payload) ask, recording the plugins of ``registry``; the paths
-    written."""
-    from mska_core.checkpoints import make_payload, save_checkpoint
+    ``--export-backbone`` (a backbone payload) ask, recording the plugins of ``registry`` and the
+    identity of the streams the export is for; the paths written. The default export name takes the
+    suffix and format of ``file_format`` (``[run] format``); a path given keeps the format its suffix
+    names."""
+    from mska_core.checkpoints import make_payload, output_suffix, save_checkpoint
+    from mska_core.config.identity import stream_identity
 
+    stream = fields.get("stream")
+    fields["providers"] = {"streams": {spec.name: stream_identity(spec) for spec in registry.streams
+                                       if stream in (spec.name, spec.weight_group)}}
     state_dict = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
     exported: list[Path] = []
-    output_path = export_path(cfg)
+    output_path = export_path(cfg, suffix=output_suffix(file_format, registry=registry))
     if output_path is not None:
+        written_as = None if cfg.output_path else file_format  # a path given: the format of its suffix
         exported.append(save_checkpoint(make_payload("stream-encoder", state_dict, registry=registry, **fields),
-                                        output_path, registry=registry))
+                                        output_path, format=written_as, registry=registry))
     if cfg.export_backbone:
         exported.append(save_checkpoint(make_payload("backbone", state_dict, registry=registry, **fields),
                                         Path(cfg.export_backbone), registry=registry))
@@ -699,11 +707,12 @@ def export(backbone: nn.Module, cfg: PretrainConfig, *, registry: Any, **fields:
 
 
 
-def export_path(cfg: PretrainConfig) -> Path | None:
-    """Where ``--export-checkpoint`` writes: ``output_path``, else ``<output_dir>/encoder_<stream>.pt``;
-    ``None`` when no stream-encoder export was asked for (``output_path`` alone asks for one)."""
+def export_path(cfg: PretrainConfig, suffix: str = ".pt") -> Path | None:
+    """Where ``--export-checkpoint`` writes: ``output_path``, else ``<output_dir>/encoder_<stream>``
+    with ``suffix`` (that of ``[run] format``); ``None`` when no stream-encoder export was asked for
+    (``output_path`` alone asks for one)."""
     if cfg.output_path:
         return Path(cfg.output_path)
     if cfg.export_checkpoint:
-        return Path(cfg.output_dir) / f"encoder_{cfg.stream}.pt"
+        return Path(cfg.output_dir) / f"encoder_{cfg.stream}{suffix}"
     return None

@@ -16,6 +16,9 @@ distillation must then be off (``weight = 0``; otherwise the run is refused in o
 applicable (no ``wer`` keys; the display says ``dev WER n/a``), ``best.pt`` is chosen by BLEU-4, and
 the decoder reads every frame (``memory`` defaults to ``"frames"`` without a CTC loss).
 
+``[run] format`` chooses the checkpoint format ``best`` and ``last`` are written in (and read back by
+``--resume``); their suffix is the format's (``best.safetensors`` for ``safetensors``).
+
 Exact resume: the order of an epoch comes from a generator seeded by (seed, epoch), every clip's
 augmentation from one seeded by (seed, epoch, clip), and every global random generator (Python,
 NumPy, torch, CUDA; dropout draws from torch's) is saved in ``last.pt``. ``--resume`` therefore
@@ -195,19 +198,24 @@ class FineTuning:
     """
 
     def __init__(self, config: Any, *, resume: bool = False, registry: Any = None,
-                 out: Callable[[str], None] | None = None, console: Any = None, extend: bool = False) -> None:
+                 out: Callable[[str], None] | None = None, console: Any = None, extend: bool = False,
+                 allow_stream_change: bool = False) -> None:
         from mska_core.registry import get_registry
         from mska_core.training import distributed
 
         self.config = config
         self.resume = resume
         self.extend = extend  # --resume may raise train.epochs
+        self.allow_stream_change = allow_stream_change  # --resume under another stream provider or joints
         self.registry = registry if registry is not None else get_registry()
         self.info, self.device = distributed.setup(config.run.device)
         self.console = console
         self._out = out or (lambda line: None)
         self.run_dir = run_dir_of(config)
-        self.files = RunFiles(self.run_dir)
+        from mska_core.checkpoints import output_suffix
+
+        # last and best in the format of [run] format, with its suffix (last.pt, best.safetensors ...)
+        self.files = RunFiles(self.run_dir, suffix=output_suffix(config.run.format, registry=self.registry))
         # the run folder's lock is held from prepare() to the end of run()
         self.folder = RunFolder(self.files, loop="train", lock=self.info.is_main)
         self.metrics = MetricsLog(self.files.metrics, enabled=self.info.is_main)
@@ -262,6 +270,10 @@ class FineTuning:
 
             self.state = self.folder.read_state(RESUME_KEYS, unstructure(config), registry=self.registry,
                                                 extend=self.extend)
+            from mska_core.config.identity import check_stream_identity
+
+            check_stream_identity(config.model.streams, config.model.layout, self.state.get("providers"),
+                                  str(self.files.state), self.registry, allow_change=self.allow_stream_change)
             self.vocabularies = Vocabularies.from_dict(self.state["vocabularies"])
             if "translation" in config.losses and config.losses["translation"].weight > 0:
                 stored_decoder = decoder_entry(self.state, self.vocabularies, self.files.state)
@@ -556,7 +568,7 @@ class FineTuning:
             metrics={"dev": metrics}, selection={"metric": key, "lower_is_better": lower},
             decoder_head=self.model.decoder_head, registry=self.registry, **self._common(),
         )
-        save_checkpoint(payload, self.files.best, registry=self.registry)
+        save_checkpoint(payload, self.files.best, format=self.config.run.format, registry=self.registry)
 
     def _save_last(self, epoch: int) -> None:
         if not self.info.is_main:
@@ -573,7 +585,7 @@ class FineTuning:
             metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, registry=self.registry,
             **self._common(),
         )
-        save_checkpoint(payload, self.files.state, registry=self.registry)
+        save_checkpoint(payload, self.files.state, format=self.config.run.format, registry=self.registry)
 
     def _log(self, record: dict[str, Any]) -> None:
         self.metrics.log(record)

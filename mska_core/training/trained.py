@@ -28,9 +28,17 @@ class TrainedModel:
     path: Path
 
 
-def load_trained(path: str | Path, *, registry: Any, device: Any = "cpu") -> TrainedModel:
+def load_trained(path: str | Path, *, registry: Any, device: Any = "cpu", overrides: Any = (),
+                 allow_stream_change: bool = False) -> TrainedModel:
     """Rebuild the model stored in a ``mska train`` checkpoint (kind ``model`` or ``training-state``)
-    over the plugins of ``registry`` (as the stored config's ``[plugins]`` table narrows it)."""
+    over the plugins of ``registry`` (as the stored config's ``[plugins]`` table narrows it).
+
+    The ``plugins.*`` entries of ``overrides`` (a command's ``--set``) change the stored ``[plugins]``
+    table before the model is rebuilt (``--set plugins.providers.lips=PLUGIN`` chooses who supplies a
+    stream); the others are the caller's to apply. A stream that another plugin supplies now, or whose joints changed,
+    is refused in one line (:func:`~mska_core.config.identity.check_stream_identity`) unless
+    ``allow_stream_change``.
+    """
     from mska_core.checkpoints import read_payload
     from mska_core.config import config_from_dict
     from mska_core.data.vocab import Vocabularies
@@ -50,12 +58,21 @@ def load_trained(path: str | Path, *, registry: Any, device: Any = "cpu") -> Tra
             "or was not written by mska train — use the run's other checkpoint"
         )
     from mska_core.config.checks import check_providers
+    from mska_core.config.identity import check_stream_identity
     from mska_core.registry import registry_for
 
     config = config_from_dict(payload["config"], source=f"{path} (stored config)")
+    plugin_overrides = [o for o in overrides if o.strip().startswith("plugins.")]
+    if plugin_overrides:
+        from mska_core.config import load_config
+
+        config = load_config(config, plugin_overrides)
     registry = registry_for(config.plugins, registry)
-    # A stored config names its streams; one a missing plugin supplied is named with its distribution.
+    # A stored config names its streams; one a missing plugin supplied is named with its distribution,
+    # one another plugin supplies now (or with other joints) is refused.
     check_providers(config, payload.get("providers"), str(path), registry)
+    check_stream_identity(config.model.streams, config.model.layout, payload.get("providers"), str(path),
+                          registry, allow_change=allow_stream_change)
     vocabularies = Vocabularies.from_dict(payload["vocabularies"])
     translation = None
     if "translation" in config.losses and config.losses["translation"].weight > 0:
