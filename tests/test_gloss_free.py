@@ -149,6 +149,9 @@ def test_evaluate_and_predict_say_wer_does_not_apply(gloss_free_run, tmp_path):
     assert row["gloss"] is None and row["glosses"] is None and isinstance(row["translation"], str)
     shown = run_mska("predict", "--checkpoint", str(result.best), str(clip))
     assert "gloss:       n/a" in shown.stdout
+    folder = run_mska("inspect", str(result.run_dir))
+    assert folder.returncode == 0, folder.stderr
+    assert "bleu4" in folder.stdout.lower().replace("-", "")
 
 
 def test_a_gloss_free_corpus_with_a_ctc_loss_is_refused_in_one_line(tmp_path):

@@ -111,3 +111,17 @@ def test_the_ensemble_decodes_the_mean_of_the_heads_probabilities():
     decoded = decode_heads(logits, torch.tensor([3]))
     assert decoded["sure"] == [[1, 2]] and decoded["unsure"] == [[3, 3]]
     assert decoded["ensemble"] == [[1, 3]]
+
+
+def test_translations_are_scored_against_the_raw_references_with_13a_tokens():
+    from mska_core.evaluation.evaluate import Prediction, score
+
+    def scored(hypothesis: str) -> dict:
+        return score([Prediction("a", {}, hypothesis, reference_gloss="", reference_text="El sordo llegó tarde.")])
+
+    exact = scored("El sordo llegó tarde.")
+    assert exact["bleu4"] == pytest.approx(100.0) and exact["rouge_l"] == pytest.approx(100.0)
+    assert not [key for key in exact if key.startswith("wer")]  # no reference glosses: WER does not apply
+    lowered = scored("el sordo llegó tarde")  # what a decoder that lower-cases and drops punctuation writes
+    assert lowered["bleu4"] < 60 and lowered["rouge_l"] < 80
+    assert scored("El sordo llegó tarde .")["rouge_l"] == pytest.approx(100.0)  # 13a splits the period off

@@ -272,3 +272,12 @@ def test_inspect_against_checks_the_decoder_and_its_text_vocabulary(tmp_path):
     mismatch = check_fit(result.last, other)
     assert not mismatch.ok and "decoder" in mismatch.failing and "text vocabulary" in mismatch.failing
     assert {c.name: c for c in mismatch.checks}["text vocabulary"].config == 259
+
+
+def test_inspect_shows_the_stored_decoder_without_its_tokenizer_text(tmp_path):
+    from mska_core.checkpoints import describe
+
+    result = fine_tune(tiny_config(tmp_path, "train.max_steps=1"))
+    shown = describe(result.last)["metadata"]["text_decoder"]
+    assert shown == {"name": "mska", "head": "fuse", "memory": "glosses", "artifacts": ["options", "tokenizer"],
+                     "tokenizer": "bpe"}

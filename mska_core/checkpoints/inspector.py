@@ -95,7 +95,8 @@ def describe(path: str | Path, *, registry: Any = None, select: str | None = Non
         "format": fmt.name,
         "format_provider": str(fmt.provider) if fmt.provider else None,
         "container": probe.container,
-        "metadata": _ordered({k: _vocabulary_summary(v) if k == "vocabularies" else _summarise(v)
+        "metadata": _ordered({k: _vocabulary_summary(v) if k == "vocabularies" else
+                              _decoder_summary(v) if k == "text_decoder" else _summarise(v)
                               for k, v in metadata.items()}),
         "provenance": provenance(metadata, registry),
         "tensors": tensors,
@@ -287,6 +288,18 @@ def _safetensors_tensors(header: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append({"key": key, "shape": shape, "dtype": dtype, "numel": math.prod(shape),
                      "bytes": int(end) - int(start), "role": role(key, dtype)})
     return rows
+
+
+def _decoder_summary(entry: Any) -> Any:
+    """The stored text decoder as its name, head, memory and what its artifacts hold (a tokenizer's
+    JSON runs to many kilobytes)."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("artifacts"), Mapping):
+        return _summarise(entry)
+    artifacts = entry["artifacts"]
+    tokenizer = artifacts.get("tokenizer")
+    kind = tokenizer.get("kind") if isinstance(tokenizer, Mapping) else None
+    return {"name": entry.get("name"), "head": entry.get("head"), "memory": entry.get("memory"),
+            "artifacts": sorted(str(k) for k in artifacts), **({"tokenizer": kind} if kind else {})}
 
 
 def _vocabulary_summary(vocabularies: Any) -> Any:
