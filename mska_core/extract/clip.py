@@ -54,7 +54,7 @@ class ExtractOptions:
     out: Path
     crop_size: int
     jpeg_quality: int
-    layouts: Mapping[str, int]  # registered layouts and their joint counts
+    layouts: Mapping[str, Any]  # registered layouts by name (KeypointLayout records)
     layout: str | None = None  # forced layout of keypoint files
     plugins: Any = None  # the config's [plugins] table, for the registry of worker processes
 
@@ -134,7 +134,7 @@ class ClipArrays:
         return int(self.points.shape[0])
 
 
-def clip_arrays(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None = None, estimator: Any = None,
+def clip_arrays(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None = None, estimator: Any = None,
                 sink: Callable[[Sequence[str]], CropSink],
                 on_frames: Callable[[int], None] | None = None) -> ClipArrays:
     """Decode ``job``'s video frame by frame, take or estimate each frame's points, and hand the frame
@@ -142,7 +142,7 @@ def clip_arrays(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None 
     sink ``sink(stream_names)`` makes. The one extraction path of ``mska extract`` and ``mska predict
     VIDEO``.
 
-    ``layouts`` maps registered layout names to joint counts; ``layout`` forces the layout of keypoint
+    ``layouts`` maps registered layout names to their :class:`~mska_core.records.KeypointLayout`; ``layout`` forces the layout of keypoint
     files; ``estimator`` is the built estimator when ``job.keypoints`` is an :class:`EstimatorRef`;
     ``on_frames(n)`` is told about every ``n`` frames done. A video whose frame count differs from its
     keypoint file's, or with no frame, raises :class:`ClipFailed`.
@@ -162,7 +162,7 @@ def clip_arrays(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None 
         crops = sink(list(trackers))
         found: list[np.ndarray] = []
         try:
-            frames = _stream_frames(job, layouts[layout], estimator, on_frames or (lambda n: None), container,
+            frames = _stream_frames(job, layouts[layout].num_joints, estimator, on_frames or (lambda n: None), container,
                                     given, trackers, crops, found)
         except BaseException:
             crops.abort()

@@ -40,7 +40,7 @@ class VideoClip:
 
 
 def read_video(video: Video, keypoints: KeypointRef | EstimatorRef, streams: Sequence[StreamCrop], *,
-               crop_size: int | Mapping[str, int], jpeg_quality: int, layouts: Mapping[str, int], layout: str | None = None,
+               crop_size: int | Mapping[str, int], jpeg_quality: int, layouts: Mapping[str, Any], layout: str | None = None,
                estimator: Any = None) -> VideoClip:
     """Extract ``video`` in memory: its points (from ``keypoints``: a file reference or an estimator,
     built as ``estimator``) and, for each of ``streams``, its ``crop_size`` crops at ``jpeg_quality``

@@ -154,7 +154,7 @@ def _plan(request: ExtractRequest, registry: Any) -> _Plan:
                         "videos belong to")
     if request.split is not None and (request.split in RESERVED_SPLITS or "/" in request.split):
         raise DataError(f"--split {request.split!r} is a folder of the output; use train, dev or test")
-    layouts = {layout.name: layout.num_joints for layout in registry.layouts}
+    layouts = {layout.name: layout for layout in registry.layouts}
     if request.settings.layout is not None and request.settings.layout not in layouts:
         raise UnknownNameError(f"[extract] layout {request.settings.layout!r} is not registered; registered: "
                                f"{', '.join(layouts)}")
