@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 name, keypoints = read_clip(spec, config, layouts)
             keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy,
-                                      label=f"{spec}: clip {name!r}")
+                                      label=f"{spec}: clip {name!r}", margin=config.data.frame_margin)
             if keypoints is None:
                 rows.append(PredictRow(clip=spec, name=None, prediction=None))
                 continue

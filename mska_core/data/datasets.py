@@ -52,7 +52,8 @@ def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: in
     if not isinstance(corpus, Corpus):
         raise DataError(f"data source {source.name!r} ({source.provider}) returned a "
                         f"{type(corpus).__name__}, not a Corpus")
-    return validate_corpus(corpus, num_joints=num_joints or layout_record.num_joints, policy=data_cfg.invalid)
+    return validate_corpus(corpus, num_joints=num_joints or layout_record.num_joints, policy=data_cfg.invalid,
+                           margin=data_cfg.frame_margin)
 
 
 @attrs.frozen
