@@ -100,13 +100,25 @@ def make_clip(videos: Path, keypoints: Path | None, clip_id: str, frames: int = 
     return points
 
 
-def colour_shares(path: Path) -> dict[str, float]:
-    """The share of a crop's pixels near each stream's colour."""
+def colour_shares(crop: Path | np.ndarray) -> dict[str, float]:
+    """The share of a crop's pixels (a file, or uint8 ``[S, S, 3]``) near each stream's colour."""
     from PIL import Image
 
-    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).reshape(-1, 3)
+    image = np.asarray(Image.open(crop).convert("RGB")) if isinstance(crop, Path) else crop
+    pixels = np.asarray(image, dtype=np.float64).reshape(-1, 3)
     return {stream: float((np.linalg.norm(pixels - colour, axis=1) < 70).mean())
             for stream, colour in COLOURS.items()}
+
+
+def crops_of(out: Path, stream: str, clip_id: str) -> np.ndarray:
+    """Every crop of a clip and stream as mska extract wrote it (packed or as files): uint8 [T, S, S, 3]."""
+    from mska_core.data.crop_files import CropFolders
+
+    folders = CropFolders(out / "crops")
+    found = folders.locate(stream, clip_id)
+    assert found is not None, (stream, clip_id)
+    count = found.count if found.packed else len(found.present)
+    return folders.read(stream, clip_id, list(range(count))).permute(0, 2, 3, 1).numpy()
 
 
 def run_extract(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
@@ -151,18 +163,16 @@ def test_extract_writes_keypoints_crops_and_clips_table(extracted, corpus: Path)
         assert points.dtype == np.float32 and points.shape == (frames, 133, 3)
         np.testing.assert_array_equal(points, np.load(corpus / "keypoints" / f"{clip_id}.npy"))
         for stream in COLOURS:
-            names = sorted(p.name for p in (out / "crops" / stream / clip_id).iterdir())
-            assert names == [f"{i:06d}.jpg" for i in range(frames)]
+            assert (out / "crops" / stream / f"{clip_id}.crops").is_file()  # one file per clip and stream
+            assert len(crops_of(out, stream, clip_id)) == frames
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
 
 
 def test_each_crop_shows_the_part_of_the_signer_it_is_for(extracted):
-    from PIL import Image
-
     out, _ = extracted
     for stream in COLOURS:
-        for crop in sorted((out / "crops" / stream / "charlie").iterdir()):
-            assert Image.open(crop).size == (48, 48)
+        for crop in crops_of(out, stream, "charlie"):
+            assert crop.shape == (48, 48, 3)
             shares = colour_shares(crop)
             assert shares[stream] > 0.08, (crop, shares)  # a hand's fingers are thin
             assert all(share < 0.01 for other, share in shares.items() if other != stream), (crop, shares)
@@ -269,7 +279,7 @@ def test_failing_clips_are_reported_in_one_line_each_skipped_and_counted(corpus:
     assert [line.split("\t")[0] for line in (out / "clips.tsv").read_text().splitlines()[1:]] == ["alpha"]
     for clip_id in ("bravo", "corrupt", "orphan"):
         assert not (out / "keypoints" / f"{clip_id}.npy").exists()
-        assert not any((out / "crops").glob(f"*/{clip_id}"))
+        assert not any((out / "crops").glob(f"*/{clip_id}*"))
     assert not any((out / ".partial").iterdir())
 
 
@@ -278,32 +288,43 @@ def test_a_rerun_skips_finished_clips(extracted, corpus: Path, tmp_path: Path):
 
     out = tmp_path / "out"
     shutil.copytree(extracted[0], out)
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")}
-    shutil.rmtree(out / "crops" / "hand_right" / "bravo")  # one clip lost a stream: it is done again
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.crops")}
+    (out / "crops" / "hand_right" / "bravo.crops").unlink()  # one clip lost a stream: it is done again
     result = run_extract(str(corpus / "videos"), "--keypoints", str(corpus / "keypoints"), "--out", str(out),
                          "--crop-size", "48", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["written"] == ["bravo"] and sorted(summary["skipped"]) == ["alpha", "charlie"]
-    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if "bravo" not in p.parts)
-    assert len(list((out / "crops" / "hand_right" / "bravo").iterdir())) == 12
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.stem != "bravo")
+    assert len(crops_of(out, "hand_right", "bravo")) == 12
     assert len((out / "clips.tsv").read_text().splitlines()) == 4
 
 
 @pytest.mark.slow
-def test_sigkill_during_extraction_leaves_no_half_written_clip(tmp_path: Path):
+@pytest.mark.parametrize("crop_format", ["packed", "files"])
+def test_sigkill_during_extraction_leaves_no_half_written_clip(tmp_path: Path, crop_format: str):
+    from mska_core.data.crop_pack import is_packed
+
     videos, keypoints, out = tmp_path / "videos", tmp_path / "keypoints", tmp_path / "out"
     for index in range(4):
         make_clip(videos, keypoints, f"clip{index}", frames=48, seed=index)
     args = [sys.executable, "-m", "mska_core", "extract", str(videos), "--keypoints", str(keypoints),
-            "--out", str(out), "--crop-size", "96", "--no-progress"]
+            "--out", str(out), "--crop-size", "96", "--no-progress", "--crop-format", crop_format]
     process = subprocess.Popen(args, env=mska_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def mid_second_clip() -> bool:
+        if crop_format == "files":
+            return len(list(out.rglob("*.jpg"))) >= 48 * 3 + 6
+        partial = list(out.glob(".partial/*/crops/*.crops"))  # being written: the 2nd clip has begun
+        return (out / "clips.tsv").is_file() and len((out / "clips.tsv").read_text().splitlines()) >= 2 and any(
+            p.stat().st_size > 2000 for p in partial)
+
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:  # kill in the middle of the 2nd clip
-            if len(list(out.rglob("*.jpg"))) >= 48 * 3 + 6:
+            if mid_second_clip():
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
         assert process.poll() is None, "extraction ended before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
@@ -315,17 +336,20 @@ def test_sigkill_during_extraction_leaves_no_half_written_clip(tmp_path: Path):
     assert len(finished) < 4
     for clip_id, frames in finished.items():
         assert np.load(out / "keypoints" / f"{clip_id}.npy").shape[0] == frames
-    for folder in out.glob("crops/*/*"):  # whatever is in place is whole
-        assert len(list(folder.iterdir())) == 48, folder
+    for placed in out.glob("crops/*/*"):  # whatever is in place is whole
+        if crop_format == "files":
+            assert len(list(placed.iterdir())) == 48, placed
+        else:
+            assert is_packed(placed) and len(crops_of(out, placed.parent.name, placed.stem)) == 48, placed
     assert not [p for p in out.glob("keypoints/*") if p.suffix != ".npy"]
     rerun = run_extract(str(videos), "--keypoints", str(keypoints), "--out", str(out), "--crop-size", "96",
-                        "--json")
+                        "--json", "--crop-format", crop_format)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert sorted(summary["skipped"]) == sorted(finished)
     assert sorted(summary["skipped"] + summary["written"]) == [f"clip{i}" for i in range(4)]
     for clip_id in summary["written"]:
-        assert all(len(list(out.glob(f"crops/{s}/{clip_id}/*.jpg"))) == 48 for s in COLOURS)
+        assert all(len(crops_of(out, s, clip_id)) == 48 for s in COLOURS)
     assert not any((out / ".partial").iterdir())
 
 
@@ -370,6 +394,24 @@ def test_two_worker_processes_write_what_one_process_writes(extracted, corpus: P
     two = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert one == two
     for path in one:
-        if path.suffix in (".jpg", ".npy"):
+        if path.suffix in (".crops", ".npy"):
             assert (extracted[0] / path).read_bytes() == (out / path).read_bytes(), path
     assert (extracted[0] / "clips.tsv").read_text() == (out / "clips.tsv").read_text()
+
+
+def test_the_folder_format_holds_the_jpeg_bytes_of_the_packed_format(extracted, corpus: Path, tmp_path: Path):
+    from mska_core.data.crop_pack import CropPack
+
+    out = tmp_path / "out"
+    result = run_extract(str(corpus / "videos" / "bravo.mp4"), "--keypoints", str(corpus / "keypoints"), "--out",
+                         str(out), "--crop-size", "48", "--crop-format", "files")
+    assert result.returncode == 0, result.stderr
+    for stream in COLOURS:
+        names = sorted(p.name for p in (out / "crops" / stream / "bravo").iterdir())
+        assert names == [f"{i:06d}.jpg" for i in range(12)]
+        pack = CropPack(extracted[0] / "crops" / stream / "bravo.crops")
+        assert (len(pack), pack.side) == (12, 48)
+        for index in (0, 5, 11):  # the same JPEG file, byte for byte, so the same pixels
+            assert pack.jpeg(index) == (out / "crops" / stream / "bravo" / f"{index:06d}.jpg").read_bytes()
+        np.testing.assert_array_equal(crops_of(out, stream, "bravo")[[7, 3, 3]],
+                                      np.stack(pack.read([7, 3, 3])))

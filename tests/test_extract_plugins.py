@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plugin_fixtures import install_distribution
-from test_extract import COLOURS, colour_shares, make_clip, run_extract
+from test_extract import COLOURS, colour_shares, crops_of, make_clip, run_extract
 
 #: An estimator that finds the test signer's painted parts: the face's points on the red blob's
 #: bounding box, each hand's on the green or blue one; confidence 0 where a colour is absent.
@@ -88,9 +88,9 @@ def test_mska_keypoint_estimators_a_plugin_estimator_finds_the_points_mska_extra
     points = np.load(out / "keypoints" / "delta.npy")
     assert points.shape == (10, 133, 3) and (points[:, 23:133, 2] == 1).all()
     for stream in COLOURS:
-        for crop in sorted((out / "crops" / stream / "echo").iterdir()):
+        for index, crop in enumerate(crops_of(out, stream, "echo")):
             shares = colour_shares(crop)
-            assert shares[stream] > 0.08 and max(v for k, v in shares.items() if k != stream) < 0.01, (crop, shares)
+            assert shares[stream] > 0.08 and max(v for k, v in shares.items() if k != stream) < 0.01, (index, shares)
     assert closed.read_text() == "closed\n"  # built once, closed once when extraction ended
 
 
@@ -115,7 +115,7 @@ def test_a_stream_plugin_with_a_crop_region_gets_crops(signers, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (out / "crops").iterdir()) == ["face", "hand_left", "hand_right",
                                                                   "right_hand_wide"]
-    crops = sorted((out / "crops" / "right_hand_wide" / "delta").iterdir())
+    crops = crops_of(out, "right_hand_wide", "delta")
     assert len(crops) == 10
     for crop in crops:
         shares = colour_shares(crop)

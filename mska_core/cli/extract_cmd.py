@@ -1,5 +1,6 @@
 """``mska extract VIDEO|DIR ... --out OUT [--keypoints PATH | --estimator NAME]``: keypoints and
-per-stream crops from videos (the output layout is in ``docs/data.md``).
+per-stream crops from videos, frame folders and segments of recordings (the output layout is in
+``docs/data.md`` and :mod:`mska_core.data.contract`).
 
 Every option but the inputs has an ``[extract]`` config key; flags win over ``--config`` and ``--set``.
 Defaults live in :class:`mska_core.config.schema.ExtractConfig`. Exit code 1 when some clip failed.
@@ -13,7 +14,7 @@ from typing import Any
 from mska_core.cli.output import add_config_options, emit_json, status_console
 
 #: Flags whose destination is the [extract] key of the same name.
-_EXTRACT_FLAGS = ("streams", "crop_size", "jpeg_quality", "layout", "workers")
+_EXTRACT_FLAGS = ("streams", "crop_size", "jpeg_quality", "layout", "workers", "crop_format", "fps")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,7 +29,8 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO|DIR",
-                        help="video files, or folders searched recursively for mp4, avi, mkv, webm, mov")
+                        help="video files, frame folders, or folders searched recursively for videos (mp4, avi, "
+                             "mkv, webm, mov) and frame folders (folders of png/jpg frames)")
     parser.add_argument("--out", required=True, metavar="OUT", help="output folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--keypoints", metavar="PATH",
@@ -40,15 +42,33 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--crop-size", type=int, metavar="PX", help="side of the square crops in pixels")
     parser.add_argument("--jpeg-quality", type=int, metavar="Q", help="JPEG quality of the crops (1-100)")
     parser.add_argument("--layout", help="layout of keypoint files (default: the one with their joint count)")
-    parser.add_argument("--annotations", metavar="TSV",
-                        help="id, gloss, text per clip: OUT also becomes a directory-format corpus")
-    parser.add_argument("--split", metavar="NAME", help="with --annotations: the split these videos form")
+    parser.add_argument("--annotations", metavar="TABLE",
+                        help="id, gloss, text per clip (or id, video, start, end, gloss, text: segments; or a "
+                             "PHOENIX-2014T corpus CSV): OUT also becomes a directory-format corpus")
+    parser.add_argument("--split", metavar="NAME", help="with --annotations: the split these clips form")
+    parser.add_argument("--fps", type=float, metavar="N", help="frame rate of frame folders (default 25)")
+    parser.add_argument("--crop-format", choices=("packed", "files"),
+                        help="packed: one file per clip and stream (default); files: one JPEG per frame")
+    parser.add_argument("--shard", type=_shard, metavar="K/N",
+                        help="extract only part K of N (a deterministic split of the inputs), writing "
+                             "clips.K-of-N.tsv; a final run without --shard merges the parts")
     parser.add_argument("--workers", type=int, metavar="N", help="clips extracted at once, in processes")
     parser.add_argument("--config", metavar="FILE", help="TOML config; its [extract] table sets the defaults")
     add_config_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="write a summary as JSON on stdout")
     parser.set_defaults(run=run)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    part, _, parts = text.partition("/")
+    try:
+        shard = (int(part), int(parts))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N (e.g. 3/8)") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be between 1 and N")
+    return shard
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -81,10 +101,13 @@ def run(args: argparse.Namespace) -> int:
     request = ExtractRequest(
         videos=tuple(args.videos), out=Path(args.out), keypoints=args.keypoints, estimator=args.estimator,
         annotations=args.annotations, split=args.split, settings=config.extract, plugins=config.plugins,
+        shard=args.shard,
     )
     out = status_console()
     progress = _RichProgress(out, enabled=not args.no_progress)
     report = run_extraction(request, registry=registry, progress=progress)
+    for notice in report.notices:
+        out.print(f"notice: {notice}", soft_wrap=True, markup=False)
     out.print(f"extracted {len(report.written)} clip(s), {report.frames} frames in {report.seconds:.1f} s "
               f"({report.frames_per_second:.0f} frames/s); {len(report.skipped)} already finished; "
               f"{len(report.failed)} failed", soft_wrap=True)

@@ -82,7 +82,7 @@ def read_clip(spec: str, config: Any, layouts: Any) -> tuple[str, Any]:
     import torch
 
     from mska_core.data.keypoint_files import KEYPOINT_FILE_SUFFIXES, read_keypoint_file
-    from mska_core.data.pickles import normalize_pixels
+    from mska_core.data.contract import normalize_pixels
     from mska_core.errors import DataError
 
     path, entry = Path(spec), None

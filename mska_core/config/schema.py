@@ -351,6 +351,8 @@ class ExtractConfig:
     jpeg_quality: int = attrs.field(default=90, validator=[_positive, attrs.validators.le(100)])  # quality of the crops' JPEG files (1-100)
     layout: str | None = None  # layout of keypoint files; None: the registered layout with their joint count
     workers: int = attrs.field(default=1, validator=_positive)  # clips extracted at once, each in its own process
+    crop_format: str = attrs.field(default="packed", validator=attrs.validators.in_(("packed", "files")))  # "packed": one file per clip and stream; "files": one JPEG per frame
+    fps: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))  # frame rate of frame folders; None: 25, with a notice
 
 
 @attrs.frozen

@@ -1,16 +1,20 @@
-"""Crops for fine-tuning: read from the folders ``mska extract`` writes, sized for the backbones that
-read them, and augmented in space for training (see ``docs/data.md``, "Crops from disk").
+"""Crops for fine-tuning: read from what ``mska extract`` writes, sized for the backbones that read
+them, and augmented in space for training (see ``docs/data.md``, "Crops from disk").
 
 ::
 
     CROPS/                      [data.crop_options] path (default: [data] path / "crops")
-      STREAM/ID/000000.jpg      one square crop per keypoint frame, frame 0 first
+      STREAM/ID.crops           a clip's crops in one packed file (mska_core.data.crop_pack), or
+      STREAM/ID/000000.jpg      one square crop per keypoint frame, frame 0 first (the folder format)
 
-A clip's crops of a stream are in ``CROPS/STREAM/ID`` (for an MSKA pickle entry named ``a/b/ID``,
+Names and layout are :mod:`mska_core.data.contract`'s. A clip's crops of a stream are in
+``CROPS/STREAM/ID.crops`` or ``CROPS/STREAM/ID/`` (for an MSKA pickle entry named ``a/b/ID``,
 ``CROPS/STREAM/a/b/ID`` or ``CROPS/STREAM/ID``). A :class:`ClipDataset
 <mska_core.data.datasets.ClipDataset>` reads, in ``__getitem__`` (so in DataLoader workers), only the
 crops of the frames the temporal augmentation picked for the keypoints: crop frame ``i`` is keypoint
-frame ``i``. Nothing is kept in memory between items.
+frame ``i``. Nothing is kept in memory between items but where each clip's crops are, which is looked
+up once per clip and stream (:meth:`CropFolders.locate`), and one :class:`CropFolders` serves a corpus
+(:func:`crop_folders`): the crop folders are scanned once per dataset.
 
 Only the ``synthetic`` source renders crops (:attr:`Corpus.render_crops
 <mska_core.data.Corpus.render_crops>`); every other source reads them from disk.
@@ -20,53 +24,99 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from mska_core.data.contract import PACKED_SUFFIX, crop_frame_name
 from mska_core.errors import DataError
 
 log = logging.getLogger(__name__)
 
-#: Name of frame ``index``'s crop in a clip's crop folder (what ``mska extract`` writes).
-CROP_NAME = "{index:06d}.jpg"
+_FRAME_FILE = re.compile(r"^(\d{6})\.jpg$")
+
+
+@attrs.frozen
+class ClipCrops:
+    """Where one clip's crops of one stream are: a packed file (``packed``) holding ``count`` frames, or
+    a folder holding the frames ``present``."""
+
+    path: Path
+    packed: bool
+    count: int = 0
+    present: frozenset[int] = frozenset()
+
+    def first_missing(self, num_frames: int) -> int | None:
+        """The first of frames ``0 .. num_frames - 1`` without a crop, or ``None``."""
+        if self.packed:
+            return None if self.count >= num_frames else self.count
+        return next((i for i in range(num_frames) if i not in self.present), None)
 
 
 @attrs.frozen
 class CropFolders:
-    """The crop folders of a corpus: ``root/STREAM/ID/NNNNNN.jpg``; ``missing`` is what a clip without
-    a stream's crops does: ``"error"`` (a :class:`~mska_core.errors.DataError`) or ``"mask"``."""
+    """The crops of a corpus under ``root`` (packed files or folders of JPEG files, see the module's
+    docs); ``missing`` is what a clip without a stream's crops does: ``"error"`` (a
+    :class:`~mska_core.errors.DataError`) or ``"mask"``. Where each clip's crops are is looked up once
+    (:meth:`locate`) and kept."""
 
     root: Path = attrs.field(converter=Path)
     missing: str = "error"
+    _found: dict[tuple[str, str], ClipCrops | None] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def candidates(self, stream: str, clip: str) -> list[Path]:
-        """Where the crops of ``clip`` for ``stream`` may be, in the order they are looked for."""
+        """Where the crops of ``clip`` for ``stream`` may be (as folders; a packed file is the folder's
+        path with ``.crops`` appended), in the order they are looked for."""
         folders = [self.root / stream / clip]
         last = clip.replace("\\", "/").rsplit("/", 1)[-1]
         if last != clip:
             folders.append(self.root / stream / last)
         return folders
 
+    def locate(self, stream: str, clip: str) -> ClipCrops | None:
+        """Where ``clip``'s crops of ``stream`` are (a packed file before a folder), or ``None``."""
+        key = (stream, clip)
+        if key not in self._found:
+            self._found[key] = self._look(stream, clip)
+        return self._found[key]
+
+    def _look(self, stream: str, clip: str) -> ClipCrops | None:
+        from mska_core.data.crop_pack import pack_info
+
+        for candidate in self.candidates(stream, clip):
+            pack = Path(f"{candidate}{PACKED_SUFFIX}")
+            if pack.is_file():
+                count, _ = pack_info(pack)
+                return ClipCrops(pack, True, count=count)
+            if candidate.is_dir():
+                present = frozenset(int(m.group(1)) for name in os.listdir(candidate)
+                                    if (m := _FRAME_FILE.match(name)))
+                return ClipCrops(candidate, False, present=present)
+        return None
+
     def folder(self, stream: str, clip: str) -> Path | None:
-        """The crop folder of ``clip`` for ``stream``, or ``None`` when there is none."""
-        return next((c for c in self.candidates(stream, clip) if c.is_dir()), None)
+        """The crop file or folder of ``clip`` for ``stream``, or ``None`` when there is none."""
+        found = self.locate(stream, clip)
+        return found.path if found is not None else None
 
     def problem(self, stream: str, clip: str, num_frames: int) -> str | None:
         """Why ``clip`` (``num_frames`` keypoint frames) cannot read ``stream``'s crops, or ``None``."""
-        folder = self.folder(stream, clip)
-        if folder is None:
-            looked = " and ".join(str(c) for c in self.candidates(stream, clip))
-            return f"clip {clip!r}, stream {stream!r}: no crop folder (looked in {looked})"
-        names = set(os.listdir(folder))
-        for index in range(num_frames):
-            name = CROP_NAME.format(index=index)
-            if name not in names:
-                return (f"clip {clip!r}, stream {stream!r}: crop {folder / name} is missing (the clip has "
-                        f"{num_frames} keypoint frames, one crop each)")
-        return None
+        found = self.locate(stream, clip)
+        if found is None:
+            looked = " and ".join(f"{c}{PACKED_SUFFIX}, {c}" for c in self.candidates(stream, clip))
+            return f"clip {clip!r}, stream {stream!r}: no crops (looked for {looked})"
+        index = found.first_missing(num_frames)
+        if index is None:
+            return None
+        if found.packed:
+            return (f"clip {clip!r}, stream {stream!r}: {found.path} holds {found.count} crops, the clip has "
+                    f"{num_frames} keypoint frames (one crop each)")
+        return (f"clip {clip!r}, stream {stream!r}: crop {found.path / crop_frame_name(index)} is missing (the "
+                f"clip has {num_frames} keypoint frames, one crop each)")
 
     def scan(self, samples: Sequence[Any], streams: Sequence[str]) -> dict[int, frozenset[str]]:
         """``{clip index: streams without crops}`` of ``samples``; under ``missing = "error"`` the first
@@ -94,49 +144,70 @@ class CropFolders:
 
     def read(self, stream: str, clip: str, frames: Sequence[int]) -> Any:
         """uint8 ``[len(frames), 3, S, S]``: the crops of ``frames`` (indices into the clip's keypoint
-        frames, repeats allowed), each file decoded once."""
+        frames, repeats allowed), each frame read and decoded once."""
         import numpy as np
         import torch
-        from PIL import Image, UnidentifiedImageError
 
-        folder = self.folder(stream, clip)
-        if folder is None:
-            raise DataError(self.problem(stream, clip, 0) or f"clip {clip!r}, stream {stream!r}: no crop folder")
+        found = self.locate(stream, clip)
+        if found is None:
+            raise DataError(self.problem(stream, clip, 0) or f"clip {clip!r}, stream {stream!r}: no crops")
         wanted = sorted(set(int(f) for f in frames))
-        images = []
-        for index in wanted:
-            path = folder / CROP_NAME.format(index=index)
+        if found.packed:
+            from mska_core.data.crop_pack import CropPack
+
             try:
-                with Image.open(path) as image:
-                    images.append(np.asarray(image.convert("RGB")))
-            except FileNotFoundError:
-                raise DataError(f"clip {clip!r}, stream {stream!r}: crop {path} is missing") from None
-            except (OSError, UnidentifiedImageError) as exc:
-                raise DataError(f"clip {clip!r}, stream {stream!r}: crop {path} is not a readable image "
-                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                images = CropPack(found.path).read(wanted)
+            except DataError as exc:
+                raise DataError(f"clip {clip!r}, stream {stream!r}: {exc}") from None
+        else:
+            images = [_read_jpeg(found.path / crop_frame_name(index), clip, stream) for index in wanted]
         shapes = {image.shape for image in images}
         if len(shapes) != 1 or next(iter(shapes))[0] != next(iter(shapes))[1]:
-            raise DataError(f"clip {clip!r}, stream {stream!r}: the crops in {folder} are not all square and of "
-                            f"one size (found {sorted(shape[:2] for shape in shapes)})")
+            raise DataError(f"clip {clip!r}, stream {stream!r}: the crops in {found.path} are not all square and "
+                            f"of one size (found {sorted(shape[:2] for shape in shapes)})")
         row = {index: i for i, index in enumerate(wanted)}
         position = torch.tensor([row[int(f)] for f in frames], dtype=torch.long)
         stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # [U, 3, S, S]
         return stacked[position].contiguous()
 
     def image_size(self, samples: Sequence[Any], stream: str) -> int | None:
-        """The side of ``stream``'s crops: that of the first crop found in ``samples``' folders."""
-        from PIL import Image
+        """The side of ``stream``'s crops: that of the first clip of ``samples`` that has crops."""
+        from mska_core.data.crop_pack import pack_info
 
         for sample in samples:
-            folder = self.folder(stream, sample.name)
-            first = folder / CROP_NAME.format(index=0) if folder is not None else None
-            if first is not None and first.is_file():
-                with Image.open(first) as image:
-                    width, height = image.size
-                if width != height:
-                    raise DataError(f"{first}: crops must be square, this one is {width}x{height}")
-                return int(width)
+            found = self.locate(stream, sample.name)
+            if found is None:
+                continue
+            if found.packed:
+                count, side = pack_info(found.path)
+                if count:
+                    return int(side)
+                continue
+            if 0 not in found.present:
+                continue
+            first = found.path / crop_frame_name(0)
+            from PIL import Image
+
+            with Image.open(first) as image:
+                width, height = image.size
+            if width != height:
+                raise DataError(f"{first}: crops must be square, this one is {width}x{height}")
+            return int(width)
         return None
+
+
+def _read_jpeg(path: Path, clip: str, stream: str) -> Any:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"clip {clip!r}, stream {stream!r}: crop {path} is missing") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"clip {clip!r}, stream {stream!r}: crop {path} is not a readable image "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def crop_stream_names(config: Any) -> list[str]:
@@ -146,9 +217,15 @@ def crop_stream_names(config: Any) -> list[str]:
     return [name for name, stream in config.model.streams.items() if stream.backbone]
 
 
+#: One :class:`CropFolders` per corpus (by ``id``; an entry goes when its corpus is collected).
+_CORPUS_FOLDERS: dict[tuple[int, Path, str], CropFolders] = {}
+
+
 def crop_folders(data_cfg: Any, corpus: Any) -> CropFolders | None:
     """The crop folders of ``data_cfg`` (``[data.crop_options] path``, else ``[data] path / crops``);
-    ``None`` for a source that renders its crops (the synthetic corpus)."""
+    ``None`` for a source that renders its crops (the synthetic corpus). Every call for one corpus
+    returns the same :class:`CropFolders`, so its crops are looked up once however many times a run
+    asks (crop sizes, the crop plan, each split's dataset)."""
     if corpus.render_crops is not None:
         return None
     options = data_cfg.crop_options
@@ -162,9 +239,14 @@ def crop_folders(data_cfg: Any, corpus: Any) -> CropFolders | None:
         raise DataError("data.crop_options.path: the crop streams read crops from disk; set [data.crop_options] "
                         "path to mska extract's OUT/crops folder")
     if not root.is_dir():
-        raise DataError(f"{where}: no crop folder {str(root)!r} (mska extract writes OUT/crops/STREAM/ID/NNNNNN.jpg); "
+        raise DataError(f"{where}: no crop folder {str(root)!r} (mska extract writes OUT/crops/STREAM/ID.crops); "
                         "set [data.crop_options] path to it, or [data] crops = false")
-    return CropFolders(root, options.missing)
+    key = (id(corpus), root, options.missing)
+    folders = _CORPUS_FOLDERS.get(key)
+    if folders is None:
+        folders = _CORPUS_FOLDERS[key] = CropFolders(root, options.missing)
+        weakref.finalize(corpus, _CORPUS_FOLDERS.pop, key, None)
+    return folders
 
 
 def data_crop_sizes(config: Any, corpus: Any) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Image crops for DINO pretraining: crop folders and multi-crop augmentation.
 
-- :class:`CropFolder` reads png/jpg files found recursively under one or more folders with Pillow. A
-  file that is not an image, or that fails to decode, is skipped: the dataset hands out the next
+- :class:`CropFolder` reads png/jpg files and the frames of packed crop files (``.crops``, what
+  ``mska extract`` writes: :mod:`mska_core.data.crop_pack`) found recursively under one or more
+  folders with Pillow. A file that is not an image, or that fails to decode, is skipped: the dataset hands out the next
   readable image instead and reports the skipped path, so a run never stops on a bad file and can
   count them at the end.
 - :class:`MultiCrop` turns one image into DINO's views on tensors: two global and N local random
@@ -38,12 +39,31 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # --- sources -------------------------------------------------------------------------------------
 
 
-def scan_image_files(folders: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
-    """The png/jpg files under ``folders`` (recursive, sorted) and the other files found there.
+@attrs.frozen
+class PackedFrame:
+    """Frame ``index`` of a packed crop file: one crop, as an image file would be."""
+
+    path: Path
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.name}#{self.index}"
+
+    def __str__(self) -> str:
+        return f"{self.path}#{self.index}"
+
+
+def scan_image_files(folders: Sequence[str | Path]) -> tuple[list[Path | PackedFrame], list[Path]]:
+    """The crops under ``folders`` (recursive, sorted): png/jpg files, and every frame of each packed
+    crop file; and the other files found there (a packed file without its index among them).
 
     A missing folder is a :class:`~mska_core.errors.DataError`.
     """
-    images: list[Path] = []
+    from mska_core.data.contract import PACKED_SUFFIX
+    from mska_core.data.crop_pack import pack_info
+
+    images: list[Path | PackedFrame] = []
     others: list[Path] = []
     for folder in folders:
         root = Path(folder)
@@ -51,21 +71,41 @@ def scan_image_files(folders: Sequence[str | Path]) -> tuple[list[Path], list[Pa
             what = "is not a folder" if root.exists() else "does not exist"
             raise DataError(f"crop folder {str(root)!r} {what}; give --train-dir a folder of png/jpg crops")
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(path)
+                continue
+            if path.suffix == PACKED_SUFFIX:
+                try:
+                    count, _ = pack_info(path)
+                except DataError:
+                    count = -1
+                if count >= 0:
+                    images.extend(PackedFrame(path, index) for index in range(count))
+                    continue
+            others.append(path)
     return images, others
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """Decode an image file with Pillow into a uint8 RGB tensor ``[3, H, W]``.
+def read_image(path: str | Path | PackedFrame) -> torch.Tensor:
+    """Decode an image file (or a frame of a packed crop file) with Pillow into a uint8 RGB tensor
+    ``[3, H, W]``.
 
     Raises :class:`~mska_core.errors.DataError` for a file Pillow cannot decode.
     """
+    import io
+
     import numpy as np
     import torch
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        if isinstance(path, PackedFrame):
+            from mska_core.data.crop_pack import CropPack
+
+            source: Any = io.BytesIO(CropPack(path.path).jpeg(path.index))
+        else:
+            source = path
+        with Image.open(source) as image:
             array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
         raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None

@@ -16,16 +16,16 @@ normalised as MSKA pickles are (``frame_width``, ``frame_height``).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
-import attrs
-
+from mska_core.data.contract import ANNOTATION_HEADER, Annotation, read_annotations
 from mska_core.data.samples import Sample
 from mska_core.errors import DataError
 
-HEADER = ("id", "gloss", "text")
+HEADER = ANNOTATION_HEADER  # the table format is defined in mska_core.data.contract
+__all__ = ["HEADER", "KEYPOINT_SUFFIXES", "Annotation", "read_annotations", "read_keypoint_file", "read_split",
+           "write_split"]
 KEYPOINT_SUFFIXES = (".npy", ".npz")
 
 
@@ -53,46 +53,10 @@ def read_keypoint_file(path: str | Path) -> Any:
     return torch.from_numpy(np.ascontiguousarray(array[..., :3], dtype=np.float32))
 
 
-@attrs.frozen
-class Annotation:
-    """One row of an annotations table: the clip's id, gloss and text, and where the row is."""
-
-    clip_id: str
-    gloss: str
-    text: str
-    line: int
-
-
-def read_annotations(tsv: str | Path, what: str = "table") -> list[Annotation]:
-    """The rows of an annotations TSV (``id``, ``gloss``, ``text`` with that header line).
-
-    Text is decoded as UTF-8 with ``surrogateescape``: a byte that is not UTF-8 survives reading and
-    is reported per clip by :mod:`mska_core.data.validate`.
-    """
-    from mska_core.data.validate import decode_text
-
-    tsv = Path(tsv)
-    if not tsv.is_file():
-        raise DataError(f"{tsv}: the {what} is missing (expected id, gloss, text; see docs/data.md)")
-    lines = decode_text(tsv.read_bytes()).splitlines()
-    rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or tuple(c.strip().lower() for c in rows[0][:3]) != HEADER:
-        raise DataError(f"{tsv}: the first line must be the header 'id<TAB>gloss<TAB>text'")
-    annotations = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) < 2:
-            raise DataError(f"{tsv}:{line}: expected id, gloss and text separated by tabs")
-        text = row[2].strip() if len(row) > 2 else ""
-        annotations.append(Annotation(row[0].strip(), row[1].strip(), text, line))
-    return annotations
-
-
 def read_split(root: str | Path, split: str, table: str | None = None, *, normalize: bool = False,
                width: int = 210, height: int = 260) -> list[Sample]:
     """The samples of ``split`` under ``root`` (the TSV is ``table`` or ``SPLIT.tsv``)."""
-    from mska_core.data.pickles import normalize_pixels
+    from mska_core.data.contract import normalize_pixels
 
     root = Path(root)
     tsv = root / (table or f"{split}.tsv")

@@ -26,8 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mska_core.data.contract import normalize_pixels
 from mska_core.data.samples import Sample
 from mska_core.errors import DataError, UnsafeCheckpointError
+
+__all__ = ["RestrictedUnpickler", "load_split", "normalize_pixels", "read_pickle"]  # normalize_pixels: data.contract
 
 
 def _load_storage_bytes(data: bytes) -> Any:
@@ -123,14 +126,6 @@ def read_pickle(path: str | Path) -> Any:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as exc:
             raise DataError(f"{path}: not a readable keypoint pickle: {exc}") from None
-
-
-def normalize_pixels(keypoints: Any, width: float, height: float) -> Any:
-    """Pixel coordinates ``[T, J, 3]`` to [-1, 1] as the reference does (y flipped); confidence kept."""
-    out = keypoints.clone().float()
-    out[..., 0] = keypoints[..., 0] / width * 2 - 1
-    out[..., 1] = (height - keypoints[..., 1]) / height * 2 - 1
-    return out
 
 
 def load_split(path: str | Path, *, width: int, height: int, num_joints: int = 133) -> list[Sample]:

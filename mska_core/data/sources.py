@@ -78,7 +78,7 @@ def _pose_sample(root: Path, split: str, row: Any, layout: Any, tsv: Path) -> Sa
     import torch
 
     from mska_core.data.keypoint_files import read_keypoint_file
-    from mska_core.data.pickles import normalize_pixels
+    from mska_core.data.contract import normalize_pixels
 
     candidates = (root / split / f"{row.clip_id}.pose", root / f"{row.clip_id}.pose")
     path = next((c for c in candidates if c.is_file()), None)

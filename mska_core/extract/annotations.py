@@ -1,53 +1,47 @@
-"""Annotations for ``mska extract --annotations TSV --split NAME``: the output becomes a corpus in our
+"""Annotations for ``mska extract --annotations TABLE --split NAME``: the output becomes a corpus in our
 directory format (``docs/data.md``) that ``mska train`` reads with ``[data] source = "directory"``.
 
-The TSV has the directory format's header ``id<TAB>gloss<TAB>text``. For every finished clip of the
-run, ``OUT/SPLIT/ID.npy`` holds its keypoints normalised as the directory format expects ([-1, 1], y
-up, from the clip's own frame size, as MSKA pickles are) and ``OUT/SPLIT.tsv`` its line.
+The table is any annotation table of the data contract (:func:`mska_core.data.contract.read_annotations`):
+the directory format's ``id gloss text`` (one line per input, matched by clip id), a segments table
+(``id video start end gloss text``: each line a clip cut from a video) or a PHOENIX-2014T corpus CSV.
+For every finished clip of the run, ``OUT/SPLIT/ID.npy`` holds its keypoints normalised as the
+directory format expects ([-1, 1], y up, from the clip's own frame size, as MSKA pickles are) and
+``OUT/SPLIT.tsv`` its line.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mska_core.data.contract import Annotation, normalize_pixel_array, read_annotations, write_annotations
 from mska_core.errors import DataError
 from mska_core.extract.outputs import ClipRow, OutputFolder
 
 
 class Annotations:
-    """Gloss and text per clip id, read from a TSV with the header ``id<TAB>gloss<TAB>text``."""
+    """The rows of an ``--annotations`` table, and gloss and text per clip id."""
 
-    def __init__(self, path: Path, lines: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, path: Path, rows: Sequence[Annotation]) -> None:
         self.path = path
-        self.lines = lines
+        self.rows = list(rows)
+        self.lines = {row.clip_id: (row.gloss, row.text) for row in self.rows}
 
     @classmethod
     def read(cls, path: Path) -> Annotations:
-        from mska_core.data.directory import HEADER
-
         if not path.is_file():
             raise DataError(f"--annotations {str(path)!r} does not exist; give a TSV with the header "
-                            "id<TAB>gloss<TAB>text")
-        try:
-            with path.open(encoding="utf-8", newline="") as handle:
-                rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        if not rows or tuple(cell.strip().lower() for cell in rows[0][:3]) != HEADER:
-            raise DataError(f"{path}: the first line must be the header 'id<TAB>gloss<TAB>text'")
-        lines: dict[str, tuple[str, str]] = {}
-        for number, row in enumerate(rows[1:], start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise DataError(f"{path}:{number}: expected id, gloss and text separated by tabs")
-            lines[row[0].strip()] = (row[1].strip(), row[2].strip() if len(row) > 2 else "")
-        return cls(path, lines)
+                            "id<TAB>gloss<TAB>text (or id, video, start, end, gloss, text for segments), or a "
+                            "PHOENIX-2014T corpus CSV")
+        return cls(path, read_annotations(path, "--annotations table"))
+
+    @property
+    def segments(self) -> bool:
+        """Whether the rows name their videos (a segments table or a PHOENIX corpus CSV)."""
+        return any(row.video is not None for row in self.rows)
 
     def __contains__(self, clip_id: object) -> bool:
         return clip_id in self.lines
@@ -58,21 +52,12 @@ def write_split(root: Path, split: str, rows: Sequence[ClipRow], annotations: An
     from mska_core.io import atomic_write_bytes
 
     folder = OutputFolder(root)
-    lines = ["id\tgloss\ttext"]
+    lines = []
     for row in rows:
         points = np.load(folder.keypoints(row.id), allow_pickle=False)
         buffer = io.BytesIO()
-        np.save(buffer, normalized(points, row.width, row.height))
+        np.save(buffer, normalize_pixel_array(points, row.width, row.height))
         atomic_write_bytes(root / split / f"{row.id}.npy", buffer.getvalue())
         gloss, text = annotations.lines[row.id]
-        lines.append(f"{row.id}\t{gloss}\t{text}")
-    return atomic_write_bytes(root / f"{split}.tsv", ("\n".join(lines) + "\n").encode("utf-8"))
-
-
-def normalized(points: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pixel keypoints ``[T, J, 3]`` mapped to [-1, 1] with y up, as MSKA pickles are read."""
-    import torch
-
-    from mska_core.data.pickles import normalize_pixels
-
-    return normalize_pixels(torch.from_numpy(np.ascontiguousarray(points)), width, height).numpy()
+        lines.append((row.id, gloss, text))
+    return atomic_write_bytes(root / f"{split}.tsv", write_annotations(lines))

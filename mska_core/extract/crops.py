@@ -1,7 +1,9 @@
-"""Cutting a square crop out of a frame, resizing it, and writing it as a JPEG file (or keeping it).
+"""Cutting a square crop out of a frame, resizing it, and writing it as JPEG (or keeping it).
 
-:class:`CropWriter` does that on a second thread while the caller decodes the next frame: Pillow's
-resizing and JPEG encoding and the file writes release the GIL, so the two overlap.
+:class:`CropWriter` does that on background threads while the caller decodes the next frame: Pillow's
+resizing and JPEG encoding and the file writes release the GIL, so they overlap. It writes a clip's
+crops of each stream into one packed file (:mod:`mska_core.data.crop_pack`, the default) or one JPEG
+file per frame (the folder format); names and layout are :mod:`mska_core.data.contract`'s.
 :class:`CropCollector` keeps the crops in memory instead (``mska predict VIDEO``), as the pixels a
 reader of the written files would get: the same cut, the same JPEG encoding, decoded again.
 """
@@ -14,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mska_core.data.contract import CROP_NAME, crop_frame_name
 from mska_core.extract.boxes import Box
 
-#: Name of the crop of frame ``index`` (0-based) in a clip's crop folder.
-CROP_NAME = "{index:06d}.jpg"
+__all__ = ["CROP_NAME", "CropCollector", "CropWriter", "cut_crop", "encode_jpeg", "write_jpeg"]
 
 
 def cut_crop(image: Any, box: Box, size: int) -> Any:
@@ -44,7 +46,7 @@ def encode_jpeg(crop: Any, quality: int) -> bytes:
 
 def write_jpeg(crop: Any, folder: Path, index: int, quality: int) -> Path:
     """Write ``crop`` as frame ``index`` of a clip's crop folder."""
-    path = folder / CROP_NAME.format(index=index)
+    path = folder / crop_frame_name(index)
     path.write_bytes(encode_jpeg(crop, quality))
     return path
 
@@ -98,26 +100,35 @@ class CropCollector:
 class CropWriter:
     """Writes each frame's crops (one per stream) on background threads.
 
-    Frames are independent (each crop's file name is its frame index), so ``threads`` threads take
-    frames from one queue; creating files is mostly waiting on the file system, which they overlap. At
-    most ``depth`` frames wait, so memory stays bounded. :meth:`close` waits for the last file and raises
-    the first error a thread met; :meth:`abort` stops them without raising.
+    ``targets`` maps each stream to where its crops go: a packed crop file (``packed``, the default
+    format: frames are encoded in parallel and appended in frame order) or a folder of one JPEG file
+    per frame (each file's name is its frame index, so threads write in any order). ``threads``
+    threads take frames from one queue; at most ``depth`` frames wait, so memory stays bounded.
+    :meth:`close` waits for the last crop and raises the first error a thread met; :meth:`abort`
+    stops them without raising.
     """
 
-    def __init__(self, folders: Mapping[str, Path], size: int, quality: int, threads: int = 2,
-                 depth: int = 8) -> None:
-        self.folders = dict(folders)
+    def __init__(self, targets: Mapping[str, Path], size: int, quality: int, threads: int = 2,
+                 depth: int = 8, *, packed: bool = False) -> None:
+        from mska_core.data.crop_pack import CropPackWriter
+
+        self.folders = dict(targets) if not packed else {}
+        self.packs = {name: CropPackWriter(path) for name, path in targets.items()} if packed else {}
         self.size = size
         self.quality = quality
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._encoded: dict[int, dict[str, bytes]] = {}  # frames encoded before an earlier one
+        self._next = 0  # the next frame to append to the packed files
         self._threads = [threading.Thread(target=self._run, name=f"mska-crop-writer-{i}", daemon=True)
                          for i in range(threads)]
         for thread in self._threads:
             thread.start()
 
     def submit(self, image: Any, index: int, boxes: Mapping[str, Box]) -> None:
-        """Queue frame ``index`` (a Pillow image the caller no longer changes) and its boxes by stream."""
+        """Queue frame ``index`` (a Pillow image the caller no longer changes) and its boxes by stream;
+        frames come in order, from 0."""
         if self._error is not None:
             error = self._error
             self.abort()
@@ -127,13 +138,24 @@ class CropWriter:
     def close(self) -> None:
         """Wait until every queued crop is written; raise a thread's error if one had one."""
         self._stop()
+        if self._error is None and self._encoded:
+            self._error = RuntimeError(f"crop writing lost frame {self._next}")
         if self._error is not None:
+            self._abort_packs()
             raise self._error
+        for pack in self.packs.values():
+            pack.close()
 
     def abort(self) -> None:
         """Stop writing (queued frames are dropped) and wait for the threads."""
         self._error = self._error or RuntimeError("crop writing aborted")
         self._stop()
+        self._abort_packs()
+
+    def _abort_packs(self) -> None:
+        for pack in self.packs.values():
+            if not pack.handle.closed:
+                pack.abort()
 
     def _stop(self) -> None:
         for _ in self._threads:
@@ -147,7 +169,20 @@ class CropWriter:
                 continue
             image, index, boxes = item
             try:
-                for name, box in boxes.items():
-                    write_jpeg(cut_crop(image, box, self.size), self.folders[name], index, self.quality)
+                if self.packs:
+                    self._append(index, {name: encode_jpeg(cut_crop(image, box, self.size), self.quality)
+                                         for name, box in boxes.items()})
+                else:
+                    for name, box in boxes.items():
+                        write_jpeg(cut_crop(image, box, self.size), self.folders[name], index, self.quality)
             except BaseException as exc:  # noqa: BLE001 - handed to the submitting thread
                 self._error = exc
+
+    def _append(self, index: int, encoded: dict[str, bytes]) -> None:
+        """Append frame ``index``'s crops to the packed files, with every frame before it."""
+        with self._lock:
+            self._encoded[index] = encoded
+            while self._next in self._encoded:
+                for name, data in self._encoded.pop(self._next).items():
+                    self.packs[name].add(data, self.size)
+                self._next += 1

@@ -49,7 +49,7 @@ def read_video(video: Video, keypoints: KeypointRef | EstimatorRef, streams: Seq
     ``layout`` forces the layout of keypoint files (a file in another layout is an error). Every one of
     ``streams`` must have crop joints in the clip's layout.
     """
-    from mska_core.extract.annotations import normalized
+    from mska_core.data.contract import normalize_pixel_array
 
     collectors: list[CropCollector] = []
 
@@ -60,5 +60,5 @@ def read_video(video: Video, keypoints: KeypointRef | EstimatorRef, streams: Seq
     job = ClipJob(video=video, keypoints=keypoints, streams=tuple(streams), named_streams=True)
     arrays = clip_arrays(job, layouts=layouts, layout=layout, estimator=estimator, sink=collect)
     crops = collectors[0].arrays()
-    return VideoClip(name=video.id, keypoints=normalized(arrays.points, arrays.info.width, arrays.info.height),
+    return VideoClip(name=video.id, keypoints=normalize_pixel_array(arrays.points, arrays.info.width, arrays.info.height),
                      crops=crops, arrays=arrays)

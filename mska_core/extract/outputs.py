@@ -1,18 +1,11 @@
-"""The output folder of ``mska extract`` and its table of finished clips (see ``docs/data.md``).
+"""The output folder of ``mska extract`` and its table of finished clips.
 
-::
-
-    OUT/
-      clips.tsv                  one line per finished clip (header: CLIPS_HEADER)
-      keypoints/ID.npy           float32 [T, J, 3]: x, y in pixels, confidence
-      crops/STREAM/ID/000000.jpg one square crop per frame
-      boxes/ID.npz               per stream: int32 [T, 3] boxes (x, y, side), bool [T] missing frames
-      .partial/ID/               a clip being written (removed when it is finished or restarted)
-
-A clip is written under ``.partial/ID`` and moved into place when whole: crops first, then boxes, then
-its keypoint file; its line in ``clips.tsv`` is appended last. A clip is finished only when it has that
-line (and its files), so a killed run leaves nothing that a later run would take as done, and the later
-run starts unfinished clips over.
+The layout and names are :mod:`mska_core.data.contract`'s (:class:`~mska_core.data.contract.ExtractedLayout`);
+this module adds what a writer does with them. A clip is written under ``.partial/ID`` and moved into
+place when whole: crops first, then boxes, then its keypoint file; its line in ``clips.tsv`` (or in the
+run's ``clips.K-of-N.tsv`` part) is appended last. A clip is finished only when it has that line (and
+its files), so a killed run leaves nothing that a later run would take as done, and the later run
+starts unfinished clips over.
 """
 
 from __future__ import annotations
@@ -27,8 +20,10 @@ from pathlib import Path
 
 import attrs
 
-CLIPS_HEADER = ("id", "video", "frames", "fps", "width", "height", "layout", "source", "version", "streams")
-PARTIAL = ".partial"
+from mska_core.data.contract import CLIPS_HEADER, PACKED_SUFFIX, PARTIAL, ExtractedLayout
+
+__all__ = ["CLIPS_HEADER", "PARTIAL", "ClipRow", "OutputFolder", "append_clip", "read_clips", "read_all_clips",
+           "write_clips"]
 
 
 @attrs.frozen
@@ -58,32 +53,25 @@ class ClipRow:
 
 
 @attrs.frozen
-class OutputFolder:
-    """Paths inside ``OUT``."""
+class OutputFolder(ExtractedLayout):
+    """Paths inside ``OUT``, and writing a clip into place."""
 
-    root: Path
+    def crops(self, stream: str, clip_id: str, packed: bool = True) -> Path:
+        """Where a clip's crops of ``stream`` go: its packed file, or its folder of JPEG files."""
+        return self.crop_pack(stream, clip_id) if packed else self.crop_folder(stream, clip_id)
 
-    @property
-    def clips_tsv(self) -> Path:
-        return self.root / "clips.tsv"
+    def partial_crops(self, clip_id: str, stream: str, packed: bool = True) -> Path:
+        """Where a clip's crops of ``stream`` are written before the clip is whole."""
+        return self.partial(clip_id) / "crops" / (f"{stream}{PACKED_SUFFIX}" if packed else stream)
 
-    def keypoints(self, clip_id: str) -> Path:
-        return self.root / "keypoints" / f"{clip_id}.npy"
-
-    def crops(self, stream: str, clip_id: str) -> Path:
-        return self.root / "crops" / stream / clip_id
-
-    def boxes(self, clip_id: str) -> Path:
-        return self.root / "boxes" / f"{clip_id}.npz"
-
-    def partial(self, clip_id: str) -> Path:
-        return self.root / PARTIAL / clip_id
+    def has_crops(self, stream: str, clip_id: str) -> bool:
+        return self.crop_pack(stream, clip_id).is_file() or self.crop_folder(stream, clip_id).is_dir()
 
     def is_finished(self, row: ClipRow | None, streams: Iterable[str]) -> bool:
         """Whether a clip with ``row`` in ``clips.tsv`` has its files, crops of every stream included."""
         if row is None or not self.keypoints(row.id).is_file():
             return False
-        return all(stream in row.streams and self.crops(stream, row.id).is_dir() for stream in streams)
+        return all(stream in row.streams and self.has_crops(stream, row.id) for stream in streams)
 
     def discard(self, clip_id: str, streams: Iterable[str]) -> None:
         """Remove whatever an unfinished run left of ``clip_id`` (before it is written again)."""
@@ -92,15 +80,17 @@ class OutputFolder:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         for stream in streams:
-            shutil.rmtree(self.crops(stream, clip_id), ignore_errors=True)
+            shutil.rmtree(self.crop_folder(stream, clip_id), ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.crop_pack(stream, clip_id).unlink()
 
-    def publish(self, clip_id: str, streams: Iterable[str]) -> None:
+    def publish(self, clip_id: str, streams: Iterable[str], packed: bool = True) -> None:
         """Move a whole clip from ``.partial/ID`` into place, its keypoint file last."""
         partial = self.partial(clip_id)
         for stream in streams:
-            target = self.crops(stream, clip_id)
+            target = self.crops(stream, clip_id, packed)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial / "crops" / stream, target)
+            os.replace(self.partial_crops(clip_id, stream, packed), target)
         for source, target in ((partial / "boxes.npz", self.boxes(clip_id)),
                                (partial / "keypoints.npy", self.keypoints(clip_id))):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +112,14 @@ def read_clips(path: Path) -> dict[str, ClipRow]:
             except ValueError:
                 continue
             rows[row.id] = row
+    return rows
+
+
+def read_all_clips(folder: ExtractedLayout) -> dict[str, ClipRow]:
+    """The rows of ``clips.tsv`` and of every ``clips.K-of-N.tsv`` part (``--shard``) by id."""
+    rows = read_clips(folder.clips_tsv)
+    for part in folder.clips_parts():
+        rows.update(read_clips(part))
     return rows
 
 

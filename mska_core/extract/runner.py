@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import queue
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,24 @@ from mska_core.config.schema import ExtractConfig
 from mska_core.errors import DataError, MskaError, PluginError, UnknownNameError
 from mska_core.extract.annotations import Annotations, write_split
 from mska_core.extract.boxes import StreamCrop
-from mska_core.extract.clip import ClipFailed, ClipJob, ExtractOptions, extract_clip
+from mska_core.extract.clip import ClipFailed, ClipJob, Cut, CutResult, ExtractOptions, extract_job
 from mska_core.extract.keypoints import EstimatorRef, KeypointFiles
-from mska_core.extract.outputs import ClipRow, OutputFolder, append_clip, read_clips, write_clips
-from mska_core.extract.videos import find_videos
+from mska_core.extract.outputs import (
+    ClipRow,
+    OutputFolder,
+    append_clip,
+    read_all_clips,
+    read_clips,
+    write_clips,
+)
+from mska_core.extract.videos import VIDEO_SUFFIXES, Video, find_videos
 
 
 @attrs.frozen
 class ExtractRequest:
     """What to extract: the inputs of ``mska extract`` and its ``[extract]`` settings (defaults in
-    :class:`~mska_core.config.schema.ExtractConfig`)."""
+    :class:`~mska_core.config.schema.ExtractConfig`). ``shard`` is ``(K, N)``: only the K-th (1-based) of
+    N deterministic parts of the inputs (``--shard K/N``)."""
 
     videos: tuple[str, ...]
     out: Path
@@ -40,6 +49,7 @@ class ExtractRequest:
     split: str | None = None
     settings: ExtractConfig = attrs.field(factory=ExtractConfig)
     plugins: Any = None  # the config's [plugins] table (worker processes load the same plugins)
+    shard: tuple[int, int] | None = None
 
 
 @attrs.frozen
@@ -52,6 +62,7 @@ class ExtractReport:
     frames: int
     seconds: float
     split_table: Path | None = None
+    notices: tuple[str, ...] = ()
 
     @property
     def frames_per_second(self) -> float:
@@ -76,58 +87,80 @@ class Progress:
     def stop(self) -> None: ...
 
 
+def shard_of(key: str, parts: int) -> int:
+    """The part (1-based, of ``parts``) an input with clip id ``key`` belongs to: a hash of the id
+    alone, so every job of ``--shard K/N`` agrees whatever else the corpus holds."""
+    return zlib.crc32(key.encode("utf-8")) % parts + 1
+
+
 def run_extraction(request: ExtractRequest, registry: Any,
                    progress: Progress | None = None) -> ExtractReport:
     """Extract every clip of ``request`` into ``request.out`` with the estimators and streams of
-    ``registry``; see ``docs/data.md`` for what is written."""
+    ``registry``; see ``docs/data.md`` for what is written.
+
+    With ``request.shard`` the run writes its finished clips to its own ``clips.K-of-N.tsv``; a run
+    without it merges every part into ``clips.tsv`` (and writes the split table with annotations).
+    """
     progress = progress or Progress()
     started = time.perf_counter()
     plan = _plan(request, registry)
     out = OutputFolder(Path(request.out))
     out.root.mkdir(parents=True, exist_ok=True)
-    rows = read_clips(out.clips_tsv)
-    write_clips(out.clips_tsv, rows)  # drops a line torn by a killed run before anything is appended
-    skipped = [job.video.id for job in plan.jobs if _finished(out, rows, job)]
-    todo = [job for job in plan.jobs if job.video.id not in skipped]
+    table = out.clips_part(*request.shard) if request.shard else out.clips_tsv
+    rows = read_all_clips(out)
+    own = rows if request.shard is None else read_clips(table)
+    write_clips(table, own)  # drops a line torn by a killed run (and merges the parts) before appending
+    if request.shard is None:
+        for part in out.clips_parts():
+            part.unlink()
+    skipped: list[str] = []
+    todo: list[ClipJob] = []
+    for job in plan.jobs:
+        left = [cut for cut in job.clip_cuts if not _finished(out, rows, cut.id, job)]
+        skipped.extend(cut.id for cut in job.clip_cuts if cut not in left)
+        if left:
+            todo.append(attrs.evolve(job, cuts=tuple(left)))
     written: list[ClipRow] = []
     failed = list(plan.failed)
 
-    def done(row: ClipRow) -> None:
-        append_clip(out.clips_tsv, row)  # the clip is finished from here on
-        rows[row.id] = row
+    def result(outcome: CutResult) -> None:
+        if outcome.row is None:
+            failed.append((outcome.id, outcome.reason))
+            progress.clip_failed(outcome.id, outcome.reason)
+            return
+        row = outcome.row
+        append_clip(table, row)  # the clip is finished from here on
+        rows[row.id] = own[row.id] = row
         written.append(row)
         progress.clip_done(row)
-
-    def fail(clip_id: str, reason: str) -> None:
-        failed.append((clip_id, reason))
-        progress.clip_failed(clip_id, reason)
 
     for clip_id, reason in plan.failed:
         progress.clip_failed(clip_id, reason)
     workers = min(request.settings.workers, len(todo))
     pool = WorkerPool(plan.options, workers) if workers > 1 else None
-    progress.start(len(todo))  # after the workers started: the progress bar runs a thread
+    progress.start(sum(len(job.clip_cuts) for job in todo))  # after the workers started: the bar runs a thread
     try:
         if pool is not None:
-            pool.run(todo, done, fail, progress.frames)
+            pool.run(todo, result, progress.frames)
         else:
-            _run_here(todo, plan.options, registry, done, fail, progress.frames)
+            _run_here(todo, plan.options, registry, result, progress.frames)
     finally:
         if pool is not None:
             pool.stop()
         progress.stop()
-        write_clips(out.clips_tsv, rows)
+        write_clips(table, own)
     split_table = None
-    if plan.annotations is not None and request.split:
-        finished = [rows[job.video.id] for job in plan.jobs if _finished(out, rows, job)]
+    if plan.annotations is not None and request.split and request.shard is None:
+        ids = [cut.id for job in plan.jobs for cut in job.clip_cuts]
+        finished = [rows[clip_id] for clip_id in ids if clip_id in rows and out.is_finished(rows[clip_id], [])]
         split_table = write_split(out.root, request.split, finished, plan.annotations)
     return ExtractReport(written=tuple(written), skipped=tuple(skipped), failed=tuple(failed),
                          frames=sum(row.frames for row in written), seconds=time.perf_counter() - started,
-                         split_table=split_table)
+                         split_table=split_table, notices=tuple(plan.notices))
 
 
-def _finished(out: OutputFolder, rows: dict[str, ClipRow], job: ClipJob) -> bool:
-    return out.is_finished(rows.get(job.video.id), [crop.name for crop in job.streams])
+def _finished(out: OutputFolder, rows: dict[str, ClipRow], clip_id: str, job: ClipJob) -> bool:
+    return out.is_finished(rows.get(clip_id), [crop.name for crop in job.streams])
 
 
 # --- planning -------------------------------------------------------------------------------------
@@ -135,13 +168,14 @@ def _finished(out: OutputFolder, rows: dict[str, ClipRow], job: ClipJob) -> bool
 
 @attrs.frozen
 class _Plan:
-    """The jobs to run, the clips that failed before starting (no keypoints, no annotation line), the
-    options every clip shares, and the annotations (with ``--annotations``)."""
+    """The jobs to run, the clips that failed before starting (no keypoints, no annotation line, no
+    video), the options every clip shares, the annotations (with ``--annotations``) and notices."""
 
     jobs: list[ClipJob]
     failed: list[tuple[str, str]]
     options: ExtractOptions
     annotations: Annotations | None
+    notices: list[str]
 
 
 def _plan(request: ExtractRequest, registry: Any) -> _Plan:
@@ -150,22 +184,23 @@ def _plan(request: ExtractRequest, registry: Any) -> _Plan:
         raise DataError("give exactly one of --keypoints PATH (existing keypoint files) and --estimator NAME "
                         "(a registered keypoint estimator; `mska plugins --all` lists them)")
     if (request.annotations is None) != (request.split is None):
-        raise DataError("--annotations and --split go together: the TSV (id, gloss, text) and the split its "
-                        "videos belong to")
+        raise DataError("--annotations and --split go together: the annotation table and the split its clips "
+                        "belong to")
     if request.split is not None and (request.split in RESERVED_SPLITS or "/" in request.split):
         raise DataError(f"--split {request.split!r} is a folder of the output; use train, dev or test")
+    if request.shard is not None and not 1 <= request.shard[0] <= request.shard[1]:
+        raise DataError(f"--shard {request.shard[0]}/{request.shard[1]}: K must be between 1 and N")
     layouts = {layout.name: layout for layout in registry.layouts}
     if request.settings.layout is not None and request.settings.layout not in layouts:
         raise UnknownNameError(f"[extract] layout {request.settings.layout!r} is not registered; registered: "
                                f"{', '.join(layouts)}")
     crops = _stream_crops(request.settings.streams, registry)
-    videos = find_videos(request.videos)
-    if not videos:
-        raise DataError(f"no videos ({', '.join(('mp4', 'avi', 'mkv', 'webm', 'mov'))}) found in "
-                        f"{', '.join(request.videos)}")
     annotations = Annotations.read(Path(request.annotations)) if request.annotations else None
     failed: list[tuple[str, str]] = []
-    jobs: list[ClipJob] = []
+    if annotations is not None and annotations.segments:
+        inputs = _segment_inputs(request, annotations, failed)
+    else:
+        inputs = [(video, ()) for video in _find_inputs(request.videos)]
     if request.estimator is not None:
         record = registry.keypoint_estimators.get(request.estimator)
         if record.layout not in layouts:
@@ -177,20 +212,84 @@ def _plan(request: ExtractRequest, registry: Any) -> _Plan:
     else:
         files = KeypointFiles(request.keypoints)  # type: ignore[arg-type]
         source = files.lookup
-    for video in videos:
-        if annotations is not None and video.id not in annotations:
+    jobs: list[ClipJob] = []
+    for video, cuts in inputs:
+        if request.shard is not None and shard_of(video.id, request.shard[1]) != request.shard[0]:
+            continue
+        ids = [cut.id for cut in cuts] or [video.id]
+        if annotations is not None and not annotations.segments and video.id not in annotations:
             failed.append((video.id, f"no line for {video.id!r} in the annotations {request.annotations}"))
             continue
-        ref = source(video.id)
+        whole = len(cuts) == 1 and cuts[0].whole  # a whole clip's keypoints may be named by the clip's id
+        ref = (source(cuts[0].id) if whole else None) or source(video.id)
         if ref is None:
-            failed.append((video.id, files.describe_missing(video.id)))
+            reason = files.describe_missing(video.id)
+            failed.extend((clip_id, reason) for clip_id in ids)
             continue
-        jobs.append(ClipJob(video=video, keypoints=ref, streams=crops,
-                            named_streams=bool(request.settings.streams)))
+        jobs.append(ClipJob(video=video, keypoints=ref, streams=crops, named_streams=bool(request.settings.streams),
+                            cuts=tuple(cuts)))
+    notices = []
+    folders = [job.video for job in jobs if job.video.kind == "frames"]
+    if folders and request.settings.fps is None:
+        notices.append(f"{len(folders)} frame folder(s) read at 25 frames/s (they record no frame rate); give "
+                       "--fps N if theirs differs")
     options = ExtractOptions(out=Path(request.out), crop_size=request.settings.crop_size,
                              jpeg_quality=request.settings.jpeg_quality, layouts=layouts,
-                             layout=request.settings.layout, plugins=request.plugins)
-    return _Plan(jobs=jobs, failed=failed, options=options, annotations=annotations)
+                             layout=request.settings.layout, plugins=request.plugins,
+                             packed=request.settings.crop_format == "packed", fps=request.settings.fps)
+    return _Plan(jobs=jobs, failed=failed, options=options, annotations=annotations, notices=notices)
+
+
+def _find_inputs(paths: Sequence[str]) -> list[Video]:
+    videos = find_videos(paths)
+    if not videos:
+        raise DataError(f"no videos ({', '.join(s[1:] for s in VIDEO_SUFFIXES)}) or frame folders found in "
+                        f"{', '.join(paths)}")
+    return videos
+
+
+def _segment_inputs(request: ExtractRequest, annotations: Annotations,
+                    failed: list[tuple[str, str]]) -> list[tuple[Video, tuple[Cut, ...]]]:
+    """The inputs of a table whose rows name their videos, each with the clips cut from it (a row whose
+    video is not found fails, in one line naming the table's line)."""
+    roots = [Path(p) if Path(p).is_dir() else Path(p).parent for p in request.videos]
+    found: list[Video] | None = None
+    groups: dict[Path, tuple[Video, list[Cut]]] = {}
+    for row in annotations.rows:
+        video = _resolve_video(row.video or "", roots)
+        if video is None:
+            if found is None:
+                found = find_videos(request.videos)
+            by_id = {v.id: v for v in found}
+            video = by_id.get(row.clip_id) if row.whole else None
+            video = video or by_id.get(Path(row.video or "").stem) or by_id.get(row.video or "")
+        if video is None:
+            failed.append((row.clip_id, f"{annotations.path}:{row.line}: video {row.video!r} not found under "
+                                        f"{', '.join(map(str, roots))}"))
+            continue
+        cut = Cut(row.clip_id) if row.whole else Cut(row.clip_id, row.start, row.end)
+        groups.setdefault(video.path, (video, []))[1].append(cut)
+    return [(video, tuple(cuts)) for video, cuts in groups.values()]
+
+
+def _resolve_video(pattern: str, roots: Sequence[Path]) -> Video | None:
+    """The video file or frame folder ``pattern`` (a path or a glob, relative to a root) names."""
+    import glob
+
+    from mska_core.extract.frames import FRAME_SUFFIXES, frame_folder_id, is_frame_folder
+
+    if not pattern:
+        return None
+    for root in roots:
+        matches = sorted(glob.glob(str(root / pattern))) if glob.has_magic(pattern) else [str(root / pattern)]
+        for match in (Path(m) for m in matches):
+            if match.is_dir() and is_frame_folder(match):
+                return Video(frame_folder_id(match), match, "frames")
+            if match.is_file() and match.suffix.lower() in FRAME_SUFFIXES:
+                return Video(frame_folder_id(match.parent), match.parent, "frames")
+            if match.is_file():
+                return Video(match.stem, match)
+    return None
 
 
 def _stream_crops(names: Sequence[str], registry: Any) -> tuple[StreamCrop, ...]:
@@ -212,25 +311,23 @@ def _stream_crops(names: Sequence[str], registry: Any) -> tuple[StreamCrop, ...]
 
 
 def _run_here(jobs: Sequence[ClipJob], options: ExtractOptions, registry: Any,
-              done: Callable[[ClipRow], None], fail: Callable[[str, str], None],
-              frames: Callable[[int], None]) -> None:
+              result: Callable[[CutResult], None], frames: Callable[[int], None]) -> None:
     estimator = None
     try:
         for job in jobs:
             if estimator is None and isinstance(job.keypoints, EstimatorRef):  # a failure here stops the run
                 estimator = registry.keypoint_estimators.get(job.keypoints.name).build({})
             try:
-                row = extract_clip(job, options, estimator, frames)
-            except (ClipFailed, MskaError) as exc:
-                fail(job.video.id, str(exc))
-                continue
-            done(row)
+                extract_job(job, options, estimator, frames, result)
+            except MskaError as exc:  # e.g. a stream without crop joints: every clip of the job fails
+                for clip_id in job.clip_ids:
+                    result(CutResult(clip_id, reason=str(exc)))
     finally:
         _close(estimator)
 
 
 class WorkerPool:
-    """Worker processes that take clips from a queue (at most two per worker wait in it).
+    """Worker processes that take inputs from a queue (at most two per worker wait in it).
 
     Processes are forked where the platform allows it and this process runs a single thread (quick to
     start, and plugins registered in this process are there too); otherwise spawned.
@@ -251,13 +348,13 @@ class WorkerPool:
         for process in self.processes:
             process.start()
 
-    def run(self, jobs: Sequence[ClipJob], done: Callable[[ClipRow], None], fail: Callable[[str, str], None],
+    def run(self, jobs: Sequence[ClipJob], result: Callable[[CutResult], None],
             frames: Callable[[int], None]) -> None:
-        """Extract ``jobs``; report each clip through ``done`` or ``fail`` and progress through ``frames``."""
+        """Extract ``jobs``; report each clip through ``result`` and progress through ``frames``."""
         pending: Iterator[ClipJob] = iter(jobs)
         queued = 0
-        current: dict[int, str] = {}  # worker pid -> clip id it works on
-        outstanding = len(jobs)
+        current: dict[int, set[str]] = {}  # worker pid -> clips of its job not reported yet
+        outstanding = sum(len(job.clip_cuts) for job in jobs)
 
         def feed() -> None:
             nonlocal queued
@@ -275,29 +372,28 @@ class WorkerPool:
             except queue.Empty:
                 for process in self.processes:
                     if not process.is_alive() and process.pid in current:
-                        clip_id = current.pop(process.pid)
-                        fail(clip_id, f"the worker process extracting it died (exit code {process.exitcode})")
-                        outstanding -= 1
+                        for clip_id in sorted(current.pop(process.pid)):
+                            result(CutResult(clip_id, reason="the worker process extracting it died (exit code "
+                                                             f"{process.exitcode})"))
+                            outstanding -= 1
                 if outstanding and not any(p.is_alive() for p in self.processes):
                     for job in pending:
-                        fail(job.video.id, "no worker process left to extract it")
+                        for clip_id in job.clip_ids:
+                            result(CutResult(clip_id, reason="no worker process left to extract it"))
                     return
                 continue
             if kind == "frames":
                 frames(payload)
             elif kind == "start":
-                current[pid] = payload
+                current[pid] = set(payload)
                 queued -= 1
                 feed()
             elif kind == "fatal":
                 raise PluginError(payload)
             else:
-                current.pop(pid, None)
+                current.get(pid, set()).discard(payload.id)
                 outstanding -= 1
-                if kind == "done":
-                    done(payload)
-                else:
-                    fail(*payload)
+                result(payload)
 
     def stop(self) -> None:
         """Tell the workers to finish and wait for them (a worker still busy after 5 s is terminated)."""
@@ -320,14 +416,14 @@ def _next_job(tasks: Any, parent: int) -> ClipJob | None:
 
 
 def _worker(tasks: Any, results: Any, options: ExtractOptions, parent: int) -> None:
-    """A worker process: extract clips from ``tasks`` until ``None``; report on ``results``."""
+    """A worker process: extract inputs from ``tasks`` until ``None``; report each clip on ``results``."""
     from mska_core.registry import get_registry, registry_for
 
     pid = os.getpid()
     estimator = None
     try:
         while (job := _next_job(tasks, parent)) is not None:
-            results.put(("start", pid, job.video.id))
+            results.put(("start", pid, job.clip_ids))
             if estimator is None and isinstance(job.keypoints, EstimatorRef):
                 try:
                     registry = registry_for(options.plugins, get_registry())  # this process's own
@@ -335,14 +431,23 @@ def _worker(tasks: Any, results: Any, options: ExtractOptions, parent: int) -> N
                 except MskaError as exc:  # the estimator cannot run at all: the parent stops the run
                     results.put(("fatal", pid, str(exc)))
                     return
+            reported: set[str] = set()
+
+            def report(outcome: CutResult) -> None:
+                reported.add(outcome.id)
+                results.put(("result", pid, outcome))
+
             try:
-                row = extract_clip(job, options, estimator, lambda n: results.put(("frames", pid, n)))
+                extract_job(job, options, estimator, lambda n: results.put(("frames", pid, n)), report)
             except (ClipFailed, MskaError) as exc:
-                results.put(("failed", pid, (job.video.id, str(exc))))
-            except Exception as exc:  # noqa: BLE001 - one clip's surprise must not stop the others
-                results.put(("failed", pid, (job.video.id, f"{type(exc).__name__}: {exc}")))
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - one input's surprise must not stop the others
+                reason = f"{type(exc).__name__}: {exc}"
             else:
-                results.put(("done", pid, row))
+                continue
+            for clip_id in job.clip_ids:
+                if clip_id not in reported:
+                    report(CutResult(clip_id, reason=reason))
     except KeyboardInterrupt:  # the parent reports the interruption
         pass
     finally:

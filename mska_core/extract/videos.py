@@ -1,11 +1,13 @@
-"""Finding videos and decoding them with PyAV, one frame at a time.
+"""Finding the inputs of ``mska extract`` (videos and frame folders) and reading them one frame at a
+time: videos decoded with PyAV, frame folders (:mod:`mska_core.extract.frames`) read with Pillow.
 
-A clip's id is its video's file name without the suffix (``signer01/hello.mp4`` is ``hello``); two
-videos with one id are an error, since every output file is named by the id.
+A clip's id is its video's file name without the suffix (``signer01/hello.mp4`` is ``hello``), or its
+frame folder's id; two inputs with one id are an error, since every output file is named by the id.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,12 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
 @attrs.frozen
 class Video:
-    """One video to extract: its clip id and its path."""
+    """One input to extract: its clip id, its path, and whether it is a video file (``"video"``) or a
+    frame folder (``"frames"``)."""
 
     id: str
     path: Path
+    kind: str = "video"
 
 
 @attrs.frozen
@@ -37,25 +41,70 @@ class VideoInfo:
 
 
 def find_videos(paths: Sequence[str | Path]) -> list[Video]:
-    """The videos named by ``paths`` (files, or folders searched recursively), sorted by id."""
+    """The videos and frame folders named by ``paths`` (video files, frame folders, or folders searched
+    recursively for both), sorted by id."""
+    from mska_core.extract.frames import frame_folder_id, is_frame_folder
+
     found: dict[str, Video] = {}
     for given in paths:
         root = Path(given)
-        if root.is_dir():
-            candidates = sorted(p for p in root.rglob("*")
-                                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        if root.is_dir() and is_frame_folder(root):
+            candidates = [Video(frame_folder_id(root), root, "frames")]
+        elif root.is_dir():
+            candidates = []
+            for folder, subfolders, files in os.walk(root):
+                subfolders.sort()
+                here = Path(folder)
+                if here != root and is_frame_folder(here):
+                    candidates.append(Video(frame_folder_id(here), here, "frames"))
+                candidates.extend(Video(Path(name).stem, here / name) for name in sorted(files)
+                                  if Path(name).suffix.lower() in VIDEO_SUFFIXES)
         elif root.is_file():
-            candidates = [root]
+            candidates = [Video(root.stem, root)]
         else:
-            raise DataError(f"video {str(root)!r} does not exist; give video files or folders of videos")
-        for path in candidates:
-            video = Video(id=path.stem, path=path)
+            raise DataError(f"video {str(root)!r} does not exist; give video files, frame folders or folders of "
+                            "them")
+        for video in candidates:
             other = found.get(video.id)
-            if other is not None and other.path.resolve() != path.resolve():
-                raise DataError(f"two videos have the clip id {video.id!r}: {other.path} and {path}; "
-                                "rename one (outputs are named by the file name without its suffix)")
+            if other is not None and other.path.resolve() != video.path.resolve():
+                raise DataError(f"two inputs have the clip id {video.id!r}: {other.path} and {video.path}; "
+                                "rename one (outputs are named by the clip id)")
             found[video.id] = video
     return [found[key] for key in sorted(found)]
+
+
+class VideoReader:
+    """A video file opened for reading: :attr:`info` and :meth:`frames`, like a frame folder's reader."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.container = open_video(path)
+        self.info = video_info(self.container)
+
+    def frames(self) -> Iterator[tuple[float, Any]]:
+        """``(time in seconds from the stream's start, uint8 RGB [H, W, 3])`` of every frame."""
+        stream = self.container.streams.video[0]
+        base = stream.time_base
+        start = stream.start_time or 0
+        for index, frame in enumerate(decode_frames(self.container, self.path)):
+            if frame.pts is not None and base is not None:
+                time = float((frame.pts - start) * base)
+            else:
+                time = index / self.info.fps if self.info.fps else float(index)
+            yield time, rgb_array(frame)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def open_input(video: Video, fps: float | None = None) -> Any:
+    """A reader of ``video`` (:class:`VideoReader` or a frame folder's reader); ``fps`` is the frame
+    rate of a frame folder (:data:`~mska_core.extract.frames.DEFAULT_FOLDER_FPS` when ``None``)."""
+    from mska_core.extract.frames import DEFAULT_FOLDER_FPS, FrameFolderReader
+
+    if video.kind == "frames":
+        return FrameFolderReader(video.path, fps or DEFAULT_FOLDER_FPS)
+    return VideoReader(video.path)
 
 
 def open_video(path: str | Path) -> Any:
