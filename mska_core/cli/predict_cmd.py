@@ -217,10 +217,11 @@ def run(args: argparse.Namespace) -> int:
     rows: list[PredictRow] = []
     try:
         for spec in args.clips:
-            video_crops = None
+            video_crops, video_found = None, None
             if reader is not None and is_video(spec):
                 clip = reader.read(spec)
                 name, keypoints, video_crops = clip.name, _tensor(clip.keypoints), clip.crops
+                video_found = {stream: ~missing for stream, (_, missing) in clip.arrays.boxes.items()}
             else:
                 name, keypoints = read_clip(spec, config, layouts)
             keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy,
@@ -228,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
             if keypoints is None:
                 rows.append(PredictRow(clip=spec, name=None, prediction=None))
                 continue
-            item = crops.item(spec, name, keypoints, video_crops, trained)
+            item = crops.item(spec, name, keypoints, video_crops, trained, video_found)
             rows.append(_predict(args, trained, crops, spec, item, int(keypoints.shape[0])))
     finally:
         if reader is not None:
@@ -277,11 +278,14 @@ class ModelCrops:
                    normalization=crop_normalization(trained.model.encoder, streams), data=config.data,
                    layout=config.model.layout)
 
-    def item(self, spec: str, name: str, keypoints: Any, video_crops: Any, trained: Any) -> Any:
+    def item(self, spec: str, name: str, keypoints: Any, video_crops: Any, trained: Any,
+             video_found: Any = None) -> Any:
         """The clip prepared as evaluation prepares a clip (:class:`~mska_core.data.datasets.ClipDataset`,
         no augmentation), but with every frame (:func:`~mska_core.evaluation.windows.uncapped`): its crops
         from the video (``video_crops``), rendered (a model trained on the synthetic corpus), or read
-        from the crop folders of ``mska extract`` (:meth:`folders`)."""
+        from the crop folders of ``mska extract`` (:meth:`folders`). A frame where a stream's part was
+        not found (``video_found``, or the crop folders' missing flags) has its crop masked, as in
+        fine-tuning."""
         from mska_core.data.crop_files import CropPlan
         from mska_core.data.datasets import ClipDataset
         from mska_core.data.samples import Sample
@@ -299,7 +303,15 @@ class ModelCrops:
         sample = Sample(name=name, keypoints=keypoints, gloss="", text="", path=spec)
         dataset = ClipDataset([sample], trained.vocabularies, uncapped(self.data.augment, sample.num_frames),
                               train=False, layout=self.layout, render_crops=render, crops=plan)
-        return dataset[0]
+        item = dataset[0]
+        if video_found is not None and self.specs:
+            import torch
+
+            count = int(item.keypoints.shape[0])
+            found = {s.name: torch.from_numpy(video_found[s.name][:count].copy()) for s in self.specs
+                     if s.name in video_found and not video_found[s.name][:count].all()}
+            item = attrs.evolve(item, crop_found=found or None)
+        return item
 
     def folders(self, spec: str, name: str, frames: int) -> Any:
         """The crop folders that hold clip ``name``'s crops of every crop stream: ``ROOT/crops`` beside a

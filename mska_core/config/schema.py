@@ -353,6 +353,9 @@ class ExtractConfig:
     workers: int = attrs.field(default=1, validator=_positive)  # clips extracted at once, each in its own process
     crop_format: str = attrs.field(default="packed", validator=attrs.validators.in_(("packed", "files")))  # "packed": one file per clip and stream; "files": one JPEG per frame
     fps: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))  # frame rate of frame folders; None: 25, with a notice
+    mirrored: bool = False  # the recordings are mirror images (selfie cameras): un-mirror frames and keypoint files so that left is the signer's left; an annotation table's mirrored column decides per clip
+    min_found: float = attrs.field(default=0.5, validator=[_non_negative, attrs.validators.le(1)])  # a clip whose stream was found in fewer of its frames is flagged (with --strict: fails)
+    preview: bool = False  # write OUT/preview/ID.png per clip: a contact sheet of frames x streams, missing frames marked
 
 
 @attrs.frozen

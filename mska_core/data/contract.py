@@ -8,7 +8,9 @@ changes in a way an older reader would misread.
 **Folder layout** (:class:`ExtractedLayout`)::
 
     OUT/
-      clips.tsv                  one line per finished clip (header: CLIPS_HEADER)
+      clips.tsv                  one line per finished clip (header: CLIPS_HEADER; found: each stream's
+                                 fraction of frames whose part was found; outside: the fraction of
+                                 found joints beyond the frame; mirrored: un-mirrored on the way in)
       clips.K-of-N.tsv           the same, written by job K of an extraction split in N (--shard K/N)
       keypoints/ID.npy           float32 [T, J, 3]: x, y in pixels, confidence
       crops/STREAM/ID.crops      a clip's crops of one stream, one file (the packed format, below)
@@ -47,12 +49,16 @@ import attrs
 
 from mska_core.errors import DataError
 
-#: Version of everything this module defines (2: packed crops, shard parts of clips.tsv, segments).
-CONTRACT_VERSION = 2
+#: Version of everything this module defines (2: packed crops, shard parts of clips.tsv, segments; 3:
+#: clips.tsv's found, outside and mirrored columns, the annotation tables' mirrored column).
+CONTRACT_VERSION = 3
 
 # --- the folder layout ----------------------------------------------------------------------------
 
-CLIPS_HEADER = ("id", "video", "frames", "fps", "width", "height", "layout", "source", "version", "streams")
+CLIPS_HEADER = ("id", "video", "frames", "fps", "width", "height", "layout", "source", "version", "streams",
+                "found", "outside", "mirrored")
+#: The columns of a ``clips.tsv`` written before ``found``, ``outside`` and ``mirrored`` (still read).
+CLIPS_HEADER_V2 = CLIPS_HEADER[:10]
 CLIPS_TABLE = "clips.tsv"
 #: A part of ``clips.tsv`` written by job ``K`` of ``N`` (``mska extract --shard K/N``).
 CLIPS_PART = "clips.{part}-of-{parts}.tsv"
@@ -147,6 +153,9 @@ class Annotation:
     Tables with ``video``, ``start`` and ``end`` columns also say where the clip comes from: ``video``
     (a path, a glob, or a clip id, as the table gives it) and ``start``/``end`` in seconds
     (:data:`WHOLE_CLIP` for both: the whole video); they are ``None`` in the directory format's table.
+    ``mirrored`` is the optional ``mirrored`` column (``true``/``false``, ``1``/``0``, ``yes``/``no``):
+    whether the clip's recording is a mirror image (a selfie camera's); ``None`` where the table has no
+    such column or the cell is empty.
     """
 
     clip_id: str
@@ -156,6 +165,7 @@ class Annotation:
     video: str | None = None
     start: float | None = None
     end: float | None = None
+    mirrored: bool | None = None
 
     @property
     def whole(self) -> bool:
@@ -199,8 +209,25 @@ def read_annotations(tsv: str | Path, what: str = "table") -> list[Annotation]:
         if len(row) < 2:
             raise DataError(f"{tsv}:{line}: expected id, gloss and text separated by tabs")
         text = row[2].strip() if len(row) > 2 else ""
-        annotations.append(Annotation(row[0].strip(), row[1].strip(), text, line))
+        mirrored = _flag(tsv, line, row, header)
+        annotations.append(Annotation(row[0].strip(), row[1].strip(), text, line, mirrored=mirrored))
     return annotations
+
+
+#: The optional per-clip column saying a recording is mirrored, and the values it takes.
+MIRRORED_COLUMN = "mirrored"
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": None}
+
+
+def _flag(tsv: Path, line: int, row: Sequence[str], header: Sequence[str]) -> bool | None:
+    """The row's ``mirrored`` cell (``None`` without the column or with an empty cell)."""
+    if MIRRORED_COLUMN not in header:
+        return None
+    index = list(header).index(MIRRORED_COLUMN)
+    cell = row[index].strip().lower() if index < len(row) else ""
+    if cell not in _FLAGS:
+        raise DataError(f"{tsv}:{line}: mirrored {cell!r} is not true or false")
+    return _FLAGS[cell]
 
 
 def _read_segments(tsv: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[Annotation]:
@@ -215,7 +242,8 @@ def _read_segments(tsv: Path, header: Sequence[str], rows: Sequence[Sequence[str
             raise DataError(f"{tsv}:{line}: a segment needs an id and a video")
         _check_range(tsv, line, start, end)
         annotations.append(Annotation(cells["id"], cells.get("gloss", ""), cells.get("text", ""), line,
-                                      video=cells["video"], start=start, end=end))
+                                      video=cells["video"], start=start, end=end,
+                                      mirrored=_flag(tsv, line, row, header)))
     return annotations
 
 

@@ -34,6 +34,7 @@ from mska_core.extract.boxes import BoxTracker, StreamCrop
 from mska_core.extract.crops import CropWriter
 from mska_core.extract.keypoints import EstimatorRef, KeypointRef, read_keypoints
 from mska_core.extract.outputs import ClipRow, OutputFolder
+from mska_core.extract.quality import describe_found, found_fractions, outside_share, unmirror_frame, unmirror_points
 from mska_core.extract.videos import Video, VideoInfo, open_input
 
 #: How many frames pass between two progress reports.
@@ -78,6 +79,7 @@ class ClipJob:
     streams: tuple[StreamCrop, ...]
     named_streams: bool  # the user chose the streams: one without joints in the clip's layout is an error
     cuts: tuple[Cut, ...] = ()
+    mirrored: bool = False  # the recording is a mirror image: un-mirror frames and keypoint files
 
     @property
     def clip_cuts(self) -> tuple[Cut, ...]:
@@ -101,6 +103,10 @@ class ExtractOptions:
     plugins: Any = None  # the config's [plugins] table, for the registry of worker processes
     packed: bool = True  # crops in one packed file per clip and stream (else one JPEG file per frame)
     fps: float | None = None  # frame rate of frame folders
+    margin: float = 0.25  # [data] frame_margin: a found joint beyond the frame by more is counted outside
+    min_found: float = 0.0  # [extract] min_found: a stream found in fewer of a clip's frames is flagged
+    strict: bool = False  # a flagged clip fails (nothing of it is written)
+    preview: bool = False  # write OUT/preview/ID.png, a contact sheet of the clip's crops
 
 
 @attrs.frozen
@@ -138,14 +144,26 @@ def extract_job(job: ClipJob, options: ExtractOptions, estimator: Any = None,
 
     def finished(cut: Cut, clip: ClipArrays) -> None:
         partial = folder.partial(cut.id)
+        info = clip.info
+        found = found_fractions(clip.boxes)
+        scarce = {name: value for name, value in found.items() if value < options.min_found}
+        if scarce and options.strict:
+            failed(cut, f"{', '.join(scarce)} found in {describe_found(scarce)} of its {clip.frames} frames, "
+                        f"below [extract] min_found = {options.min_found:g} (--strict)")
+            return
         try:
             _save_npy(partial / "keypoints.npy", clip.points)
             _save_boxes(partial / "boxes.npz", clip.boxes)
-            info = clip.info
             row = ClipRow(id=cut.id, video=str(job.video.path), frames=clip.frames, fps=info.fps,
                           width=info.width, height=info.height, layout=clip.layout, source=clip.source,
-                          version=clip.version, streams=tuple(clip.boxes))
+                          version=clip.version, streams=tuple(clip.boxes), found=found,
+                          outside=outside_share(clip.points, info.width, info.height, options.margin),
+                          mirrored=job.mirrored)
             folder.publish(cut.id, row.streams, packed=options.packed)
+            if options.preview:
+                from mska_core.extract.preview import write_preview
+
+                write_preview(folder, row)
         except OSError as exc:  # a full disk: this clip fails
             shutil.rmtree(partial, ignore_errors=True)
             failed(cut, str(exc))
@@ -274,9 +292,13 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None
     open_cuts: list[_OpenCut] = []
     skipped: list[Cut] = []  # cuts that lie between two frames
     info = reader.info
+    if given is not None and job.mirrored:  # points of the mirrored frames, as the flipped-back frames show them
+        given = attrs.evolve(given, points=unmirror_points(given.points, layouts[layout], info.width))
     index = 0
     try:
         for index, (time, rgb) in enumerate(reader.frames()):
+            if job.mirrored:
+                rgb = unmirror_frame(rgb)
             if last_end is not None and time >= last_end - TIME_SLACK:
                 break
             while waiting and (waiting[0].start or 0.0) <= time + TIME_SLACK:
