@@ -50,6 +50,9 @@ def add_parser(subparsers: Any) -> None:
                              "MSKA pickle, matched by the video's file name as mska extract does")
     source.add_argument("--estimator", metavar="NAME",
                         help="for videos: a registered keypoint estimator (mska plugins --all lists them)")
+    parser.add_argument("--mirrored", action="store_true",
+                        help="for videos: they are mirror images (selfie cameras); un-mirror them as mska extract "
+                             "--mirrored does")
     parser.add_argument("--window", type=int, default=None, metavar="FRAMES",
                         help="encode clips longer than FRAMES in overlapping windows of FRAMES frames, their "
                              "outputs stitched (default: every clip whole)")
@@ -120,6 +123,7 @@ class VideoReader:
                             "video's file name, as for mska extract) or --estimator NAME (`mska plugins --all` "
                             "lists the estimators)")
         self.config = config
+        self.mirrored = bool(getattr(args, "mirrored", False))
         self.layout = config.model.layout
         self.layouts = {layout.name: layout for layout in registry.layouts}
         self.sizes = crops.sizes
@@ -161,7 +165,7 @@ class VideoReader:
                 self.estimator = self.record.build({})
         return read_video(video, ref, self.streams, crop_size=self.sizes,
                           jpeg_quality=self.config.extract.jpeg_quality, layouts=self.layouts,
-                          layout=self.layout, estimator=self.estimator)
+                          layout=self.layout, estimator=self.estimator, mirrored=self.mirrored)
 
     def close(self) -> None:
         close = getattr(self.estimator, "close", None)
