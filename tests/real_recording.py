@@ -5,7 +5,8 @@ view — as in a phone recording where the other hand holds the phone.
 
 Its keypoints are written with pose-format (MMPose's COCO-WholeBody header), placed by hand on the
 photograph (face, shoulders, elbows, the glove) and moved with it; where the glove is out of view the
-hand's points are not found (masked, confidence 0), as an estimator reports them.
+hand's points are not found (masked, confidence 0), as an estimator reports them, while the wrist is
+extrapolated far below the frame with a low confidence, as MediaPipe Holistic does.
 """
 
 from __future__ import annotations
@@ -111,10 +112,14 @@ def keypoints() -> np.ndarray:
         points[:, 1] = points[:, 1] * SCALE + dy
         points[base[:, 2] == 0] = 0.0
         if not hand_in_view(index):
-            points[112:133] = 0.0  # the estimator finds no hand
-            points[10] = 0.0
+            points[112:133] = 0.0  # the estimator finds no hand, but extrapolates the wrist below the frame
+            points[10] = (points[10, 0], SIZE + EXTRAPOLATED, 0.3)
         out[index] = points
     return out
+
+
+#: How far below the frame the estimator puts the wrist it cannot see (MediaPipe Holistic does this).
+EXTRAPOLATED = 400.0
 
 
 def hand_in_view(frame: int) -> bool:

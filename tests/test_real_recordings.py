@@ -50,6 +50,29 @@ def test_extract_writes_each_streams_found_fraction_per_clip_and_says_it_per_run
     assert run["stdout"]["flagged"] == ["astronaut"]
 
 
+def test_extract_reports_joints_beyond_the_frame_and_training_names_the_clip(extracted):
+    from mska_core import get_registry
+    from mska_core.config import DataConfig
+    from mska_core.data.datasets import load_corpus
+    from mska_core.errors import DataError
+
+    out, run = extracted
+    row = read_clips(out / "clips.tsv")["astronaut"]
+    points = keypoints()
+    beyond = FRAMES - IN_VIEW  # the extrapolated wrist of every frame without the hand
+    assert row.outside == pytest.approx(beyond / int((points[..., 2] > 0).sum()), abs=1e-4)
+    assert f"outside: clip astronaut: {row.outside:.1%} of its found joints beyond the frame" in run["stderr"]
+    for split in ("dev", "test"):
+        (out / f"{split}.tsv").write_text((out / "train.tsv").read_text())
+        (out / split).mkdir(exist_ok=True)
+        (out / split / "astronaut.npy").write_bytes((out / "train" / "astronaut.npy").read_bytes())
+    with pytest.raises(DataError, match=f"clip 'astronaut'.*{beyond} of .* found joints .* beyond the frame"):
+        load_corpus(DataConfig(source="directory", path=str(out)), registry=get_registry())
+    repaired = load_corpus(DataConfig(source="directory", path=str(out), invalid="repair"), registry=get_registry())
+    wrist = repaired.train[0].keypoints[:, 10]
+    assert wrist[:, :2].abs().max() <= 1.0 and all(wrist[i, 2] == 0 for i in range(FRAMES) if not hand_in_view(i))
+
+
 def test_extract_preview_draws_a_contact_sheet_of_frames_by_streams(extracted):
     from PIL import Image
 
@@ -113,6 +136,7 @@ CONFIG = """
 source = "directory"
 path = "{data}"
 crops = true
+invalid = "repair"
 
 [data.augment]
 max_frames = 64
@@ -199,3 +223,50 @@ def test_an_annotation_tables_mirrored_column_decides_per_clip(recording, tmp_pa
     assert proc.returncode == 0, proc.stderr
     row = read_clips(tmp_path / "out" / "clips.tsv")["astronaut"]
     assert row.mirrored and row.found["hand_left"] == pytest.approx(IN_VIEW / FRAMES, abs=1e-3)
+
+
+def test_predict_masks_the_crops_of_video_frames_where_the_hand_was_not_found(recording, extracted, tmp_path):
+    """``mska predict VIDEO`` reads the video through extraction in memory; the frames whose hand was
+    not found get their crop features masked there too."""
+    import argparse
+
+    from mska_core.backbones.vit import build_vit
+    from mska_core.cli.predict_cmd import ModelCrops, VideoReader
+    from mska_core.config import load_config
+    from mska_core.data.collate import Collator
+    from mska_core.registry import get_registry
+    from mska_core.training.loop import FineTuning
+    from mska_core.training.trained import load_trained
+
+    out, _ = extracted
+    for split in ("dev", "test"):
+        (out / f"{split}.tsv").write_text((out / "train.tsv").read_text())
+        (out / split).mkdir(exist_ok=True)
+        (out / split / "astronaut.npy").write_bytes((out / "train" / "astronaut.npy").read_bytes())
+    torch.manual_seed(0)
+    backbone = tmp_path / "tiny.pt"
+    torch.save(build_vit("vit_tiny_test", img_size=28).state_dict(), backbone)
+    config_file = tmp_path / "crops.toml"
+    config_file.write_text(CONFIG.format(data=out, backbone=backbone) + "\n[losses.ctc]\n")
+    config = load_config(config_file, [f'run.output_dir="{tmp_path / "runs"}"', "train.max_steps=1",
+                                       "train.batch_size=1", "train.progress=false"])
+    run_dir = FineTuning(config).run().run_dir
+    registry = get_registry()
+    trained = load_trained(run_dir / "last.pt", registry=registry)
+    crops = ModelCrops.of(trained, registry)
+    args = argparse.Namespace(keypoints=str(recording / "poses"), estimator=None, mirrored=False)
+    clip = VideoReader(args, trained.config, registry, crops).read(str(recording / "videos" / "astronaut.mp4"))
+    found = {stream: ~missing for stream, (_, missing) in clip.arrays.boxes.items()}
+    item = crops.item("astronaut.mp4", clip.name, torch.from_numpy(clip.keypoints), clip.crops, trained, found)
+    frames = item.keypoints.shape[0]
+    assert item.crop_found["hand_right"].tolist() == [hand_in_view(i) for i in range(frames)]
+    batch = Collator(trained.vocabularies, crops.normalization)([item])
+    present = batch.clips.crop_present["hand_right"]
+    encoder = trained.model.encoder.eval()
+    with torch.no_grad():
+        reference = encoder(batch.clips).stream_features["hand_right"]
+        noisy = batch.clips.crops["hand_right"].clone()
+        noisy[~present] = torch.randn_like(noisy[~present]) * 5
+        masked = encoder(type(batch.clips)(batch.clips.keypoints, batch.clips.lengths, {"hand_right": noisy},
+                                           batch.clips.crop_present)).stream_features["hand_right"]
+    assert torch.equal(masked, reference)
