@@ -1,18 +1,24 @@
-"""Throughput of ``mska extract`` (decode + crop + write) against PyAV decoding alone of the same videos.
+"""Throughput of ``mska extract`` (decode + crop + write) against PyAV decoding of the same videos.
 
 The videos are made here: H.264 mp4 files of a signer-like scene (a textured, lit background and a face
 and two hands moving over it) with COCO-WholeBody keypoints of the face and hands, so extraction cuts
 three crops per frame (face, hand_left, hand_right) as it would on real data. Every measurement runs
 in this process, interleaved with the baseline, and the median of ``--repeat`` runs is reported:
 
-- decode only (the baseline): ``container.decode(video=0)`` over every frame of every clip;
-- decode + RGB: the same with each frame converted to an RGB array (what extraction needs);
-- extract, 1 worker and 2 workers: :func:`mska_core.extract.run_extraction` into a fresh folder
-  (for 2 workers, including starting the worker processes);
-- for scale, creating as many small files as extraction writes crops (three per frame), with no video:
-  what the folder's file system charges for the one-file-per-crop layout.
+- decode only: ``container.decode(video=0)`` over every frame of every clip;
+- decode + RGB (the baseline): the same with each frame converted to an RGB array, the pixels any
+  extraction needs;
+- extract, packed crops (the default: one file per clip and stream) and one JPEG file per crop (the
+  folder format), each with 1 and 2 workers: :func:`mska_core.extract.run_extraction` into a fresh
+  folder (for 2 workers, including starting the worker processes);
+- for scale, creating as many small files as the folder format writes crops (three per frame), with
+  no video: what the folder's file system charges for one file per crop.
 
-    python -m bench.extract [--clips 4] [--frames 120] [--size 640x480] [--repeat 3]
+Beside the rates it reports the bytes written per frame against the input video's, and the files each
+format creates per 1,000 frames. The folder's file system type (from ``/proc/mounts``) is recorded:
+run it on the disk training will read from, not on a tmpfs.
+
+    python -m bench.extract [--clips 4] [--frames 120] [--size 640x480] [--repeat 3] [--dir DIR]
                             [--json bench/results/extract.json]
 """
 
@@ -106,16 +112,37 @@ def create_files(folder: Path, frames: int, per_frame: int, size: int = 3000) ->
     return frames
 
 
-def extract(videos: list[Path], keypoints: Path, out: Path, workers: int) -> int:
+def extract(videos: list[Path], keypoints: Path, out: Path, workers: int, crop_format: str = "packed") -> int:
     from mska_core.config.schema import ExtractConfig
     from mska_core.extract import ExtractRequest, run_extraction
     from mska_core.registry import get_registry
 
     report = run_extraction(ExtractRequest(videos=tuple(map(str, videos)), out=out, keypoints=str(keypoints),
-                                           settings=ExtractConfig(workers=workers)), registry=get_registry())
+                                           settings=ExtractConfig(workers=workers, crop_format=crop_format)),
+                            registry=get_registry())
     if report.failed:
         raise SystemExit(f"extraction failed: {report.failed}")
     return report.frames
+
+
+def file_system(folder: Path) -> str:
+    """The type of the file system ``folder`` is on (the longest mount point above it in /proc/mounts)."""
+    best, kind = "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    resolved = str(folder.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) >= 3 and (resolved == parts[1] or resolved.startswith(parts[1].rstrip("/") + "/")):
+            if len(parts[1]) > len(best):
+                best, kind = parts[1], parts[2]
+    return kind
+
+
+def count_files(folder: Path) -> int:
+    return sum(1 for path in folder.rglob("*") if path.is_file())
 
 
 def folder_bytes(folder: Path) -> dict[str, int]:
@@ -150,18 +177,23 @@ def main() -> None:
             videos.append(work / f"clip{index}.mp4")
             write_video(videos[-1], frames)
             np.save(work / "keypoints" / f"clip{index}.npy", points)
+        total = args.clips * args.frames
         runs = {
-            "decode only (baseline)": lambda: decode_only(videos, rgb=False),
-            "decode + RGB array": lambda: decode_only(videos, rgb=True),
-            "extract, 1 worker": lambda: extract(videos, work / "keypoints", work / "out1", 1),
-            "extract, 2 workers": lambda: extract(videos, work / "keypoints", work / "out2", 2),
+            "decode only": lambda: decode_only(videos, rgb=False),
+            "decode + RGB array (baseline)": lambda: decode_only(videos, rgb=True),
+            "extract, packed crops, 1 worker": lambda: extract(videos, work / "keypoints", work / "out-p1", 1),
+            "extract, packed crops, 2 workers": lambda: extract(videos, work / "keypoints", work / "out-p2", 2),
+            "extract, a file per crop, 1 worker": lambda: extract(videos, work / "keypoints", work / "out-f1", 1,
+                                                                  "files"),
+            "extract, a file per crop, 2 workers": lambda: extract(videos, work / "keypoints", work / "out-f2", 2,
+                                                                   "files"),
             "create 3 files/frame, no video": lambda: create_files(work / "out-files", total, 3),
         }
         samples: dict[str, list[float]] = {name: [] for name in runs}
-        total = args.clips * args.frames
         for name, run in runs.items():  # warm-up: file cache, imports
             assert run() == total, name
-        sizes = folder_bytes(work / "out1")
+        sizes = {"packed": folder_bytes(work / "out-p1"), "files": folder_bytes(work / "out-f1")}
+        files = {"packed": count_files(work / "out-p1"), "files": count_files(work / "out-f1")}
         for _ in range(args.repeat):  # interleaved, so load on the machine affects all alike
             for name, run in runs.items():
                 for out in work.glob("out*"):  # extraction starts from an empty folder, untimed
@@ -170,51 +202,60 @@ def main() -> None:
                 run()
                 samples[name].append(total / (time.perf_counter() - start))
         video_bytes = sum(path.stat().st_size for path in videos)
+        kind = file_system(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     rates = {name: statistics.median(values) for name, values in samples.items()}
-    baseline = rates["decode only (baseline)"]
-    crops = {key: value for key, value in sizes.items() if key.startswith("crops/")}
-    per_clip = sum(sizes.values()) / args.clips
+    baseline = rates["decode + RGB array (baseline)"]
+    decode = rates["decode only"]
 
     from rich.console import Console
     from rich.table import Table
 
     from mska_core.config.schema import ExtractConfig
 
-    table = Table(title=f"mska extract, {args.clips} clips x {args.frames} frames of {width}x{height} in "
-                        f"{args.dir or tempfile.gettempdir()} (median of {args.repeat}; higher is better)")
+    where = args.dir or tempfile.gettempdir()
+    table = Table(title=f"mska extract, {args.clips} clips x {args.frames} frames of {width}x{height} in {where} "
+                        f"({kind}; median of {args.repeat}; higher is better)")
     table.add_column("run")
     table.add_column("frames/s", justify="right")
+    table.add_column("x decode + RGB", justify="right")
     table.add_column("x decode only", justify="right")
     for name, rate in rates.items():
-        table.add_row(name, f"{rate:.0f}", f"{rate / baseline:.2f}")
+        table.add_row(name, f"{rate:.0f}", f"{rate / baseline:.2f}", f"{rate / decode:.2f}")
     console = Console()
     console.print(table)
-    sizes_table = Table(title="bytes on disk per clip")
+    sizes_table = Table(title="bytes on disk per frame, and files created per 1,000 frames")
     sizes_table.add_column("what")
-    sizes_table.add_column("bytes/clip", justify="right")
-    sizes_table.add_column("bytes/frame", justify="right")
-    for key in sorted(sizes):
-        sizes_table.add_row(key, f"{sizes[key] / args.clips:,.0f}", f"{sizes[key] / total:,.0f}")
-    sizes_table.add_row("all outputs", f"{per_clip:,.0f}", f"{per_clip / args.frames:,.0f}")
-    sizes_table.add_row("the mp4 video (input)", f"{video_bytes / args.clips:,.0f}",
-                        f"{video_bytes / total:,.0f}")
+    for crop_format in sizes:
+        sizes_table.add_column(f"{crop_format}: bytes/frame", justify="right")
+    keys = sorted({key for found in sizes.values() for key in found})
+    for key in keys:
+        sizes_table.add_row(key, *(f"{sizes[f].get(key, 0) / total:,.0f}" for f in sizes))
+    sizes_table.add_row("all outputs", *(f"{sum(sizes[f].values()) / total:,.0f}" for f in sizes))
+    sizes_table.add_row("x the mp4 video (input)", *(f"{sum(sizes[f].values()) / video_bytes:.2f}" for f in sizes))
+    sizes_table.add_row("files per 1,000 frames", *(f"{1000 * files[f] / total:,.1f}" for f in sizes))
     console.print(sizes_table)
+    console.print(f"the mp4 video (input): {video_bytes / total:,.0f} bytes/frame")
 
     result = {
         "benchmark": "extract",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "settings": {"dir": str(Path(args.dir or tempfile.gettempdir()).resolve()), "clips": args.clips,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average": os.getloadavg()},
+        "settings": {"dir": str(Path(where).resolve()), "file_system": kind, "clips": args.clips,
                      "frames": args.frames, "width": width, "height": height, "repeat": args.repeat,
-                     "crop_size": ExtractConfig().crop_size, "streams": sorted(k.split("/")[1] for k in crops)},
+                     "crop_size": ExtractConfig().crop_size,
+                     "streams": sorted(k.split("/")[1] for k in sizes["packed"] if k.startswith("crops/"))},
         "frames_per_second": rates,
-        "ratio_to_decode_only": {name: rate / baseline for name, rate in rates.items()},
+        "ratio_to_decode_rgb": {name: rate / baseline for name, rate in rates.items()},
+        "ratio_to_decode_only": {name: rate / decode for name, rate in rates.items()},
         "samples": samples,
-        "bytes_per_clip": {key: value / args.clips for key, value in sizes.items()},
-        "bytes_per_clip_total": per_clip,
-        "video_bytes_per_clip": video_bytes / args.clips,
+        "bytes_per_frame": {f: {key: value / total for key, value in found.items()} for f, found in sizes.items()},
+        "bytes_per_frame_total": {f: sum(found.values()) / total for f, found in sizes.items()},
+        "output_over_input": {f: sum(found.values()) / video_bytes for f, found in sizes.items()},
+        "files_per_1000_frames": {f: 1000 * count / total for f, count in files.items()},
+        "video_bytes_per_frame": video_bytes / total,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

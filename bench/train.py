@@ -11,9 +11,10 @@ a CUDA GPU too when one is present.
 
 Crop-stream rows: the quickstart model with three crop streams (face, both hands) at 112 px on the
 tiny ViT, and the paper preset with ViT-S/14 crops at 112 px, trained from JPEG crops on disk in
-the layout ``mska extract`` writes (written by the benchmark into a temporary folder: the synthetic
+the layouts ``mska extract`` writes (written by the benchmark into a temporary folder: the synthetic
 corpus's clips in our directory format, and per frame and stream a rendered synthetic crop with
-camera-like noise, JPEG quality 90). Each runs real fine-tuning steps with a DataLoader of ``W``
+camera-like noise, JPEG quality 90), once as packed files (one per clip and stream, the default) and
+once as one JPEG file per crop (``--crop-formats``). Each runs real fine-tuning steps with a DataLoader of ``W``
 workers (2 by default, as ``train.num_workers``) and reports the time the step waits for its batch
 ÷ the whole step; the baseline row is the same model with the crops decoded in the training process
 (0 workers).
@@ -110,12 +111,16 @@ def measure(config_path: Path | None, overrides: list[str], *, full: bool, devic
 CROP_STREAMS = ("face", "hand_left", "hand_right")
 
 
-def write_crop_corpus(config, folder: Path, side: int) -> Path:
-    """The synthetic corpus of ``config`` as a directory-format corpus in ``folder`` with JPEG crops
-    ``crops/STREAM/ID/NNNNNN.jpg`` of ``side`` px for every frame of every clip."""
+def write_crop_corpus(config, folder: Path, side: int, crop_format: str = "files") -> Path:
+    """The synthetic corpus of ``config`` as a directory-format corpus in ``folder`` with JPEG crops of
+    ``side`` px for every frame of every clip: ``crops/STREAM/ID/NNNNNN.jpg`` (``files``) or the same
+    JPEG bytes in one packed file ``crops/STREAM/ID.crops`` per clip and stream (``packed``)."""
+    import io
+
     import numpy as np
     from PIL import Image
 
+    from mska_core.data.crop_pack import CropPackWriter
     from mska_core.data.directory import write_split
     from mska_core.synthetic.corpus import make_corpus
     from mska_core.synthetic.render import synthetic_crop
@@ -131,17 +136,30 @@ def write_crop_corpus(config, folder: Path, side: int) -> Path:
             for stream in CROP_STREAMS:
                 kind = "face" if stream == "face" else "hand"
                 out = folder / "crops" / stream / sample.name
-                out.mkdir(parents=True, exist_ok=True)
+                if crop_format == "packed":
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    pack = CropPackWriter(out.parent / f"{sample.name}.crops", fsync=False)
+                else:
+                    out.mkdir(parents=True, exist_ok=True)
                 for index in range(sample.num_frames):
                     image = pool[kind][index % 16].astype(np.int16) + rng.normal(0, 6, (side, side, 3)).astype(np.int16)
-                    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(out / f"{index:06d}.jpg", quality=90)
+                    crop = Image.fromarray(image.clip(0, 255).astype(np.uint8))
+                    if crop_format == "packed":
+                        buffer = io.BytesIO()
+                        crop.save(buffer, format="JPEG", quality=90)
+                        pack.add(buffer.getvalue(), side)
+                    else:
+                        crop.save(out / f"{index:06d}.jpg", quality=90)
+                if crop_format == "packed":
+                    pack.close()
     return folder
 
 
 def measure_crops(config_path: Path | None, overrides: list[str], *, arch: str, side: int, device: torch.device,
-                  steps: int, batch_size: int, workers: int) -> dict:
-    """Fine-tuning steps of a model whose face and hand streams read JPEG crops from disk through a
-    DataLoader of ``workers`` workers: the share of the step spent waiting for the batch."""
+                  steps: int, batch_size: int, workers: int, crop_format: str = "files") -> dict:
+    """Fine-tuning steps of a model whose face and hand streams read JPEG crops from disk (``files``:
+    one file per crop; ``packed``: one file per clip and stream) through a DataLoader of ``workers``
+    workers: the share of the step spent waiting for the batch."""
     import tempfile
 
     from torch.utils.data import DataLoader
@@ -166,7 +184,7 @@ def measure_crops(config_path: Path | None, overrides: list[str], *, arch: str, 
         streams.append("model.streams.body.keypoints=true")  # keep the fourth stream the heads read
         config = load_config(config_path, SYNTHETIC + overrides + streams + [
             "data.crops=true", "data.source='directory'", f"data.path='{folder / 'data'}'", "data.augment.rotation=0.0"])
-        write_crop_corpus(config, folder / "data", side)
+        write_crop_corpus(config, folder / "data", side, crop_format)
         corpus = load_corpus(config.data, registry=registry)
         config = resolve_crop_sizes(config, corpus)
         vocabularies = Vocabularies.from_samples(corpus.train)
@@ -219,11 +237,13 @@ def crop_rows(args: argparse.Namespace) -> list[dict]:
     for name, (path, overrides, arch, batch_size, steps) in models.items():
         if not any(name.startswith(wanted) for wanted in args.crop_models):
             continue
-        for workers in (args.workers, 0):
-            result = measure_crops(path, overrides, arch=arch, side=112, device=torch.device("cpu"),
-                                   steps=steps, batch_size=batch_size, workers=workers)
-            rows.append({"model": name, "workers": workers, "batch_size": batch_size, **result})
-            print(json.dumps(rows[-1]), flush=True)
+        for crop_format in args.crop_formats:
+            for workers in (args.workers, 0):
+                result = measure_crops(path, overrides, arch=arch, side=112, device=torch.device("cpu"),
+                                       steps=steps, batch_size=batch_size, workers=workers, crop_format=crop_format)
+                rows.append({"model": name, "crop_format": crop_format, "workers": workers, "batch_size": batch_size,
+                             **result})
+                print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -231,11 +251,12 @@ def print_crop_rows(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"crop streams from JPEG files, {torch.get_num_threads()} CPU threads")
-    for column in ("model", "batch", "workers", "s/step", "data s/step", "data ÷ step", "crops/s"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = Table(title=f"crop streams from JPEG crops on disk, {torch.get_num_threads()} CPU threads")
+    for column in ("model", "crops", "batch", "workers", "s/step", "data s/step", "data ÷ step", "crops/s"):
+        table.add_column(column, justify="left" if column in ("model", "crops") else "right")
     for row in rows:
-        table.add_row(row["model"], str(row["batch_size"]), str(row["workers"]), f"{row['seconds_per_step']:.2f}",
+        table.add_row(row["model"], row.get("crop_format", "files"), str(row["batch_size"]), str(row["workers"]),
+                      f"{row['seconds_per_step']:.2f}",
                       f"{row['data_seconds_per_step']:.3f}", f"{row['data_over_step']:.3f}",
                       f"{row['crops_per_s']:.0f}")
     Console().print(table)
@@ -251,6 +272,8 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=1, help="counted steps of each paper-preset crop row")
     parser.add_argument("--crop-models", nargs="+", default=["quickstart", "paper"], choices=["quickstart", "paper"],
                         help="which crop rows to run")
+    parser.add_argument("--crop-formats", nargs="+", default=["packed", "files"], choices=["packed", "files"],
+                        help="crop storage of the crop rows: packed files per clip and stream, or a file per crop")
     parser.add_argument("--paper-batch-size", type=int, default=1, help="batch of the paper preset's crop rows")
     parser.add_argument("--paper-frames-per-gloss", type=int, default=3,
                         help="frames per gloss of the paper preset's crop rows (short clips keep a CPU step short)")
@@ -294,8 +317,11 @@ def write_results(results: dict, args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
     if "crop_rows" in results:  # rows of models not run this time are kept
-        fresh = {(row["model"], row["workers"]) for row in results["crop_rows"]}
-        kept = [row for row in previous.get("crop_rows", []) if (row["model"], row["workers"]) not in fresh]
+        def key(row: dict) -> tuple:
+            return row["model"], row["workers"], row.get("crop_format", "files")
+
+        fresh = {key(row) for row in results["crop_rows"]}
+        kept = [row for row in previous.get("crop_rows", []) if key(row) not in fresh]
         results = {**results, "crop_rows": kept + results["crop_rows"]}
     run = {"threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine()}
     if "rows" in results:

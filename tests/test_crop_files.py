@@ -340,3 +340,51 @@ def test_mska_train_and_evaluate_read_crops_from_disk(corpus_dir, backbone_file,
                       'data.crop_options.missing="mask"', env=mska_env())
     assert masked.returncode == 0, masked.stderr
     assert "masked" in masked.stderr
+
+
+def test_the_crops_of_a_corpus_are_looked_up_once_however_many_times_a_run_asks(corpus_dir, backbone_file, tmp_path,
+                                                                                 monkeypatch):
+    from mska_core.data.crop_files import CropFolders
+
+    looked: list[tuple[str, str]] = []
+    original = CropFolders._look
+
+    def counting(self, stream, clip):
+        looked.append((stream, clip))
+        return original(self, stream, clip)
+
+    monkeypatch.setattr(CropFolders, "_look", counting)
+    dataset, *_ = datasets(write_config(tmp_path, corpus_dir, backbone_file))  # sizes, plan, the train split
+    assert looked and len(looked) == len(set(looked))  # once per clip and stream
+    assert {clip for _, clip in looked} >= {sample.name for sample in dataset.samples}
+    dataset[0]
+    assert len(looked) == len(set(looked))
+
+
+@pytest.fixture(scope="module")
+def packed_corpus_dir(corpus_dir, tmp_path_factory) -> Path:
+    """``corpus_dir`` with every clip's crop folder replaced by one packed file of the same JPEG bytes."""
+    from mska_core.data.crop_pack import pack_bytes
+
+    root = shutil.copytree(corpus_dir, tmp_path_factory.mktemp("packed") / "data")
+    for folder in sorted(root.glob("crops/*/*")):
+        jpegs = [path.read_bytes() for path in sorted(folder.iterdir())]
+        (folder.parent / f"{folder.name}.crops").write_bytes(pack_bytes(jpegs, SIDE))
+        shutil.rmtree(folder)
+    return root
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_packed_crops_give_the_augmentations_frames_as_the_folder_layout_does(corpus_dir, packed_corpus_dir,
+                                                                              backbone_file, tmp_path, train):
+    folders, *_ = datasets(write_config(tmp_path / "folders", corpus_dir, backbone_file), train=train)
+    packed, *_ = datasets(write_config(tmp_path / "packed", packed_corpus_dir, backbone_file), train=train)
+    assert not list(packed_corpus_dir.glob("crops/*/*/*.jpg"))
+    for epoch in range(2):
+        folders.set_epoch(epoch)
+        packed.set_epoch(epoch)
+        for index in range(len(folders)):
+            ours, theirs = packed[index], folders[index]
+            assert torch.equal(ours.keypoints, theirs.keypoints)
+            for stream in STREAMS:
+                assert torch.equal(ours.crops[stream], theirs.crops[stream]), (epoch, index, stream)

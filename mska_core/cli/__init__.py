@@ -34,6 +34,7 @@ COMMANDS: tuple[str, ...] = (
     "mska_core.cli.evaluate_cmd",
     "mska_core.cli.predict_cmd",
     "mska_core.cli.extract_cmd",
+    "mska_core.cli.pack_cmd",
     "mska_core.cli.plot_cmd",
     "mska_core.cli.demo_cmd",
 )

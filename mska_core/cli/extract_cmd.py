@@ -20,13 +20,13 @@ _EXTRACT_FLAGS = ("streams", "crop_size", "jpeg_quality", "layout", "workers", "
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "extract", help="keypoints and per-stream crops (face, hands, ...) from videos",
+        "extract", help="keypoints and per-stream crops (face, hands, ...) from videos and frame folders",
         description=(
-            "Decode videos with PyAV frame by frame, take each frame's keypoints from existing files "
-            "(--keypoints) or a keypoint estimator plugin (--estimator), and cut a square crop per frame "
-            "for every stream that declares a crop region. Writes OUT/keypoints/ID.npy, "
-            "OUT/crops/STREAM/ID/NNNNNN.jpg and OUT/clips.tsv; finished clips are skipped on a re-run. "
-            "Exit code 1 if a clip failed."
+            "Read videos (PyAV), frame folders or segments of recordings (--annotations) frame by frame, take "
+            "each frame's keypoints from existing files (--keypoints) or a keypoint estimator plugin "
+            "(--estimator), and cut a square crop per frame for every stream that declares a crop region. "
+            "Writes OUT/keypoints/ID.npy, OUT/crops/STREAM/ID.crops (one file per clip and stream) and "
+            "OUT/clips.tsv; finished clips are skipped on a re-run. Exit code 1 if a clip failed."
         ),
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO|DIR",

@@ -128,7 +128,7 @@ class CropOptionsConfig:
     the spatial augmentation of training crops (docs/data.md). The synthetic source renders its crops
     and reads none of the file keys."""
 
-    path: str | None = None  # folder of STREAM/ID/NNNNNN.jpg crops (mska extract's OUT/crops); none: [data] path / crops
+    path: str | None = None  # folder of STREAM/ID.crops (or STREAM/ID/NNNNNN.jpg) crops: mska extract's OUT/crops; none: [data] path / crops
     missing: Literal["error", "mask"] = "error"  # a clip without a stream's crops: stop, or mask the stream for it
     scale: tuple[float, float] = attrs.field(default=(1.0, 1.0), converter=tuple, validator=_scale)  # area kept by a random resized crop of training crops; [1, 1]: off
     color_jitter: float = attrs.field(default=0.0, validator=_non_negative)  # brightness, contrast, saturation strength on training crops; 0: off

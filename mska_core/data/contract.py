@@ -19,6 +19,17 @@ changes in a way an older reader would misread.
       SPLIT.tsv, SPLIT/ID.npy    with --annotations/--split: the directory format
       .partial/ID/               a clip being written (removed when it is finished or restarted)
 
+**WebDataset shards** (``mska pack OUT --to DEST``, read by :class:`mska_core.data.shards.ClipShards`)::
+
+    DEST/
+      shards.json                the shards and their clip counts, the streams, the contract version
+      shard-000000.tar           clips one after another; clip KEY (its ordinal) is the members
+                                 KEY.json (id, gloss, text, frames, fps, width, height, layout),
+                                 KEY.keypoints.npy (float32 [T, J, 3], pixels) and KEY.STREAM.crops
+
+**The clips table** (:class:`ClipRow`, :func:`read_clips`): ``clips.tsv`` and its ``--shard`` parts,
+one tab-separated line per finished clip under the header :data:`CLIPS_HEADER`.
+
 **Crops.** Crop ``i`` of a clip belongs to its keypoint frame ``i``. A clip's crops of one stream are
 either one packed file ``STREAM/ID.crops`` (:mod:`mska_core.data.crop_pack`: the JPEG bytes of every
 frame one after the other and an index of their offsets) or a folder ``STREAM/ID/`` of
@@ -41,7 +52,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +78,11 @@ PARTIAL = ".partial"
 CROP_NAME = "{index:06d}.jpg"
 #: Suffix of a clip's packed crops of one stream (the packed format).
 PACKED_SUFFIX = ".crops"
+#: A WebDataset shard of ``mska pack``, and the index beside the shards.
+SHARD_NAME = "shard-{index:06d}.tar"
+SHARD_INDEX = "shards.json"
+#: The member suffixes of one clip in a shard (besides ``.STREAM.crops``).
+SHARD_META, SHARD_KEYPOINTS = ".json", ".keypoints.npy"
 
 
 @attrs.frozen
@@ -107,6 +123,67 @@ class ExtractedLayout:
 
     def partial(self, clip_id: str) -> Path:
         return self.root / PARTIAL / clip_id
+
+
+@attrs.frozen
+class ClipRow:
+    """One line of ``clips.tsv``: a finished clip."""
+
+    id: str
+    video: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    layout: str
+    source: str  # "npy:PATH", "pose:PATH", "pickle:PATH:NAME" or "estimator:NAME"
+    version: str  # the estimator's distribution version; empty for keypoint files
+    streams: tuple[str, ...]
+    found: Mapping[str, float] = attrs.field(factory=dict)  # per stream: fraction of frames whose part was found
+    outside: float = 0.0  # fraction of the clip's found joints beyond the frame by more than [data] frame_margin
+    mirrored: bool = False  # the recording was un-mirrored on the way in ([extract] mirrored)
+
+    def cells(self) -> list[str]:
+        found = ",".join(f"{name}={self.found[name]:.3f}" for name in self.streams if name in self.found)
+        return [self.id, self.video, str(self.frames), f"{self.fps:g}", str(self.width), str(self.height),
+                self.layout, self.source, self.version, ",".join(self.streams), found, f"{self.outside:.4f}",
+                "true" if self.mirrored else "false"]
+
+    @classmethod
+    def from_cells(cls, cells: list[str]) -> ClipRow:
+        """A row from its cells (a line of this version, or of the ten columns written before ``found``)."""
+        found = dict((k, float(v)) for k, _, v in (item.partition("=") for item in cells[10].split(",") if item)) \
+            if len(cells) > 10 else {}
+        return cls(id=cells[0], video=cells[1], frames=int(cells[2]), fps=float(cells[3]),
+                   width=int(cells[4]), height=int(cells[5]), layout=cells[6], source=cells[7],
+                   version=cells[8], streams=tuple(s for s in cells[9].split(",") if s), found=found,
+                   outside=float(cells[11]) if len(cells) > 11 else 0.0,
+                   mirrored=len(cells) > 12 and cells[12] == "true")
+
+
+def read_clips(path: Path) -> dict[str, ClipRow]:
+    """The rows of ``clips.tsv`` by id (a later line wins; a torn last line is ignored)."""
+    if not path.is_file():
+        return {}
+    rows: dict[str, ClipRow] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        for cells in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]:
+            if len(cells) not in (len(CLIPS_HEADER), len(CLIPS_HEADER_V2)):
+                continue
+            try:
+                row = ClipRow.from_cells(cells)
+            except ValueError:
+                continue
+            rows[row.id] = row
+    return rows
+
+
+def read_all_clips(folder: ExtractedLayout) -> dict[str, ClipRow]:
+    """The rows of ``clips.tsv`` and of every ``clips.K-of-N.tsv`` part (``--shard``) by id."""
+    rows = read_clips(folder.clips_tsv)
+    for part in folder.clips_parts():
+        rows.update(read_clips(part))
+    return rows
 
 
 def crop_frame_name(index: int) -> str:

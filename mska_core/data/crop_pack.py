@@ -80,18 +80,24 @@ class CropPackWriter:
 class CropPack:
     """A packed crop file opened for reading: :attr:`frames` crops of :attr:`side` pixels.
 
-    Only the footer and the index are read on opening; :meth:`jpeg` and :meth:`read` read the bytes
-    of the frames asked for. Any problem with the file is a :class:`~mska_core.errors.DataError`
-    naming it.
+    ``source`` is the file's path, or its bytes (a packed file carried inside a WebDataset shard). Only
+    the footer and the index are read on opening; :meth:`jpeg` and :meth:`read` read the bytes of the
+    frames asked for. Any problem with the file is a :class:`~mska_core.errors.DataError` naming it.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, source: str | Path | bytes, name: str = "") -> None:
+        self.data = source if isinstance(source, bytes) else None
+        self.path = Path(name or "<packed crops>") if isinstance(source, bytes) else Path(source)
         try:
-            with self.path.open("rb") as handle:
+            with self._open() as handle:
                 self.frames, self.side, self.offsets = _read_index(handle, self.path)
         except OSError as exc:
             raise DataError(f"{self.path}: cannot read packed crops ({exc.strerror or exc})") from None
+
+    def _open(self) -> IO[bytes]:
+        import io
+
+        return io.BytesIO(self.data) if self.data is not None else self.path.open("rb")
 
     def __len__(self) -> int:
         return self.frames
@@ -102,7 +108,7 @@ class CropPack:
             raise DataError(f"{self.path}: frame {index} asked for, the file holds {self.frames}")
         start, end = self.offsets[index], self.offsets[index + 1]
         if handle is None:
-            with self.path.open("rb") as own:
+            with self._open() as own:
                 own.seek(start)
                 return own.read(end - start)
         handle.seek(start)
@@ -117,7 +123,7 @@ class CropPack:
         from PIL import Image, UnidentifiedImageError
 
         decoded: dict[int, Any] = {}
-        with self.path.open("rb") as handle:
+        with self._open() as handle:
             for index in sorted(set(int(f) for f in frames)):
                 data = self.jpeg(index, handle)
                 try:
@@ -126,6 +132,16 @@ class CropPack:
                 except (OSError, UnidentifiedImageError) as exc:
                     raise DataError(f"{self.path}: frame {index} is not a readable JPEG ({exc})") from None
         return [decoded[int(f)] for f in frames]
+
+
+def pack_bytes(jpegs: Sequence[bytes], side: int) -> bytes:
+    """A whole packed crop file, in memory, of the JPEG files ``jpegs`` (crops ``side`` pixels square)."""
+    offsets = [_HEADER.size]
+    for data in jpegs:
+        offsets.append(offsets[-1] + len(data))
+    return b"".join([_HEADER.pack(MAGIC, FORMAT_VERSION, 0), *jpegs,
+                     struct.pack(f"<{len(offsets)}Q", *offsets),
+                     _FOOTER.pack(offsets[-1], len(jpegs), side, END)])
 
 
 def is_packed(path: str | Path) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mska_core.data.contract import ANNOTATION_HEADER, Annotation, read_annotations
+from mska_core.data.contract import ANNOTATION_HEADER, Annotation, read_annotations, write_annotations
 from mska_core.data.samples import Sample
 from mska_core.errors import DataError
 
@@ -92,5 +92,4 @@ def write_split(root: str | Path, split: str, samples: list[Sample]) -> Path:
         buffer = io.BytesIO()
         np.save(buffer, sample.keypoints.numpy())
         atomic_write_bytes(root / split / f"{sample.name}.npy", buffer.getvalue())
-    lines = ["\t".join(HEADER)] + [f"{s.name}\t{s.gloss}\t{s.text}" for s in samples]
-    return atomic_write_bytes(root / f"{split}.tsv", ("\n".join(lines) + "\n").encode())
+    return atomic_write_bytes(root / f"{split}.tsv", write_annotations([(s.name, s.gloss, s.text) for s in samples]))

@@ -11,7 +11,6 @@ starts unfinished clips over.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import os
 import shutil
@@ -20,46 +19,18 @@ from pathlib import Path
 
 import attrs
 
-from mska_core.data.contract import CLIPS_HEADER, CLIPS_HEADER_V2, PACKED_SUFFIX, PARTIAL, ExtractedLayout
+from mska_core.data.contract import (
+    CLIPS_HEADER,
+    PACKED_SUFFIX,
+    PARTIAL,
+    ClipRow,
+    ExtractedLayout,
+    read_all_clips,
+    read_clips,
+)
 
 __all__ = ["CLIPS_HEADER", "PARTIAL", "ClipRow", "OutputFolder", "append_clip", "read_clips", "read_all_clips",
            "write_clips"]
-
-
-@attrs.frozen
-class ClipRow:
-    """One line of ``clips.tsv``: a finished clip."""
-
-    id: str
-    video: str
-    frames: int
-    fps: float
-    width: int
-    height: int
-    layout: str
-    source: str  # "npy:PATH", "pose:PATH", "pickle:PATH:NAME" or "estimator:NAME"
-    version: str  # the estimator's distribution version; empty for keypoint files
-    streams: tuple[str, ...]
-    found: Mapping[str, float] = attrs.field(factory=dict)  # per stream: fraction of frames whose part was found
-    outside: float = 0.0  # fraction of the clip's found joints beyond the frame by more than [data] frame_margin
-    mirrored: bool = False  # the recording was un-mirrored on the way in ([extract] mirrored)
-
-    def cells(self) -> list[str]:
-        found = ",".join(f"{name}={self.found[name]:.3f}" for name in self.streams if name in self.found)
-        return [self.id, self.video, str(self.frames), f"{self.fps:g}", str(self.width), str(self.height),
-                self.layout, self.source, self.version, ",".join(self.streams), found, f"{self.outside:.4f}",
-                "true" if self.mirrored else "false"]
-
-    @classmethod
-    def from_cells(cls, cells: list[str]) -> ClipRow:
-        """A row from its cells (a line of this version, or of the ten columns written before ``found``)."""
-        found = dict((k, float(v)) for k, _, v in (item.partition("=") for item in cells[10].split(",") if item)) \
-            if len(cells) > 10 else {}
-        return cls(id=cells[0], video=cells[1], frames=int(cells[2]), fps=float(cells[3]),
-                   width=int(cells[4]), height=int(cells[5]), layout=cells[6], source=cells[7],
-                   version=cells[8], streams=tuple(s for s in cells[9].split(",") if s), found=found,
-                   outside=float(cells[11]) if len(cells) > 11 else 0.0,
-                   mirrored=len(cells) > 12 and cells[12] == "true")
 
 
 @attrs.frozen
@@ -106,31 +77,6 @@ class OutputFolder(ExtractedLayout):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
         shutil.rmtree(partial, ignore_errors=True)
-
-
-def read_clips(path: Path) -> dict[str, ClipRow]:
-    """The rows of ``clips.tsv`` by id (a later line wins; a torn last line is ignored)."""
-    if not path.is_file():
-        return {}
-    rows: dict[str, ClipRow] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
-        for cells in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]:
-            if len(cells) not in (len(CLIPS_HEADER), len(CLIPS_HEADER_V2)):
-                continue
-            try:
-                row = ClipRow.from_cells(cells)
-            except ValueError:
-                continue
-            rows[row.id] = row
-    return rows
-
-
-def read_all_clips(folder: ExtractedLayout) -> dict[str, ClipRow]:
-    """The rows of ``clips.tsv`` and of every ``clips.K-of-N.tsv`` part (``--shard``) by id."""
-    rows = read_clips(folder.clips_tsv)
-    for part in folder.clips_parts():
-        rows.update(read_clips(part))
-    return rows
 
 
 def append_clip(path: Path, row: ClipRow) -> None:

@@ -282,14 +282,13 @@ def _segment_inputs(request: ExtractRequest, annotations: Annotations,
     """The inputs of a table whose rows name their videos, each with the clips cut from it (a row whose
     video is not found fails, in one line naming the table's line)."""
     roots = [Path(p) if Path(p).is_dir() else Path(p).parent for p in request.videos]
-    found: list[Video] | None = None
+    by_id: dict[str, Video] | None = None  # the inputs found under the roots, by id (when first needed)
     groups: dict[Path, tuple[Video, list[Cut]]] = {}
     for row in annotations.rows:
         video = _resolve_video(row.video or "", roots)
         if video is None:
-            if found is None:
-                found = find_videos(request.videos)
-            by_id = {v.id: v for v in found}
+            if by_id is None:
+                by_id = {v.id: v for v in find_videos(request.videos)}
             video = by_id.get(row.clip_id) if row.whole else None
             video = video or by_id.get(Path(row.video or "").stem) or by_id.get(row.video or "")
         if video is None:
