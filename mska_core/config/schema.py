@@ -153,9 +153,7 @@ class DataConfig:
     # A clip with NaN/inf values, confidences outside [0, 1], joints beyond the frame (frame_margin), no
     # frames or text that is not UTF-8 is refused (the run stops, naming the clips) or repaired (docs/data.md); a wrong joint count never loads.
     invalid: Literal["refuse", "repair"] = "refuse"
-    # A found joint beyond the frame by more than this fraction of the frame's size is invalid (refused,
-    # or clamped with confidence 0); normalised, the model sees coordinates within ±(1 + 2 * frame_margin).
-    frame_margin: float = attrs.field(default=0.25, validator=_non_negative)
+    frame_margin: float = attrs.field(default=0.25, validator=_non_negative)  # a found joint beyond the frame by more than this fraction of its size is invalid (refused, or clamped with confidence 0); the model sees coordinates within ±(1 + 2 * frame_margin)
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
     crop_options: CropOptionsConfig = attrs.field(factory=CropOptionsConfig)
