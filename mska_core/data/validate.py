@@ -53,6 +53,8 @@ FRAME_MARGIN: float = attrs.fields(DataConfig).frame_margin.default
 
 #: Above this fraction of its found joints beyond the frame, a clip's frame size contradicts its points.
 CONTRADICTION = 0.5
+UNFIT = ("the frame size it was normalised with (its .pose header's, or [data] frame_width and frame_height) "
+         "does not fit its points")
 
 #: At most this many clips are named in one message; the rest are counted.
 SHOWN = 10
@@ -125,8 +127,7 @@ def check_clip(keypoints: Any, num_joints: int | None, margin: float = FRAME_MAR
                         f"than {margin:g} of its size (coordinates {float(values.min()):.2f} to "
                         f"{float(values.max()):.2f}; the frame is [-1, 1])")
         if share > CONTRADICTION:
-            problems.append("the frame size it was normalised with (its .pose header's, or [data] frame_width and "
-                            "frame_height) does not fit its points")
+            problems.append(UNFIT)
             return ClipCheck(tuple(problems), (), None)
     bound = 1.0 + 2.0 * margin
     repaired = points
@@ -231,6 +232,8 @@ def validate_clip(keypoints: Any, *, num_joints: int | None, policy: str, label:
     if check.ok:
         return check.keypoints
     problems = "; ".join(check.problems)
+    if policy == "refuse" and problems.endswith(UNFIT):  # no repair keeps such a clip
+        raise DataError(f"{label}: {problems}; check the frame size the clip is normalised with (docs/data.md)")
     if policy == "refuse":
         raise DataError(f"{label}: {problems}; use --invalid repair to zero non-finite points, clip "
                         "confidences and clamp joints beyond the frame (docs/data.md)")
