@@ -116,3 +116,19 @@ def test_a_header_map_naming_a_joint_outside_its_layout_is_refused():
     with pytest.raises(ValueError, match="names a joint outside 0..9"):
         KeypointLayout(name="small", num_joints=10,
                        pose_headers=[PoseHeaderMap(name="big", components={"A": {"p": 12}})])
+
+
+def test_the_one_reader_reads_npy_npz_and_pickle_entries_alike(tmp_path):
+    import pickle
+
+    points = coco_clip()
+    np.save(tmp_path / "a.npy", points)
+    np.savez(tmp_path / "b.npz", keypoints=points)
+    with open(tmp_path / "c.pkl", "wb") as handle:
+        pickle.dump({"train/c": {"name": "train/c", "gloss": "A", "text": "a", "num_frames": 5, "keypoint": points}},
+                    handle)
+    for path, entry, name in ((tmp_path / "a.npy", None, "a"), (tmp_path / "b.npz", None, "b"),
+                              (tmp_path / "c.pkl", "train/c", "train/c"), (tmp_path / "c.pkl", None, "train/c")):
+        clip = read_keypoint_file(path, layouts(), entry=entry)
+        assert (clip.layout, clip.name, clip.frame_size) == ("coco_wholebody", name, None)
+        np.testing.assert_array_equal(clip.points, points)
