@@ -130,6 +130,20 @@ def test_fps_sets_the_frame_rate_of_frame_folders(phoenix: Path, tmp_path: Path)
     assert "notice" not in result.stderr
 
 
+def test_a_frame_folder_with_frames_of_two_sizes_fails_in_one_line_naming_the_frame(tmp_path: Path):
+    frames = panned_frames(3)
+    frames[2] = frames[2][:200]
+    save_frames(tmp_path / "clips" / "odd", frames, "{index}.png")
+    (tmp_path / "kp").mkdir()
+    np.save(tmp_path / "kp" / "odd.npy", still_keypoints(3))
+    result = run_extract(str(tmp_path / "clips"), "--keypoints", str(tmp_path / "kp"), "--out", str(tmp_path / "out"),
+                         "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    reason = json.loads(result.stdout)["failed"][0]["reason"]
+    assert str(tmp_path / "clips" / "odd" / "2.png") in reason and "210x200" in reason and "\n" not in reason
+    assert not list((tmp_path / "out").glob("crops/*/*"))
+
+
 # --- segments of a long recording -----------------------------------------------------------------
 
 FPS = 25
@@ -428,6 +442,9 @@ def test_annotation_tables_are_recognised_by_their_header_and_bad_lines_named(tm
     table.write_text("name|video|start|end|speaker|orth|translation\nn1|n1/1/*.png|-1|-1|S1|A B|a b\nn2|x|-1\n")
     with pytest.raises(DataError, match=r":3: 3 fields, the header has 7"):
         read_annotations(table)
+    table.write_text("id|folder|signer|annotation\nn1|n1/1/*.png|Signer01|__ON__ REGEN\n")
+    assert [(r.clip_id, r.video, r.gloss, r.text, r.whole) for r in read_annotations(table)] == [
+        ("n1", "n1/1/*.png", "__ON__ REGEN", "", True)]
     table.write_text("clip\tglosses\n")
     with pytest.raises(DataError, match="the first line must be the header"):
         read_annotations(table)

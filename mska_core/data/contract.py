@@ -45,7 +45,8 @@ mapped to [-1, 1]; the confidence is kept — the MSKA reference's, for every so
   text may be empty; -1 for both start and end means the whole video);
 - ``name|video|start|end|speaker|orth|translation`` — a PHOENIX-2014T corpus CSV, as released
   (``name`` is the id, ``orth`` the glosses, ``translation`` the text; ``video`` a glob under the
-  corpus root; start and end of -1, the whole clip).
+  corpus root; start and end of -1, the whole clip); PHOENIX-2014's ``id|folder|signer|annotation``
+  is read the same way (``folder`` the glob, ``annotation`` the glosses, no text).
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ ANNOTATION_HEADER = ("id", "gloss", "text")
 SEGMENT_COLUMNS = ("id", "video", "start", "end")
 #: The header of a PHOENIX-2014T corpus CSV (``|``-separated).
 PHOENIX_HEADER = ("name", "video", "start", "end", "speaker", "orth", "translation")
+#: The header of a PHOENIX-2014 corpus CSV: whole clips (``folder`` a glob), glosses, no translation.
+PHOENIX_2014_HEADER = ("id", "folder", "signer", "annotation")
 #: ``start`` and ``end`` with this value mean the whole clip.
 WHOLE_CLIP = -1.0
 
@@ -327,6 +330,10 @@ def _read_segments(tsv: Path, header: Sequence[str], rows: Sequence[Sequence[str
 def _read_phoenix(tsv: Path, lines: Sequence[str]) -> list[Annotation]:
     rows = list(csv.reader(lines, delimiter="|", quoting=csv.QUOTE_NONE))
     header = tuple(c.strip().lower() for c in rows[0])
+    if header[:4] == PHOENIX_2014_HEADER:  # PHOENIX-2014's id|folder|signer|annotation: whole clips, glosses only
+        rows = [[row[0], row[1], "-1", "-1", row[2], row[3], ""] if len(row) == 4 else row for row in rows[1:]]
+        rows.insert(0, list(PHOENIX_HEADER))
+        header = PHOENIX_HEADER
     missing = [name for name in ("name", "video", "start", "end", "orth") if name not in header]
     if missing:
         raise DataError(f"{tsv}: a '|'-separated table must be a PHOENIX-2014T corpus CSV "

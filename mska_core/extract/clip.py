@@ -254,7 +254,6 @@ class _OpenCut:
         self.trackers: dict[str, BoxTracker] = {}
         self.sink: Any = None
         self.frames = 0
-        self.first = -1  # index of the cut's first frame in the input
         self.points: list[np.ndarray] = []
 
 
@@ -294,11 +293,9 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None
     info = reader.info
     if given is not None and job.mirrored:  # points of the mirrored frames, as the flipped-back frames show them
         given = attrs.evolve(given, points=unmirror_points(given.points, layouts[layout], info.width))
-    index = 0
+    read = 0  # frames read so far
     try:
         for index, (time, rgb) in enumerate(reader.frames()):
-            if job.mirrored:
-                rgb = unmirror_frame(rgb)
             if last_end is not None and time >= last_end - TIME_SLACK:
                 break
             while waiting and (waiting[0].start or 0.0) <= time + TIME_SLACK:
@@ -312,6 +309,8 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None
                 open_cuts.remove(state)
             holding = [s for s in open_cuts if s.cut.holds(time)]
             if holding:
+                if job.mirrored:
+                    rgb = unmirror_frame(rgb)
                 if given is not None:
                     if index >= len(given.points):
                         raise ClipFailed(f"{job.video.path} has more frames than its {len(given.points)} keypoint "
@@ -322,7 +321,6 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None
                 image = Image.fromarray(rgb)
                 for state in holding:
                     if state.sink is None:
-                        state.first = index
                         state.trackers = {crop.name: BoxTracker(crop, layout, info.width, info.height)
                                           for crop in streams}
                         state.sink = sink(state.cut, list(state.trackers))
@@ -330,14 +328,14 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None
                                       {name: t.update(points) for name, t in state.trackers.items()})
                     state.points.append(points)
                     state.frames += 1
-            if (index + 1) % PROGRESS_EVERY == 0:
+            read = index + 1
+            if read % PROGRESS_EVERY == 0:
                 tell(PROGRESS_EVERY)
-        else:
-            index += 1  # the input ended: ``index`` is its frame count
-            if given is not None and last_end is None and index != len(given.points):
-                raise ClipFailed(f"{job.video.path} has {index} frames but its keypoints have "
+        else:  # the input ended: ``read`` is its frame count
+            if given is not None and last_end is None and read and read != len(given.points):
+                raise ClipFailed(f"{job.video.path} has {read} frames but its keypoints have "
                                  f"{len(given.points)} ({where})")
-        tell(index % PROGRESS_EVERY)
+        tell(read % PROGRESS_EVERY)
     except BaseException:
         for state in open_cuts:
             if state.sink is not None:
