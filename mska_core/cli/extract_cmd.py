@@ -35,7 +35,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, metavar="OUT", help="output folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--keypoints", metavar="PATH",
-                        help="a folder of ID.npy / ID.pose files, one such file, or an MSKA pickle")
+                        help="a folder of ID.npy / ID.npz / ID.pose files (any .pose header a layout reads), one such "
+                             "file, or an MSKA pickle")
     source.add_argument("--estimator", metavar="NAME",
                         help="a registered keypoint estimator (mska plugins --all lists them)")
     parser.add_argument("--streams", type=_names, metavar="A,B",

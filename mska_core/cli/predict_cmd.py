@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
                         help="keypoint file (.npy, .npz, .pose), PICKLE:NAME, or a video (.mp4, .avi, .mkv, .webm, .mov)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--keypoints", metavar="PATH",
-                        help="for videos: a folder of ID.npy / ID.pose files (pixels), one such file, or an "
+                        help="for videos: a folder of ID.npy / ID.npz / ID.pose files (pixels), one such file, or an "
                              "MSKA pickle, matched by the video's file name as mska extract does")
     source.add_argument("--estimator", metavar="NAME",
                         help="for videos: a registered keypoint estimator (mska plugins --all lists them)")
