@@ -192,6 +192,15 @@ def crop_frame_name(index: int) -> str:
     return CROP_NAME.format(index=index)
 
 
+_CROP_FILE = re.compile(r"^(\d{6})\.jpg$")
+
+
+def crop_frame_index(name: str) -> int | None:
+    """The frame index of a crop file's name in the folder format (``000012.jpg``: 12), else ``None``."""
+    match = _CROP_FILE.match(name)
+    return int(match.group(1)) if match else None
+
+
 # --- pixel normalisation --------------------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,13 +31,10 @@ from typing import Any
 
 import attrs
 
-from mska_core.data.contract import PACKED_SUFFIX, crop_frame_name
+from mska_core.data.contract import PACKED_SUFFIX, crop_frame_index, crop_frame_name
 from mska_core.errors import DataError
 
 log = logging.getLogger(__name__)
-
-_FRAME_FILE = re.compile(r"^(\d{6})\.jpg$")
-
 
 @attrs.frozen
 class ClipCrops:
@@ -94,8 +90,8 @@ class CropFolders:
                 count, _ = pack_info(pack)
                 return ClipCrops(pack, True, count=count)
             if candidate.is_dir():
-                present = frozenset(int(m.group(1)) for name in os.listdir(candidate)
-                                    if (m := _FRAME_FILE.match(name)))
+                present = frozenset(index for name in os.listdir(candidate)
+                                    if (index := crop_frame_index(name)) is not None)
                 return ClipCrops(candidate, False, present=present)
         return None
 
