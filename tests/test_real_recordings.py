@@ -270,3 +270,14 @@ def test_predict_masks_the_crops_of_video_frames_where_the_hand_was_not_found(re
         masked = encoder(type(batch.clips)(batch.clips.keypoints, batch.clips.lengths, {"hand_right": noisy},
                                            batch.clips.crop_present)).stream_features["hand_right"]
     assert torch.equal(masked, reference)
+
+
+def test_pretraining_skips_held_crops_in_the_folder_format_too(recording, tmp_path):
+    from mska_core.data.crops import CropFolder
+
+    proc = run_mska("extract", str(recording / "videos"), "--keypoints", str(recording / "poses"), "--out",
+                    str(tmp_path / "out"), "--crop-format", "files", "--streams", "hand_right", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    folder = CropFolder([tmp_path / "out" / "crops" / "hand_right"])
+    assert folder.not_found == {"hand_right": [IN_VIEW, FRAMES - IN_VIEW]}
+    assert sorted(int(path.stem) for path in folder.files) == [i for i in range(FRAMES) if hand_in_view(i)]

@@ -119,12 +119,12 @@ def read_image(path: str | Path | PackedFrame) -> torch.Tensor:
 def _extracted_crop(item: Path | PackedFrame) -> tuple[Path, str, int] | None:
     """``(boxes file, stream, frame)`` of a crop that ``mska extract`` wrote (``OUT/crops/STREAM/ID.crops``
     frame ``i``, or ``OUT/crops/STREAM/ID/NNNNNN.jpg``), or ``None`` for any other image."""
-    from mska_core.data.contract import PACKED_SUFFIX, ExtractedLayout
+    from mska_core.data.contract import PACKED_SUFFIX, ExtractedLayout, crop_frame_index
 
     if isinstance(item, PackedFrame):
         stream_folder, clip, index = item.path.parent, item.path.name[: -len(PACKED_SUFFIX)], item.index
-    elif item.stem.isdigit() and len(item.stem) == 6:
-        stream_folder, clip, index = item.parent.parent, item.parent.name, int(item.stem)
+    elif (frame := crop_frame_index(item.name)) is not None:
+        stream_folder, clip, index = item.parent.parent, item.parent.name, frame
     else:
         return None
     out = ExtractedLayout(stream_folder.parent.parent)
