@@ -82,6 +82,13 @@ def mska_keypoint_layouts() -> Iterable[KeypointLayout]:
     in ``[model] layout`` and what streams key their joint indices by. The core supplies
     ``coco_wholebody`` (133 joints) and ``mediapipe_holistic`` (543 joints).
 
+    A layout also says which ``.pose`` headers (pose-format) it reads, as
+    :class:`~mska_core.records.PoseHeaderMap` records in ``pose_headers`` (component and point names ->
+    joint indices; joints no point fills are missing, at confidence 0), and which joints trade places
+    in a mirrored recording (``mirror``). Every ``.pose`` file, whether read by ``source = "pose"``,
+    ``mska extract --keypoints`` or ``mska predict``, goes through the registered layouts' maps: the
+    map that fills the most joints wins.
+
     A second layout with a name already registered is an error naming both providers when it is looked up, until the user chooses
     one (``[plugins.providers]``) or disables one; load order never decides.
 
@@ -89,10 +96,16 @@ def mska_keypoint_layouts() -> Iterable[KeypointLayout]:
 
         @hookimpl
         def mska_keypoint_layouts():
-            return [KeypointLayout(name="openpose_137", num_joints=137,
-                                   parts={"body": range(25), "face": range(25, 95)})]
+            hand = [f"p{i}" for i in range(21)]
+            return [KeypointLayout(
+                name="two_hands", num_joints=42,
+                parts={"left_hand": range(21), "right_hand": range(21, 42)},
+                pose_headers=[PoseHeaderMap(name="glove", components={
+                    "LEFT": {p: i for i, p in enumerate(hand)},
+                    "RIGHT": {p: 21 + i for i, p in enumerate(hand)}})],
+                mirror=[(i, 21 + i) for i in range(21)])]
 
-    Added in 0.1.0.
+    Added in 0.1.0; ``pose_headers`` and ``mirror`` in 0.2.0.
     """
 
 

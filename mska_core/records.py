@@ -55,23 +55,94 @@ def _provider_field() -> Any:
     return attrs.field(default=None, kw_only=True, eq=False, repr=False)
 
 
+def _point_table(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, int]]:
+    return {str(component): {str(point): int(joint) for point, joint in dict(points).items()}
+            for component, points in dict(value).items()}
+
+
+@attrs.frozen
+class PoseHeaderMap:
+    """How the points of one kind of pose-format header (a ``.pose`` file) map onto a layout's joints.
+
+    - ``name`` names the header kind in messages (``"openpose_137"``).
+    - ``components`` maps a header component's name to ``{point name: joint index}``: the joint of the
+      layout that each named point of that component becomes. A point of the file that the table does
+      not name is left out (OpenPose's neck, MediaPipe's world landmarks, refined irises); a joint of the
+      layout that no point of the file fills gets confidence 0 (missing, as the encoder masks it).
+    - ``required``: the components a header must have to be of this kind (default: every component of
+      ``components``).
+
+    A file is read through the map, among those of the layouts it may be in, that fills the most
+    joints; the points of a component are matched by name, or by position when none of its names is
+    in the table (files written with other point names but the same order).
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    components: Mapping[str, Mapping[str, int]] = attrs.field(converter=_point_table)
+    required: tuple[str, ...] = attrs.field(
+        default=attrs.Factory(lambda self: tuple(self.components), takes_self=True), converter=tuple
+    )
+
+    @required.validator
+    def _known(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+        unknown = [name for name in value if name not in self.components]
+        if unknown:
+            raise ValueError(f"pose header map {self.name!r}: required components {unknown} are not in its "
+                             "components")
+
+
 @attrs.frozen
 class KeypointLayout:
     """A skeleton layout: how many joints a clip has and which index ranges form which body part.
 
-    ``parts`` maps a part name (``"body"``, ``"face"``, ``"left_hand"`` ...) to its joint indices.
+    - ``parts`` maps a part name (``"body"``, ``"face"``, ``"left_hand"`` ...) to its joint indices.
+    - ``pose_headers``: the kinds of ``.pose`` header (pose-format) whose points map onto this layout,
+      as :class:`PoseHeaderMap` records; ``source = "pose"``, ``mska extract --keypoints`` and ``mska
+      predict`` read a ``.pose`` file through them.
+    - ``mirror``: pairs of joints that trade places when a recording is mirrored (the signer's left and
+      right: hands, eyes, shoulders ...); ``mska extract`` with ``mirrored = true`` un-mirrors keypoint
+      files through them. A joint in no pair keeps its index.
     """
 
     name: str = attrs.field(validator=_valid_name)
     num_joints: int = attrs.field(converter=int)
     parts: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict, converter=_joint_table)
     description: str = ""
+    pose_headers: tuple[PoseHeaderMap, ...] = attrs.field(default=(), converter=tuple)
+    mirror: tuple[tuple[int, int], ...] = attrs.field(
+        default=(), converter=lambda pairs: tuple((int(a), int(b)) for a, b in pairs)
+    )
     provider: Provider | None = _provider_field()
 
     @num_joints.validator
     def _positive(self, attribute: attrs.Attribute, value: int) -> None:
         if value <= 0:
             raise ValueError(f"layout {self.name!r}: num_joints must be positive, got {value}")
+
+    @pose_headers.validator
+    def _joints_in_range(self, attribute: attrs.Attribute, value: tuple[PoseHeaderMap, ...]) -> None:
+        for header in value:
+            joints = [j for points in header.components.values() for j in points.values()]
+            if any(not 0 <= j < self.num_joints for j in joints):
+                raise ValueError(f"layout {self.name!r}: pose header map {header.name!r} names a joint outside "
+                                 f"0..{self.num_joints - 1}")
+            if len(set(joints)) != len(joints):
+                raise ValueError(f"layout {self.name!r}: pose header map {header.name!r} sends two points to "
+                                 "one joint")
+
+    @mirror.validator
+    def _mirror_pairs(self, attribute: attrs.Attribute, value: tuple[tuple[int, int], ...]) -> None:
+        joints = [j for pair in value for j in pair]
+        if any(not 0 <= j < self.num_joints for j in joints) or len(set(joints)) != len(joints):
+            raise ValueError(f"layout {self.name!r}: mirror pairs must name distinct joints in "
+                             f"0..{self.num_joints - 1}")
+
+    def mirror_order(self) -> tuple[int, ...]:
+        """The joint permutation of a mirrored recording: ``points[order]`` swaps every pair."""
+        order = list(range(self.num_joints))
+        for a, b in self.mirror:
+            order[a], order[b] = b, a
+        return tuple(order)
 
 
 def _positive_number(instance: Any, attribute: attrs.Attribute, value: float) -> None:

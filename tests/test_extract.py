@@ -153,7 +153,7 @@ def test_extract_writes_keypoints_crops_and_clips_table(extracted, corpus: Path)
     assert sorted(summary["written"]) == ["alpha", "bravo", "charlie"] and summary["failed"] == []
     lines = (out / "clips.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["id", "video", "frames", "fps", "width", "height", "layout", "source",
-                                    "version", "streams"]
+                                    "version", "streams", "found", "outside", "mirrored"]
     rows = {cells[0]: cells for cells in (line.split("\t") for line in lines[1:])}
     assert rows["bravo"][2:7] == ["12", "25", str(WIDTH), str(HEIGHT), "coco_wholebody"]
     assert rows["bravo"][7] == f"npy:{corpus / 'keypoints' / 'bravo.npy'}"

@@ -78,7 +78,7 @@ def test_a_video_in_memory_holds_the_keypoints_and_crops_mska_extract_writes(sig
     face = registry.streams.get("face")
     clip = read_video(Video("delta", signers / "videos" / "delta.mp4"),
                       KeypointFiles(signers / "keypoints").lookup("delta"), [StreamCrop("face", face.crop_region)],
-                      crop_size=112, jpeg_quality=90, layouts={"coco_wholebody": 133})
+                      crop_size=112, jpeg_quality=90, layouts={"coco_wholebody": registry.layouts.get("coco_wholebody")})
     np.testing.assert_array_equal(clip.keypoints, np.load(signers / "out" / "test" / "delta.npy"))
     folders = CropFolders(signers / "out" / "crops")
     stored = folders.read("face", "delta", list(range(folders.locate("face", "delta").count))).numpy()

@@ -114,7 +114,8 @@ def test_a_coco_wholebody_pose_file_reads_as_pixels_and_confidence(tmp_path):
     points = np.random.default_rng(0).uniform(1, 400, size=(6, 133, 3)).astype(np.float32)
     points[..., 2] = 0.5
     points[2, 100, 2] = 0.0  # a point the estimator missed
-    clip = read_pose(write_pose(tmp_path / "a.pose", points, coco_wholebody_components(), fps=30))
+    clip = read_pose(write_pose(tmp_path / "a.pose", points, coco_wholebody_components(), fps=30),
+                     get_registry().layouts)
     assert (clip.layout, clip.fps, clip.width, clip.height) == ("coco_wholebody", 30.0, 640, 480)
     assert clip.keypoints.shape == (6, 133, 3) and clip.keypoints.dtype == np.float32
     expected = points.copy()
@@ -125,13 +126,14 @@ def test_a_coco_wholebody_pose_file_reads_as_pixels_and_confidence(tmp_path):
 def test_holistic_components_map_to_the_543_joints_of_mediapipe_holistic(tmp_path):
     import numpy as np
 
-    from mska_core.data.pose import read_pose_points
+    from mska_core.data.pose import read_pose
 
     total = 33 + 478 + 21 + 21 + 33
     points = np.zeros((3, total, 4), dtype=np.float32)
     points[..., 0] = np.arange(total)  # x = the point's index in the file
     points[..., 3] = 1.0
-    keypoints, layout = read_pose_points(write_pose(tmp_path / "h.pose", points, holistic_components()))
+    clip = read_pose(write_pose(tmp_path / "h.pose", points, holistic_components()), get_registry().layouts)
+    keypoints, layout = clip.keypoints, clip.layout
     assert layout == "mediapipe_holistic" and keypoints.shape == (3, 543, 3)
     # pose 0-32, face 33-500 (the first 468 of 478), left hand 501-521, right hand 522-542
     expected = [*range(33), *range(33, 33 + 468), *range(511, 532), *range(532, 553)]
@@ -144,11 +146,11 @@ def test_a_pose_file_whose_components_fit_no_layout_says_what_it_found(tmp_path)
     from mska_core.data.pose import read_pose
 
     path = write_pose(tmp_path / "x.pose", np.ones((2, 25, 3)), [_component("BODY_25", 25, "XYC")])
-    with pytest.raises(DataError, match=r"x.pose: the pose header's components \(BODY_25 \(25\)\) match no known"):
-        read_pose(path)
+    with pytest.raises(DataError, match=r"x.pose: the pose header's components \(BODY_25 \(25\)\) match no header"):
+        read_pose(path, get_registry().layouts)
     (tmp_path / "bad.pose").write_bytes(b"not a pose file")
     with pytest.raises(DataError, match="bad.pose: not a readable .pose file"):
-        read_pose(tmp_path / "bad.pose")
+        read_pose(tmp_path / "bad.pose", get_registry().layouts)
 
 
 def write_pose_corpus(root, corpus, *, width: int = 640, height: int = 480):
@@ -179,7 +181,7 @@ def test_the_pose_source_reads_splits_normalised_with_each_files_frame_size(tmp_
     assert first.gloss == original.gloss and first.path.endswith("train-00000.pose")
     seen = original.keypoints[..., 2] > 0
     assert torch.allclose(first.keypoints[seen], original.keypoints[seen], atol=1e-4)
-    with pytest.raises(DataError, match=r"in layout 'coco_wholebody', but model.layout is 'mediapipe_holistic'"):
+    with pytest.raises(DataError, match=r"match no header kind of layout 'mediapipe_holistic'"):
         load_corpus(DataConfig(source="pose", path=str(root)), layout="mediapipe_holistic",
                     registry=get_registry())
 

@@ -403,6 +403,9 @@ def describe_run(path: str | Path, *, registry: Any = None) -> dict[str, Any]:
     config = _run_config(folder / RUN_CONFIG)
     if config is not None and not pretraining:
         config.pop("pretrain", None)
+    elif config is not None and config.get("pretrain"):  # DINO reads crops, never [data]: name its crops
+        dirs = config["pretrain"].get("train_dirs") or []
+        config["data"] = f"crops under {', '.join(dirs)}" if dirs else "synthetic crops"
     return {
         "path": str(folder),
         "run": "fine-tuning" if fine_tuning else "pretraining" if pretraining else None,
@@ -438,7 +441,8 @@ def _run_config(path: Path) -> dict[str, Any] | None:
         "heads": {name: list(head.get("streams", [])) for name, head in model.get("heads", {}).items()},
         "losses": {name: loss.get("weight") for name, loss in data.get("losses", {}).items()},
         "epochs": data.get("train", {}).get("epochs"),
-        "pretrain": {"stream": pretrain.get("stream"), "arch": pretrain.get("arch"), "epochs": pretrain.get("epochs")}
+        "pretrain": {"stream": pretrain.get("stream"), "arch": pretrain.get("arch"), "epochs": pretrain.get("epochs"),
+                     "train_dirs": list(pretrain.get("train_dirs", []))}
         if pretrain else None,
     }
 

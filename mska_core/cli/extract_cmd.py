@@ -14,7 +14,8 @@ from typing import Any
 from mska_core.cli.output import add_config_options, emit_json, status_console
 
 #: Flags whose destination is the [extract] key of the same name.
-_EXTRACT_FLAGS = ("streams", "crop_size", "jpeg_quality", "layout", "workers", "crop_format", "fps")
+_EXTRACT_FLAGS = ("streams", "crop_size", "jpeg_quality", "layout", "workers", "crop_format", "fps", "mirrored",
+                  "min_found", "preview")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,7 +35,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, metavar="OUT", help="output folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--keypoints", metavar="PATH",
-                        help="a folder of ID.npy / ID.pose files, one such file, or an MSKA pickle")
+                        help="a folder of ID.npy / ID.npz / ID.pose files (any .pose header a layout reads), one such "
+                             "file, or an MSKA pickle")
     source.add_argument("--estimator", metavar="NAME",
                         help="a registered keypoint estimator (mska plugins --all lists them)")
     parser.add_argument("--streams", type=_names, metavar="A,B",
@@ -53,6 +55,17 @@ def add_parser(subparsers: Any) -> None:
                         help="extract only part K of N (a deterministic split of the inputs), writing "
                              "clips.K-of-N.tsv; a final run without --shard merges the parts")
     parser.add_argument("--workers", type=int, metavar="N", help="clips extracted at once, in processes")
+    parser.add_argument("--mirrored", action="store_true", default=None,
+                        help="the recordings are mirror images (selfie cameras): un-mirror frames and keypoint "
+                             "files so that left is the signer's left (an annotation table's mirrored column "
+                             "decides per clip)")
+    parser.add_argument("--min-found", type=float, metavar="F",
+                        help="flag a clip whose stream's part was found in fewer than this fraction of its "
+                             "frames (default 0.5)")
+    parser.add_argument("--strict", action="store_true",
+                        help="a clip flagged by --min-found fails: nothing of it is written")
+    parser.add_argument("--preview", action="store_true", default=None,
+                        help="write OUT/preview/ID.png per clip: frames x streams, missing frames marked")
     parser.add_argument("--config", metavar="FILE", help="TOML config; its [extract] table sets the defaults")
     add_config_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mska_core.extract import ExtractRequest, run_extraction
+    from mska_core.extract.quality import describe_found
     from mska_core.registry import get_registry, registry_for
 
     config = resolve_config(args)
@@ -101,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     request = ExtractRequest(
         videos=tuple(args.videos), out=Path(args.out), keypoints=args.keypoints, estimator=args.estimator,
         annotations=args.annotations, split=args.split, settings=config.extract, plugins=config.plugins,
-        shard=args.shard,
+        shard=args.shard, margin=config.data.frame_margin, strict=args.strict,
     )
     out = status_console()
     progress = _RichProgress(out, enabled=not args.no_progress)
@@ -111,6 +125,18 @@ def run(args: argparse.Namespace) -> int:
     out.print(f"extracted {len(report.written)} clip(s), {report.frames} frames in {report.seconds:.1f} s "
               f"({report.frames_per_second:.0f} frames/s); {len(report.skipped)} already finished; "
               f"{len(report.failed)} failed", soft_wrap=True)
+    found = report.found()
+    if found:
+        out.print(f"found in the frames written: {describe_found(found)}", soft_wrap=True, markup=False)
+    for row, scarce in report.flagged(config.extract.min_found):
+        out.print(f"flagged: clip {row.id}: {describe_found(scarce)} of its {row.frames} frames found, below "
+                  f"[extract] min_found = {config.extract.min_found:g}; its missing frames are masked, not learned "
+                  "from", soft_wrap=True, markup=False)
+    outside = [row for row in report.written if row.outside > 0]
+    for row in outside:
+        out.print(f"outside: clip {row.id}: {row.outside:.1%} of its found joints beyond the frame by more than "
+                  f"{config.data.frame_margin:g} of its size ([data] invalid decides at training)", soft_wrap=True,
+                  markup=False)
     if report.split_table is not None:
         out.print(f"wrote {report.split_table}", soft_wrap=True)
     if args.json:
@@ -122,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
             "frames": report.frames,
             "seconds": round(report.seconds, 3),
             "split_table": str(report.split_table) if report.split_table else None,
+            "found": {name: round(value, 4) for name, value in found.items()},
+            "clips": {row.id: {"found": dict(row.found), "outside": row.outside, "mirrored": row.mirrored}
+                      for row in report.written},
+            "flagged": [row.id for row, _ in report.flagged(config.extract.min_found)],
         })
     return 1 if report.failed else 0
 

@@ -1,7 +1,9 @@
 """``mska predict --checkpoint F CLIP|VIDEO...``: the glosses and translation of clips or raw videos.
 
-A CLIP is an ``.npy``/``.npz`` file of our directory format (``[T, J, 3]``), or an MSKA pickle entry
-written ``FILE.pkl:NAME`` (``FILE.pkl`` alone when the pickle holds one clip).
+A CLIP is an ``.npy``/``.npz`` file of our directory format (``[T, J, 3]``), a ``.pose`` file of any
+header a registered layout reads (normalised with its header's frame size), or an MSKA pickle entry
+written ``FILE.pkl:NAME`` (``FILE.pkl`` alone when the pickle holds one clip): the one keypoint reader
+(:mod:`mska_core.data.keypoint_files`) that ``mska extract --keypoints`` and the ``pose`` source use.
 
 A VIDEO (``.mp4``, ``.avi``, ``.mkv``, ``.webm``, ``.mov``) goes through ``mska extract``'s own
 extraction held in memory (:mod:`mska_core.extract.memory`): its keypoints come from ``--keypoints
@@ -35,19 +37,22 @@ from mska_core.cli.output import add_config_options, add_stream_change_option, c
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "predict", help="glosses and translation of keypoint clips or videos with a fine-tuned checkpoint",
-        description="Recognise and translate keypoint clips (.npy/.npz files [T, J, 3], or MSKA pickle "
-                    "entries FILE:NAME) or raw videos (keypoints from --keypoints or --estimator, crops "
+        description="Recognise and translate keypoint clips (.npy/.npz files [T, J, 3], .pose files, or MSKA "
+                    "pickle entries FILE:NAME) or raw videos (keypoints from --keypoints or --estimator, crops "
                     "cut as mska extract cuts them, all in memory). Every frame is encoded.",
     )
     parser.add_argument("--checkpoint", required=True, metavar="F", help="best.pt or last.pt of a run")
     parser.add_argument("clips", nargs="+", metavar="CLIP|VIDEO",
-                        help="keypoint file, PICKLE:NAME, or a video (.mp4, .avi, .mkv, .webm, .mov)")
+                        help="keypoint file (.npy, .npz, .pose), PICKLE:NAME, or a video (.mp4, .avi, .mkv, .webm, .mov)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--keypoints", metavar="PATH",
-                        help="for videos: a folder of ID.npy / ID.pose files (pixels), one such file, or an "
+                        help="for videos: a folder of ID.npy / ID.npz / ID.pose files (pixels), one such file, or an "
                              "MSKA pickle, matched by the video's file name as mska extract does")
     source.add_argument("--estimator", metavar="NAME",
                         help="for videos: a registered keypoint estimator (mska plugins --all lists them)")
+    parser.add_argument("--mirrored", action="store_true",
+                        help="for videos: they are mirror images (selfie cameras); un-mirror them as mska extract "
+                             "--mirrored does")
     parser.add_argument("--window", type=int, default=None, metavar="FRAMES",
                         help="encode clips longer than FRAMES in overlapping windows of FRAMES frames, their "
                              "outputs stitched (default: every clip whole)")
@@ -71,34 +76,37 @@ def is_video(spec: str) -> bool:
     return Path(spec).suffix.lower() in VIDEO_SUFFIXES
 
 
-def read_clip(spec: str, config: Any) -> tuple[str, Any]:
-    """``(name, keypoints [T, J, 3])`` of one CLIP argument, normalised as the training data was."""
-    from mska_core.data.contract import normalize_pixels
-    from mska_core.data.directory import KEYPOINT_SUFFIXES, read_keypoint_file
-    from mska_core.data.pickles import read_pickle
-    from mska_core.errors import DataError
+def read_clip(spec: str, config: Any, layouts: Any) -> tuple[str, Any]:
+    """``(name, keypoints [T, J, 3])`` of one CLIP argument, normalised as the training data was.
 
-    path = Path(spec)
-    if path.suffix in KEYPOINT_SUFFIXES and path.is_file():
-        keypoints = read_keypoint_file(path)
-        if config.data.normalize:
-            keypoints = normalize_pixels(keypoints, config.data.frame_width, config.data.frame_height)
-        return path.stem, keypoints
-    file, _, name = spec.rpartition(":") if not path.is_file() else (spec, "", "")
-    data = read_pickle(file or spec)
-    if not isinstance(data, dict) or not data:
-        raise DataError(f"{file or spec}: not an MSKA pickle (a dict of clips)")
-    if not name:
-        if len(data) != 1:
-            raise DataError(f"{spec}: the pickle holds {len(data)} clips; name one as {spec}:NAME "
-                            f"(e.g. {spec}:{next(iter(data))})")
-        name = next(iter(data))
-    if name not in data:
-        raise DataError(f"{file}: no clip named {name!r}")
+    Read through the one keypoint reader (:mod:`mska_core.data.keypoint_files`) into the model's
+    layout: a ``.pose`` file's pixels are normalised with its header's frame size (as the ``pose``
+    source does), an MSKA pickle entry's with ``[data] frame_width/height`` (as the ``mska-pickle``
+    source does), an ``.npy``/``.npz`` clip's when ``[data] normalize`` is true (as the directory
+    format is)."""
     import torch
 
-    keypoints = torch.as_tensor(data[name]["keypoint"]).float()[..., :3]
-    return name, normalize_pixels(keypoints, config.data.frame_width, config.data.frame_height)
+    from mska_core.data.keypoint_files import KEYPOINT_FILE_SUFFIXES, read_keypoint_file
+    from mska_core.data.contract import normalize_pixels
+    from mska_core.errors import DataError
+
+    path, entry = Path(spec), None
+    if not path.is_file() and ":" in spec:
+        file, _, entry = spec.rpartition(":")
+        path = Path(file)
+    if not path.is_file():
+        raise DataError(f"{spec}: no such keypoint file (give .npy, .npz, .pose, a pickle or PICKLE:NAME)")
+    clip = read_keypoint_file(path, layouts, config.model.layout, entry=entry)
+    keypoints = torch.from_numpy(clip.points)
+    data = config.data
+    if path.suffix == ".pose":
+        if clip.frame_size is None:
+            raise DataError(f"{path}: the pose header has no frame size, so its pixels cannot be normalised")
+        return clip.name, normalize_pixels(keypoints, *clip.frame_size)
+    if path.suffix in KEYPOINT_FILE_SUFFIXES:
+        return clip.name, normalize_pixels(keypoints, data.frame_width, data.frame_height) if data.normalize \
+            else keypoints
+    return clip.name, normalize_pixels(keypoints, data.frame_width, data.frame_height)
 
 
 class VideoReader:
@@ -117,8 +125,9 @@ class VideoReader:
                             "video's file name, as for mska extract) or --estimator NAME (`mska plugins --all` "
                             "lists the estimators)")
         self.config = config
+        self.mirrored = bool(getattr(args, "mirrored", False))
         self.layout = config.model.layout
-        self.layouts = {layout.name: layout.num_joints for layout in registry.layouts}
+        self.layouts = {layout.name: layout for layout in registry.layouts}
         self.sizes = crops.sizes
         self.files = KeypointFiles(args.keypoints) if args.keypoints is not None else None
         self.record = None
@@ -158,7 +167,7 @@ class VideoReader:
                 self.estimator = self.record.build({})
         return read_video(video, ref, self.streams, crop_size=self.sizes,
                           jpeg_quality=self.config.extract.jpeg_quality, layouts=self.layouts,
-                          layout=self.layout, estimator=self.estimator)
+                          layout=self.layout, estimator=self.estimator, mirrored=self.mirrored)
 
     def close(self) -> None:
         close = getattr(self.estimator, "close", None)
@@ -218,22 +227,24 @@ def run(args: argparse.Namespace) -> int:
                         "keypoint clips carry their own points")
     reader = VideoReader(args, config, registry, crops) if videos else None
     num_joints = registry.layouts.get(config.model.layout).num_joints
+    layouts = {layout.name: layout for layout in registry.layouts}
     policy = args.invalid or config.data.invalid
     rows: list[PredictRow] = []
     try:
         for spec in args.clips:
-            video_crops = None
+            video_crops, video_found = None, None
             if reader is not None and is_video(spec):
                 clip = reader.read(spec)
                 name, keypoints, video_crops = clip.name, _tensor(clip.keypoints), clip.crops
+                video_found = {stream: ~missing for stream, (_, missing) in clip.arrays.boxes.items()}
             else:
-                name, keypoints = read_clip(spec, config)
+                name, keypoints = read_clip(spec, config, layouts)
             keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy,
-                                      label=f"{spec}: clip {name!r}")
+                                      label=f"{spec}: clip {name!r}", margin=config.data.frame_margin)
             if keypoints is None:
                 rows.append(PredictRow(clip=spec, name=None, prediction=None))
                 continue
-            item = crops.item(spec, name, keypoints, video_crops, trained)
+            item = crops.item(spec, name, keypoints, video_crops, trained, video_found)
             rows.append(_predict(args, trained, crops, spec, item, int(keypoints.shape[0])))
     finally:
         if reader is not None:
@@ -283,11 +294,14 @@ class ModelCrops:
                    normalization=crop_normalization(trained.model.encoder, streams), data=config.data,
                    layout=config.model.layout)
 
-    def item(self, spec: str, name: str, keypoints: Any, video_crops: Any, trained: Any) -> Any:
+    def item(self, spec: str, name: str, keypoints: Any, video_crops: Any, trained: Any,
+             video_found: Any = None) -> Any:
         """The clip prepared as evaluation prepares a clip (:class:`~mska_core.data.datasets.ClipDataset`,
         no augmentation), but with every frame (:func:`~mska_core.evaluation.windows.uncapped`): its crops
         from the video (``video_crops``), rendered (a model trained on the synthetic corpus), or read
-        from the crop folders of ``mska extract`` (:meth:`folders`)."""
+        from the crop folders of ``mska extract`` (:meth:`folders`). A frame where a stream's part was
+        not found (``video_found``, or the crop folders' missing flags) has its crop masked, as in
+        fine-tuning."""
         from mska_core.data.crop_files import CropPlan
         from mska_core.data.datasets import ClipDataset
         from mska_core.data.samples import Sample
@@ -305,7 +319,15 @@ class ModelCrops:
         sample = Sample(name=name, keypoints=keypoints, gloss="", text="", path=spec)
         dataset = ClipDataset([sample], trained.vocabularies, uncapped(self.data.augment, sample.num_frames),
                               train=False, layout=self.layout, render_crops=render, crops=plan)
-        return dataset[0]
+        item = dataset[0]
+        if video_found is not None and self.specs:
+            import torch
+
+            count = int(item.keypoints.shape[0])
+            found = {s.name: torch.from_numpy(video_found[s.name][:count].copy()) for s in self.specs
+                     if s.name in video_found and not video_found[s.name][:count].all()}
+            item = attrs.evolve(item, crop_found=found or None)
+        return item
 
     def folders(self, spec: str, name: str, frames: int) -> Any:
         """The crop folders that hold clip ``name``'s crops of every crop stream: ``ROOT/crops`` beside a

@@ -161,9 +161,10 @@ class DataConfig:
     frame_width: int = attrs.field(default=210, validator=_positive)
     frame_height: int = attrs.field(default=260, validator=_positive)
     normalize: bool = False
-    # A clip with NaN/inf values, confidences outside [0, 1], no frames or text that is not UTF-8 is
-    # refused (the run stops, naming the clips) or repaired (docs/data.md); a wrong joint count never loads.
+    # A clip with NaN/inf values, confidences outside [0, 1], joints beyond the frame (frame_margin), no
+    # frames or text that is not UTF-8 is refused (the run stops, naming the clips) or repaired (docs/data.md); a wrong joint count never loads.
     invalid: Literal["refuse", "repair"] = "refuse"
+    frame_margin: float = attrs.field(default=0.25, validator=_non_negative)  # a found joint beyond the frame by more than this fraction of its size is invalid (refused, or clamped with confidence 0); the model sees coordinates within ±(1 + 2 * frame_margin)
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
     crop_options: CropOptionsConfig = attrs.field(factory=CropOptionsConfig)
@@ -370,6 +371,9 @@ class ExtractConfig:
     workers: int = attrs.field(default=1, validator=_positive)  # clips extracted at once, each in its own process
     crop_format: str = attrs.field(default="packed", validator=attrs.validators.in_(("packed", "files")))  # "packed": one file per clip and stream; "files": one JPEG per frame
     fps: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))  # frame rate of frame folders; None: 25, with a notice
+    mirrored: bool = False  # the recordings are mirror images (selfie cameras): un-mirror frames and keypoint files so that left is the signer's left; an annotation table's mirrored column decides per clip
+    min_found: float = attrs.field(default=0.5, validator=[_non_negative, attrs.validators.le(1)])  # a clip whose stream was found in fewer of its frames is flagged (with --strict: fails)
+    preview: bool = False  # write OUT/preview/ID.png per clip: a contact sheet of frames x streams, missing frames marked
 
 
 @attrs.frozen

@@ -117,15 +117,33 @@ def text_tensors(texts: Sequence[str], tokenizer: Any) -> tuple[Any, Any, Any]:
     return text_input, text_target, text_lengths
 
 
+
+
+def _present(items: Sequence[Any], stream: str, frames: int) -> Any:
+    """bool ``[B, T]``: the frames of ``stream`` whose crops the encoder may read."""
+    import torch
+
+    present = torch.ones(len(items), frames, dtype=torch.bool)
+    for row, item in enumerate(items):
+        if stream in getattr(item, "missing_crops", ()):
+            present[row] = False
+            continue
+        found = (getattr(item, "crop_found", None) or {}).get(stream)
+        if found is not None:
+            present[row, : len(found)] = torch.as_tensor(found, dtype=torch.bool)
+    return present
+
+
 def collate(items: Sequence[Any], *, blank: int = 0, tokenizer: Any = None,
             normalization: Mapping[str, Any] | None = None) -> TrainBatch:
     """Batch :class:`~mska_core.data.datasets.ClipItem` records.
 
     Crops are normalised per stream with ``normalization`` (``{stream: CropNormalization}``; a stream
     not in it gets ImageNet's). A clip that lists a stream in ``missing_crops`` is marked absent for
-    it (``ClipBatch.crop_present``), so the encoder masks that stream's crops for the clip.
-    Translations become decoder inputs and targets through ``tokenizer`` (the text decoder's; ``None``
-    without one).
+    it (``ClipBatch.crop_present``, bool ``[B]`` per stream), and when some clip's ``crop_found`` marks
+    frames where the part was not found, per frame (bool ``[B, T]``), so the encoder masks that
+    stream's crops there. Translations become decoder inputs and targets through ``tokenizer`` (the
+    text decoder's; ``None`` without one).
     """
     import torch
 
@@ -139,7 +157,9 @@ def collate(items: Sequence[Any], *, blank: int = 0, tokenizer: Any = None,
         crops = {stream: normalize_crops(pad_clips([item.crops[stream] for item in items])[0],
                                          normalization.get(stream))
                  for stream in items[0].crops}
-        if any(getattr(item, "missing_crops", ()) for item in items):
+        if any(getattr(item, "crop_found", None) for item in items):  # per frame
+            present = {stream: _present(items, stream, keypoints.shape[1]) for stream in crops}
+        elif any(getattr(item, "missing_crops", ()) for item in items):  # per clip
             present = {stream: torch.tensor([stream not in getattr(item, "missing_crops", ()) for item in items])
                        for stream in crops}
     gloss_lengths = torch.tensor([len(item.gloss_ids) for item in items], dtype=torch.long)

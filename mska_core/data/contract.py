@@ -8,7 +8,9 @@ changes in a way an older reader would misread.
 **Folder layout** (:class:`ExtractedLayout`)::
 
     OUT/
-      clips.tsv                  one line per finished clip (header: CLIPS_HEADER)
+      clips.tsv                  one line per finished clip (header: CLIPS_HEADER; found: each stream's
+                                 fraction of frames whose part was found; outside: the fraction of
+                                 found joints beyond the frame; mirrored: un-mirrored on the way in)
       clips.K-of-N.tsv           the same, written by job K of an extraction split in N (--shard K/N)
       keypoints/ID.npy           float32 [T, J, 3]: x, y in pixels, confidence
       crops/STREAM/ID.crops      a clip's crops of one stream, one file (the packed format, below)
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +61,16 @@ import attrs
 
 from mska_core.errors import DataError
 
-#: Version of everything this module defines (2: packed crops, shard parts of clips.tsv, segments).
-CONTRACT_VERSION = 2
+#: Version of everything this module defines (2: packed crops, shard parts of clips.tsv, segments; 3:
+#: clips.tsv's found, outside and mirrored columns, the annotation tables' mirrored column).
+CONTRACT_VERSION = 3
 
 # --- the folder layout ----------------------------------------------------------------------------
 
-CLIPS_HEADER = ("id", "video", "frames", "fps", "width", "height", "layout", "source", "version", "streams")
+CLIPS_HEADER = ("id", "video", "frames", "fps", "width", "height", "layout", "source", "version", "streams",
+                "found", "outside", "mirrored")
+#: The columns of a ``clips.tsv`` written before ``found``, ``outside`` and ``mirrored`` (still read).
+CLIPS_HEADER_V2 = CLIPS_HEADER[:10]
 CLIPS_TABLE = "clips.tsv"
 #: A part of ``clips.tsv`` written by job ``K`` of ``N`` (``mska extract --shard K/N``).
 CLIPS_PART = "clips.{part}-of-{parts}.tsv"
@@ -134,16 +140,26 @@ class ClipRow:
     source: str  # "npy:PATH", "pose:PATH", "pickle:PATH:NAME" or "estimator:NAME"
     version: str  # the estimator's distribution version; empty for keypoint files
     streams: tuple[str, ...]
+    found: Mapping[str, float] = attrs.field(factory=dict)  # per stream: fraction of frames whose part was found
+    outside: float = 0.0  # fraction of the clip's found joints beyond the frame by more than [data] frame_margin
+    mirrored: bool = False  # the recording was un-mirrored on the way in ([extract] mirrored)
 
     def cells(self) -> list[str]:
+        found = ",".join(f"{name}={self.found[name]:.3f}" for name in self.streams if name in self.found)
         return [self.id, self.video, str(self.frames), f"{self.fps:g}", str(self.width), str(self.height),
-                self.layout, self.source, self.version, ",".join(self.streams)]
+                self.layout, self.source, self.version, ",".join(self.streams), found, f"{self.outside:.4f}",
+                "true" if self.mirrored else "false"]
 
     @classmethod
     def from_cells(cls, cells: list[str]) -> ClipRow:
+        """A row from its cells (a line of this version, or of the ten columns written before ``found``)."""
+        found = dict((k, float(v)) for k, _, v in (item.partition("=") for item in cells[10].split(",") if item)) \
+            if len(cells) > 10 else {}
         return cls(id=cells[0], video=cells[1], frames=int(cells[2]), fps=float(cells[3]),
                    width=int(cells[4]), height=int(cells[5]), layout=cells[6], source=cells[7],
-                   version=cells[8], streams=tuple(s for s in cells[9].split(",") if s))
+                   version=cells[8], streams=tuple(s for s in cells[9].split(",") if s), found=found,
+                   outside=float(cells[11]) if len(cells) > 11 else 0.0,
+                   mirrored=len(cells) > 12 and cells[12] == "true")
 
 
 def read_clips(path: Path) -> dict[str, ClipRow]:
@@ -153,7 +169,7 @@ def read_clips(path: Path) -> dict[str, ClipRow]:
     rows: dict[str, ClipRow] = {}
     with path.open(encoding="utf-8", newline="") as handle:
         for cells in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]:
-            if len(cells) != len(CLIPS_HEADER):
+            if len(cells) not in (len(CLIPS_HEADER), len(CLIPS_HEADER_V2)):
                 continue
             try:
                 row = ClipRow.from_cells(cells)
@@ -226,6 +242,9 @@ class Annotation:
     Tables with ``video``, ``start`` and ``end`` columns also say where the clip comes from: ``video``
     (a path, a glob, or a clip id, as the table gives it) and ``start``/``end`` in seconds
     (:data:`WHOLE_CLIP` for both: the whole video); they are ``None`` in the directory format's table.
+    ``mirrored`` is the optional ``mirrored`` column (``true``/``false``, ``1``/``0``, ``yes``/``no``):
+    whether the clip's recording is a mirror image (a selfie camera's); ``None`` where the table has no
+    such column or the cell is empty.
     """
 
     clip_id: str
@@ -235,6 +254,7 @@ class Annotation:
     video: str | None = None
     start: float | None = None
     end: float | None = None
+    mirrored: bool | None = None
 
     @property
     def whole(self) -> bool:
@@ -278,8 +298,25 @@ def read_annotations(tsv: str | Path, what: str = "table") -> list[Annotation]:
         if len(row) < 2:
             raise DataError(f"{tsv}:{line}: expected id, gloss and text separated by tabs")
         text = row[2].strip() if len(row) > 2 else ""
-        annotations.append(Annotation(row[0].strip(), row[1].strip(), text, line))
+        mirrored = _flag(tsv, line, row, header)
+        annotations.append(Annotation(row[0].strip(), row[1].strip(), text, line, mirrored=mirrored))
     return annotations
+
+
+#: The optional per-clip column saying a recording is mirrored, and the values it takes.
+MIRRORED_COLUMN = "mirrored"
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": None}
+
+
+def _flag(tsv: Path, line: int, row: Sequence[str], header: Sequence[str]) -> bool | None:
+    """The row's ``mirrored`` cell (``None`` without the column or with an empty cell)."""
+    if MIRRORED_COLUMN not in header:
+        return None
+    index = list(header).index(MIRRORED_COLUMN)
+    cell = row[index].strip().lower() if index < len(row) else ""
+    if cell not in _FLAGS:
+        raise DataError(f"{tsv}:{line}: mirrored {cell!r} is not true or false")
+    return _FLAGS[cell]
 
 
 def _read_segments(tsv: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[Annotation]:
@@ -294,7 +331,8 @@ def _read_segments(tsv: Path, header: Sequence[str], rows: Sequence[Sequence[str
             raise DataError(f"{tsv}:{line}: a segment needs an id and a video")
         _check_range(tsv, line, start, end)
         annotations.append(Annotation(cells["id"], cells.get("gloss", ""), cells.get("text", ""), line,
-                                      video=cells["video"], start=start, end=end))
+                                      video=cells["video"], start=start, end=end,
+                                      mirrored=_flag(tsv, line, row, header)))
     return annotations
 
 

@@ -63,6 +63,7 @@ class CropFolders:
     root: Path = attrs.field(converter=Path)
     missing: str = "error"
     _found: dict[tuple[str, str], ClipCrops | None] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _flags: dict[str, dict[str, Any] | None] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def candidates(self, stream: str, clip: str) -> list[Path]:
         """Where the crops of ``clip`` for ``stream`` may be (as folders; a packed file is the folder's
@@ -138,6 +139,24 @@ class CropFolders:
         stream = sorted(missing[index])[0]
         return f"clip {samples[index].name!r}, stream {stream!r}"
 
+    def found(self, stream: str, clip: str, frames: Sequence[int]) -> Any:
+        """bool ``[len(frames)]``: whether ``stream``'s part was found in each of ``frames`` of ``clip``,
+        from ``mska extract``'s ``boxes/ID.npz`` beside the crop folder (its ``STREAM_missing`` flags);
+        ``None`` when there are no flags (crops from elsewhere: every crop is taken as found)."""
+        import numpy as np
+        import torch
+
+        if clip not in self._flags:
+            last = clip.replace("\\", "/").rsplit("/", 1)[-1]
+            boxes = self.root.parent / "boxes"
+            self._flags[clip] = _missing_flags(boxes / f"{clip}.npz") or _missing_flags(boxes / f"{last}.npz")
+        flags = self._flags[clip]
+        if flags is None or stream not in flags:
+            return None
+        missing = flags[stream]
+        index = np.clip(np.asarray(frames, dtype=np.int64), 0, max(len(missing) - 1, 0))
+        return torch.from_numpy(~missing[index]) if len(missing) else None
+
     def read(self, stream: str, clip: str, frames: Sequence[int]) -> Any:
         """uint8 ``[len(frames), 3, S, S]``: the crops of ``frames`` (indices into the clip's keypoint
         frames, repeats allowed), each frame read and decoded once."""
@@ -190,6 +209,20 @@ class CropFolders:
                 raise DataError(f"{first}: crops must be square, this one is {width}x{height}")
             return int(width)
         return None
+
+
+def _missing_flags(path: Path) -> dict[str, Any] | None:
+    """``{stream: bool [T]}`` missing flags of an extraction's ``boxes/ID.npz``, or ``None`` without one."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as boxes:
+            return {name[: -len("_missing")]: np.asarray(boxes[name], dtype=bool) for name in boxes.files
+                    if name.endswith("_missing")}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable boxes file ({exc})") from None
 
 
 def _read_jpeg(path: Path, clip: str, stream: str) -> Any:

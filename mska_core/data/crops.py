@@ -4,7 +4,9 @@
   ``mska extract`` writes: :mod:`mska_core.data.crop_pack`) found recursively under one or more
   folders with Pillow. A file that is not an image, or that fails to decode, is skipped: the dataset hands out the next
   readable image instead and reports the skipped path, so a run never stops on a bad file and can
-  count them at the end.
+  count them at the end. A crop of ``mska extract``'s output (``OUT/crops/STREAM/ID.crops`` or
+  ``OUT/crops/STREAM/ID/NNNNNN.jpg``) whose frame ``OUT/boxes/ID.npz`` marks missing (the stream's
+  part was not found there: the crop is a held one) is left out, and counted per stream.
 - :class:`MultiCrop` turns one image into DINO's views on tensors: two global and N local random
   resized crops with flips, colour jitter, grayscale, Gaussian blur and solarisation.
 - :class:`MultiCropDataset` ties a source to the augmentation; the randomness of sample ``i`` in epoch
@@ -114,18 +116,66 @@ def read_image(path: str | Path | PackedFrame) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
+def _extracted_crop(item: Path | PackedFrame) -> tuple[Path, str, int] | None:
+    """``(boxes file, stream, frame)`` of a crop that ``mska extract`` wrote (``OUT/crops/STREAM/ID.crops``
+    frame ``i``, or ``OUT/crops/STREAM/ID/NNNNNN.jpg``), or ``None`` for any other image."""
+    from mska_core.data.contract import PACKED_SUFFIX, ExtractedLayout, crop_frame_index
+
+    if isinstance(item, PackedFrame):
+        stream_folder, clip, index = item.path.parent, item.path.name[: -len(PACKED_SUFFIX)], item.index
+    elif (frame := crop_frame_index(item.name)) is not None:
+        stream_folder, clip, index = item.parent.parent, item.parent.name, frame
+    else:
+        return None
+    out = ExtractedLayout(stream_folder.parent.parent)
+    if stream_folder.parent != out.crops_root:
+        return None
+    return out.boxes(clip), stream_folder.name, index
+
+
+def found_crops(images: Sequence[Path | PackedFrame]) -> tuple[list[Path | PackedFrame], dict[str, list[int]]]:
+    """The crops of ``images`` whose part was found, and ``{stream: [used, skipped]}`` for the crops of
+    ``mska extract`` outputs (those whose frame ``boxes/ID.npz`` marks missing are skipped)."""
+    from mska_core.data.crop_files import _missing_flags
+
+    flags: dict[Path, dict[str, Any] | None] = {}
+    kept: list[Path | PackedFrame] = []
+    counts: dict[str, list[int]] = {}
+    for item in images:
+        place = _extracted_crop(item)
+        if place is not None:
+            boxes, stream, index = place
+            if boxes not in flags:
+                flags[boxes] = _missing_flags(boxes)
+            missing = (flags[boxes] or {}).get(stream)
+            if missing is not None:
+                count = counts.setdefault(stream, [0, 0])
+                if index < len(missing) and missing[index]:
+                    count[1] += 1
+                    continue
+                count[0] += 1
+        kept.append(item)
+    return kept, counts
+
+
 class CropFolder:
-    """The png/jpg crops under one or more folders.
+    """The png/jpg crops under one or more folders, without the held crops of frames where the
+    stream's part was not found (:func:`found_crops`).
 
     ``load(i)`` returns image ``i`` and the paths it had to skip to find a readable one (the next
-    files in order, wrapping around). Files that are not png/jpg are listed in ``ignored``.
+    files in order, wrapping around). Files that are not png/jpg are listed in ``ignored``;
+    ``not_found`` gives ``{stream: [used, skipped]}`` for crops of ``mska extract`` outputs.
     """
 
     def __init__(self, folders: Sequence[str | Path]) -> None:
         self.folders = [Path(f) for f in folders]
-        self.files, self.ignored = scan_image_files(self.folders)
+        files, self.ignored = scan_image_files(self.folders)
+        self.files, self.not_found = found_crops(files)
+        where = ", ".join(str(f) for f in self.folders)
+        if not self.files and files:
+            raise DataError(f"all {len(files)} crops under {where} are of frames where their part was not found "
+                            f"({self.counts()}); nothing to pretrain on")
         if not self.files:
-            where = ", ".join(str(f) for f in self.folders)
             raise DataError(
                 f"no png/jpg crops under {where} ({len(self.ignored)} other files); "
                 "point --train-dir at the folders of face or hand crops"
@@ -134,8 +184,15 @@ class CropFolder:
     def __len__(self) -> int:
         return len(self.files)
 
+    def counts(self) -> str:
+        """``48 hand_left crops (48 skipped: hand_left not found)`` per stream of ``mska extract`` crops."""
+        return "; ".join(f"{used} {stream} crops ({skipped} skipped: {stream} not found)"
+                         for stream, (used, skipped) in sorted(self.not_found.items()))
+
     def describe(self) -> str:
-        return f"{len(self.files)} image files under {', '.join(str(f) for f in self.folders)}"
+        where = ", ".join(str(f) for f in self.folders)
+        counts = self.counts()
+        return f"{len(self.files)} image files under {where}" + (f": {counts}" if counts else "")
 
     def load(self, index: int) -> tuple[torch.Tensor, tuple[str, ...]]:
         skipped: list[str] = []

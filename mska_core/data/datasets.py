@@ -56,7 +56,8 @@ def load_corpus(data_cfg: Any, *, layout: str = "coco_wholebody", num_joints: in
     if not isinstance(corpus, Corpus):
         raise DataError(f"data source {source.name!r} ({source.provider}) returned a "
                         f"{type(corpus).__name__}, not a Corpus")
-    return validate_corpus(corpus, num_joints=num_joints or layout_record.num_joints, policy=data_cfg.invalid)
+    return validate_corpus(corpus, num_joints=num_joints or layout_record.num_joints, policy=data_cfg.invalid,
+                           margin=data_cfg.frame_margin)
 
 
 @attrs.frozen
@@ -71,6 +72,7 @@ class ClipItem:
     gloss_ids: list[int]
     crops: dict[str, Any] | None  # {stream: uint8 [T, 3, S, S]}
     missing_crops: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)  # streams masked for this clip
+    crop_found: dict[str, Any] | None = None  # {stream: bool [T]}: false where the part was not found (masked)
 
 
 class ClipDataset(Dataset):
@@ -133,7 +135,7 @@ class ClipDataset(Dataset):
 
     def read_crops(self, index: int, frames: Any, generator: Any) -> tuple[dict[str, Any], frozenset[str]]:
         """The crops of clip ``index`` at ``frames`` (the keypoints' frame indices), by stream, and the
-        streams masked for it."""
+        streams masked for it. (:meth:`found_frames` says which of those crops show a found part.)"""
         import torch
 
         from mska_core.data.crop_files import resize_crops, spatial_augment
@@ -154,6 +156,19 @@ class ClipDataset(Dataset):
                 crops[name] = spatial_augment(crops[name], self.crop_options, generator)
         return crops, missing
 
+    def found_frames(self, index: int, frames: Any) -> dict[str, Any] | None:
+        """``{stream: bool [len(frames)]}``: whether the stream's part was found in each of ``frames`` of
+        clip ``index`` (``mska extract``'s missing flags, :meth:`~mska_core.data.crop_files.CropFolders.found`);
+        ``None`` when every crop shows a found part (rendered crops, crops without flags)."""
+        if self.folders is None:
+            return None
+        found = {}
+        for spec in self.crop_streams:
+            flags = self.folders.found(spec.name, self.samples[index].name, frames.tolist())
+            if flags is not None and not bool(flags.all()):
+                found[spec.name] = flags
+        return found or None
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -171,9 +186,10 @@ class ClipDataset(Dataset):
             (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**63)
         )
         keypoints, frames = augment(sample.keypoints, self.augment_cfg, generator, train=self.train)
-        crops, missing = None, frozenset()
+        crops, missing, found = None, frozenset(), None
         if self.crop_streams:
             crops, missing = self.read_crops(index, frames, generator)
+            found = self.found_frames(index, frames)
         return ClipItem(
             index=index,
             name=sample.name,
@@ -183,4 +199,5 @@ class ClipDataset(Dataset):
             gloss_ids=self.vocabularies.gloss.encode(gloss_tokens(sample.gloss)),
             crops=crops,
             missing_crops=missing,
+            crop_found=found,
         )

@@ -3,24 +3,23 @@
 A ``.pose`` file keeps a header (named components, each a list of named points, and the frame size)
 apart from a body (``[frames, people, points, dims]`` coordinates with a mask, a confidence per point,
 and the frame rate). :func:`read_pose` turns one into the points mska-core reads everywhere: float32
-``[T, J, 3]`` (x and y in pixels, confidence) in one of our layouts, chosen from the header's
-components:
+``[T, J, 3]`` (x and y in pixels, confidence) in one of the registered layouts.
 
-- MediaPipe Holistic (``pose_format.utils.holistic``): ``POSE_LANDMARKS`` (33), ``FACE_LANDMARKS``
-  (468, or 478 with refined irises: the first 468 are kept), ``LEFT_HAND_LANDMARKS`` (21),
-  ``RIGHT_HAND_LANDMARKS`` (21), in that order -> ``mediapipe_holistic`` (543). Other components
-  (``POSE_WORLD_LANDMARKS``) are left out.
-- COCO-WholeBody-133 as MMPose writes it (``pose_format.utils.cocowholebody133_header``): ``BODY``
-  (23: 17 body points, 6 feet), ``FACE`` (68), ``LEFT_HAND`` (21), ``RIGHT_HAND`` (21) ->
-  ``coco_wholebody`` (133).
+Which layout, and which point becomes which joint, is said by the layouts themselves: each
+:class:`~mska_core.records.KeypointLayout` lists the :class:`~mska_core.records.PoseHeaderMap` of
+every header kind it reads (the built-in ones: MediaPipe Holistic, full, with world landmarks, with
+refined irises or reduced to 178 points, into ``mediapipe_holistic``; MMPose's COCO-WholeBody and
+OpenPose BODY_25 + face + hands into ``coco_wholebody``; see :mod:`mska_core.layouts`). A plugin's
+layout reads its own headers the same way.
 
-Only the first person of each frame is read. A masked point (the estimator found nothing) gets
-confidence 0 and coordinates 0; confidences are taken as stored (validation on the way in checks them,
-see :mod:`mska_core.data.validate`).
+Only the first person of each frame is read. A masked point (the estimator found nothing), and every
+joint of the layout that the file has no point for, gets confidence 0 and coordinates 0; confidences
+are taken as stored (validation on the way in checks them, see :mod:`mska_core.data.validate`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,33 +27,40 @@ import attrs
 
 from mska_core.errors import DataError
 
-#: Header components (name, points taken) that make up each layout, in the layout's joint order.
-COMPONENT_LAYOUTS: dict[str, tuple[tuple[str, int], ...]] = {
-    "mediapipe_holistic": (
-        ("POSE_LANDMARKS", 33), ("FACE_LANDMARKS", 468), ("LEFT_HAND_LANDMARKS", 21),
-        ("RIGHT_HAND_LANDMARKS", 21),
-    ),
-    "coco_wholebody": (("BODY", 23), ("FACE", 68), ("LEFT_HAND", 21), ("RIGHT_HAND", 21)),
-}
-
 
 @attrs.frozen
 class PoseClip:
     """The points of one ``.pose`` file: ``keypoints`` float32 numpy ``[T, J, 3]`` (x, y in pixels,
-    confidence) in ``layout``, the frame rate, and the frame size the header records."""
+    confidence) in ``layout``, the header kind they were read through (``header``), the frame rate,
+    and the frame size the header records."""
 
     keypoints: Any = attrs.field(repr=False)
     layout: str
+    header: str
     fps: float
     width: int
     height: int
 
 
-def read_pose(path: str | Path) -> PoseClip:
+@attrs.frozen
+class _Reading:
+    """How one header maps onto one layout: per joint, the file's point index (or -1)."""
+
+    layout: Any
+    header: str
+    columns: tuple[int, ...]
+
+    @property
+    def filled(self) -> int:
+        return sum(1 for c in self.columns if c >= 0)
+
+
+def read_pose(path: str | Path, layouts: Iterable[Any], layout: str | None = None) -> PoseClip:
     """The points, layout, frame rate and frame size of the ``.pose`` file at ``path``.
 
-    Raises :class:`~mska_core.errors.DataError` for a missing or unreadable file, or a header whose
-    components map to none of :data:`COMPONENT_LAYOUTS`.
+    ``layouts`` are the registered :class:`~mska_core.records.KeypointLayout` records; ``layout``,
+    when given, is the one the points must be read into. Raises :class:`~mska_core.errors.DataError`
+    for a missing or unreadable file, or a header that no layout's header maps read.
     """
     import numpy as np
 
@@ -70,46 +76,84 @@ def read_pose(path: str | Path) -> PoseClip:
     except Exception as exc:  # noqa: BLE001 - the library raises many types for a bad file
         raise DataError(f"{path}: not a readable .pose file ({type(exc).__name__}: {exc})") from None
     header, body = pose.header, pose.body
-    layout, columns = _layout_columns(header, path)
+    reading = _choose(header, list(layouts), layout, path)
     data = np.ma.asarray(body.data)  # [T, people, P, dims]
     confidence = np.asarray(body.confidence, dtype=np.float32)  # [T, people, P]
     if data.ndim != 4 or data.shape[-1] < 2 or confidence.shape != data.shape[:3]:
         raise DataError(f"{path}: pose body has shape {tuple(data.shape)} with confidence "
                         f"{tuple(confidence.shape)}; expected [frames, people, points, dims]")
-    frames = data.shape[0]
-    if data.shape[1] == 0:  # nobody in any frame
-        points = np.zeros((frames, len(columns), 3), dtype=np.float32)
-    else:
-        first = data[:, 0][:, columns, :2]  # [T, J, 2], masked where not found
-        missing = np.ma.getmaskarray(first).any(axis=-1)  # [T, J]
+    frames, joints = data.shape[0], len(reading.columns)
+    points = np.zeros((frames, joints, 3), dtype=np.float32)
+    columns = np.asarray(reading.columns)
+    present = columns >= 0
+    if data.shape[1] > 0:  # someone in the file
+        first = data[:, 0][:, columns[present], :2]  # [T, J', 2], masked where not found
+        missing = np.ma.getmaskarray(first).any(axis=-1)  # [T, J']
         xy = np.asarray(first.filled(0.0), dtype=np.float32)
-        conf = confidence[:, 0][:, columns]
-        conf = np.where(missing, np.float32(0.0), conf)
-        points = np.concatenate([xy, conf[..., None]], axis=-1).astype(np.float32)
+        conf = np.where(missing, np.float32(0.0), confidence[:, 0][:, columns[present]])
+        points[:, present, :2] = np.where(missing[..., None], np.float32(0.0), xy)
+        points[:, present, 2] = conf
     dims = header.dimensions
-    return PoseClip(keypoints=np.ascontiguousarray(points), layout=layout, fps=float(body.fps),
-                    width=int(dims.width), height=int(dims.height))
+    return PoseClip(keypoints=np.ascontiguousarray(points), layout=reading.layout.name, header=reading.header,
+                    fps=float(body.fps), width=int(dims.width), height=int(dims.height))
 
 
-def read_pose_points(path: str | Path) -> tuple[Any, str]:
-    """``(keypoints float32 [T, J, 3] in pixels, layout name)`` of a ``.pose`` file (see :func:`read_pose`)."""
-    clip = read_pose(path)
-    return clip.keypoints, clip.layout
-
-
-def _layout_columns(header: Any, path: Path) -> tuple[str, list[int]]:
-    """The layout a header maps to and, per joint of that layout, its point index in the file."""
-    offsets: dict[str, tuple[int, int]] = {}
-    start = 0
+def _choose(header: Any, layouts: list[Any], layout: str | None, path: Path) -> _Reading:
+    """The reading that fills the most joints, among the header maps of ``layouts`` (or of ``layout``)."""
+    components = {c.name: list(c.points) for c in header.components}
+    offsets, start = {}, 0
     for component in header.components:
-        offsets[component.name] = (start, len(component.points))
+        offsets[component.name] = start
         start += len(component.points)
-    for layout, parts in COMPONENT_LAYOUTS.items():
-        if all(name in offsets and offsets[name][1] >= count for name, count in parts):
-            return layout, [offsets[name][0] + i for name, count in parts for i in range(count)]
-    found = ", ".join(f"{name} ({count})" for name, (_, count) in offsets.items()) or "none"
-    expected = "; ".join(
-        f"{layout}: " + ", ".join(f"{name} ({count})" for name, count in parts)
-        for layout, parts in COMPONENT_LAYOUTS.items()
-    )
-    raise DataError(f"{path}: the pose header's components ({found}) match no known layout; expected {expected}")
+    candidates = [record for record in layouts if layout is None or record.name == layout]
+    if layout is not None and not candidates:
+        raise DataError(f"{path}: layout {layout!r} is not registered; registered: "
+                        f"{', '.join(r.name for r in layouts)}")
+    readings = _readings(candidates, components, offsets)
+    if not readings and layout is not None:
+        elsewhere = _readings([r for r in layouts if r.name != layout], components, offsets)
+        if elsewhere:
+            best = max(elsewhere, key=lambda r: r.filled)
+            raise DataError(f"{path}: a {best.header} file, read into layout {best.layout.name!r}, but the "
+                            f"points are wanted in layout {layout!r}; set model.layout = \"{best.layout.name}\" "
+                            "(or extract.layout)")
+    if not readings:
+        found = ", ".join(f"{name} ({len(points)})" for name, points in components.items()) or "none"
+        known = "; ".join(f"{record.name}: " + " or ".join(
+            f"{kind.name} ({', '.join(kind.required)})" for kind in record.pose_headers)
+            for record in candidates if record.pose_headers)
+        raise DataError(f"{path}: the pose header's components ({found}) match no header kind of "
+                        f"{'layout ' + repr(layout) if layout else 'the registered layouts'}"
+                        f"{' (' + known + ')' if known else ''}; a layout plugin can add one (docs/plugins.md)")
+    readings.sort(key=lambda r: r.filled, reverse=True)
+    if len(readings) > 1 and readings[0].filled == readings[1].filled \
+            and readings[0].layout.name != readings[1].layout.name:
+        raise DataError(f"{path}: the pose header fits layouts {readings[0].layout.name!r} and "
+                        f"{readings[1].layout.name!r} equally; choose one (model.layout or extract.layout)")
+    return readings[0]
+
+
+def _readings(layouts: list[Any], components: dict[str, list[str]], offsets: dict[str, int]) -> list[_Reading]:
+    """Every way the header maps of ``layouts`` read a header with ``components``, filling some joint."""
+    readings = []
+    for record in layouts:
+        for kind in record.pose_headers:
+            if all(name in components for name in kind.required):
+                readings.append(_Reading(record, kind.name, _columns(kind, record.num_joints, components, offsets)))
+    return [r for r in readings if r.filled > 0]
+
+
+def _columns(kind: Any, num_joints: int, components: dict[str, list[str]],
+             offsets: dict[str, int]) -> tuple[int, ...]:
+    """Per joint of the layout, the index of the file's point that fills it (-1: none)."""
+    columns = [-1] * num_joints
+    for name, table in kind.components.items():
+        if name not in components:
+            continue
+        points = components[name]
+        by_name = [(i, table[p]) for i, p in enumerate(points) if p in table]
+        if not by_name:  # other point names, same order: match by position
+            by_name = list(zip(range(len(points)), table.values()))
+        for i, joint in by_name:
+            columns[joint] = offsets[name] + i
+    return tuple(columns)

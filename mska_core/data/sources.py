@@ -60,38 +60,35 @@ def open_directory(data: Any, layout: Any) -> Corpus:
 
 def open_pose(data: Any, layout: Any) -> Corpus:
     """``.pose`` files: ``SPLIT.tsv`` (id, gloss, text) and ``SPLIT/ID.pose`` or ``ID.pose`` beside the
-    tables. Pixels are normalised with each file's own frame size (x / width, flipped y / height, to
-    [-1, 1]); every file must be in the model's layout."""
+    tables. Each file is read into the model's layout through the layout's header maps (any header kind
+    it reads: docs/data.md), its pixels normalised with the file's own frame size (x / width, flipped
+    y / height, to [-1, 1])."""
     from mska_core.data.directory import read_annotations
 
     root = _root(data)
     splits = {}
     for split in SPLITS:
         tsv = root / (getattr(data, split) or f"{split}.tsv")
-        splits[split] = [_pose_sample(root, split, row, layout.name, tsv)
+        splits[split] = [_pose_sample(root, split, row, layout, tsv)
                          for row in read_annotations(tsv, f"{split} table")]
     return Corpus(**splits, source=f"pose: {root}", layout=layout.name)
 
 
-def _pose_sample(root: Path, split: str, row: Any, layout: str, tsv: Path) -> Sample:
+def _pose_sample(root: Path, split: str, row: Any, layout: Any, tsv: Path) -> Sample:
     import torch
 
+    from mska_core.data.keypoint_files import read_keypoint_file
     from mska_core.data.contract import normalize_pixels
-    from mska_core.data.pose import read_pose
 
     candidates = (root / split / f"{row.clip_id}.pose", root / f"{row.clip_id}.pose")
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise DataError(f"{tsv}:{row.line}: no pose file for {row.clip_id!r} (looked for "
                         f"{' and '.join(str(c) for c in candidates)})")
-    clip = read_pose(path)
-    if clip.layout != layout:
-        raise DataError(f"{path}: clip {row.clip_id!r} is in layout {clip.layout!r}, but model.layout is "
-                        f"{layout!r}; set model.layout = \"{clip.layout}\"")
-    if clip.width <= 0 or clip.height <= 0:
-        raise DataError(f"{path}: the pose header has no frame size ({clip.width} x {clip.height}), so its "
-                        "pixels cannot be normalised")
-    keypoints = normalize_pixels(torch.from_numpy(clip.keypoints), clip.width, clip.height)
+    clip = read_keypoint_file(path, {layout.name: layout}, layout.name)  # through the layout's header maps
+    if clip.frame_size is None:
+        raise DataError(f"{path}: the pose header has no frame size, so its pixels cannot be normalised")
+    keypoints = normalize_pixels(torch.from_numpy(clip.points), *clip.frame_size)
     return Sample(name=row.clip_id, keypoints=keypoints, gloss=row.gloss, text=row.text, path=str(path))
 
 

@@ -91,8 +91,12 @@ class CropBranch(nn.Module):
         return self
 
     def forward(self, crops: Tensor, lengths: Tensor, frames_out: int, present: Tensor | None = None) -> Tensor:
-        """``crops`` ``[N, T, 3, H, W]`` to ``[N, frames_out, out_dim]``; a clip whose ``present``
-        (bool ``[N]``) is false gets zero features."""
+        """``crops`` ``[N, T, 3, H, W]`` to ``[N, frames_out, out_dim]``.
+
+        ``present`` masks crops: bool ``[N]`` (a clip without crops for the stream) or ``[N, T]`` (per
+        frame: false where the stream's part was not found, so the crop there is a held one). A masked
+        frame never reaches the backbone and counts for nothing in the time pooling, exactly as a padded
+        frame; an output frame whose frames are all masked gets zero features."""
         N, T = crops.shape[:2]
         if self.image_size is not None and tuple(crops.shape[-2:]) != (self.image_size, self.image_size):
             raise DataError(
@@ -102,7 +106,8 @@ class CropBranch(nn.Module):
             )
         valid = frame_mask(lengths, T)
         if present is not None:
-            valid = valid & present.to(valid.device).bool().unsqueeze(1)
+            present = present.to(valid.device).bool()
+            valid = valid & (present.unsqueeze(1) if present.ndim == 1 else present[:, :T])
         selected = crops[valid]  # [n_valid, 3, H, W]
         if selected.shape[0] == 0:  # every clip masked: nothing to encode
             features = self.project.weight.new_zeros(0, self.out_dim)

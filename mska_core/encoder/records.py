@@ -18,8 +18,10 @@ class ClipBatch:
       clip's length are padding.
     - ``lengths``: long ``[B]``, the number of real frames of each clip.
     - ``crops``: optional ``{stream: [B, T, 3, H, W]}`` image crops for streams with a crop backbone.
-    - ``crop_present``: optional ``{stream: bool [B]}``, false for a clip that has no crops for the
-      stream (its crop features are masked); a stream not in it has crops for every clip.
+    - ``crop_present``: optional ``{stream: bool [B] or [B, T]}``: false for a clip that has no crops
+      for the stream (``[B]``), or per frame for a frame whose part was not found (``[B, T]``: the
+      crop there is a held one, ``boxes/ID.npz``'s missing flag); masked crops never reach the crop
+      backbone. A stream not in it has crops for every frame.
     """
 
     keypoints: Tensor

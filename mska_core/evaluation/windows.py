@@ -117,8 +117,10 @@ def stitch(encoder: Any, clips: Any, windows: list[Window], factor: int) -> Any:
     parts = []
     for w in windows:
         crops = None if clips.crops is None else {k: v[:, w.start:w.stop] for k, v in clips.crops.items()}
+        present = None if clips.crop_present is None else {
+            k: v[:, w.start:w.stop] if v.ndim == 2 else v for k, v in clips.crop_present.items()}
         part = encoder(attrs.evolve(clips, keypoints=clips.keypoints[:, w.start:w.stop],
-                                    lengths=torch.tensor([w.stop - w.start]), crops=crops))
+                                    lengths=torch.tensor([w.stop - w.start]), crops=crops, crop_present=present))
         offset = w.start // factor
         parts.append((slice(w.keep_start - offset, w.keep_stop - offset), part))
 

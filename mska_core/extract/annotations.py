@@ -46,6 +46,10 @@ class Annotations:
     def __contains__(self, clip_id: object) -> bool:
         return clip_id in self.lines
 
+    def mirrored(self, clip_id: str) -> bool | None:
+        """The row's ``mirrored`` column for ``clip_id`` (``None``: the table does not say)."""
+        return next((row.mirrored for row in self.rows if row.clip_id == clip_id), None)
+
 
 def write_split(root: Path, split: str, rows: Sequence[ClipRow], annotations: Annotations) -> Path:
     """Write ``root/SPLIT/ID.npy`` (normalised) and ``root/SPLIT.tsv`` for ``rows``; return the TSV's path."""

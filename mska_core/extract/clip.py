@@ -34,6 +34,7 @@ from mska_core.extract.boxes import BoxTracker, StreamCrop
 from mska_core.extract.crops import CropWriter
 from mska_core.extract.keypoints import EstimatorRef, KeypointRef, read_keypoints
 from mska_core.extract.outputs import ClipRow, OutputFolder
+from mska_core.extract.quality import describe_found, found_fractions, outside_share, unmirror_frame, unmirror_points
 from mska_core.extract.videos import Video, VideoInfo, open_input
 
 #: How many frames pass between two progress reports.
@@ -78,6 +79,7 @@ class ClipJob:
     streams: tuple[StreamCrop, ...]
     named_streams: bool  # the user chose the streams: one without joints in the clip's layout is an error
     cuts: tuple[Cut, ...] = ()
+    mirrored: bool = False  # the recording is a mirror image: un-mirror frames and keypoint files
 
     @property
     def clip_cuts(self) -> tuple[Cut, ...]:
@@ -96,11 +98,15 @@ class ExtractOptions:
     out: Path
     crop_size: int
     jpeg_quality: int
-    layouts: Mapping[str, int]  # registered layouts and their joint counts
+    layouts: Mapping[str, Any]  # registered layouts by name (KeypointLayout records)
     layout: str | None = None  # forced layout of keypoint files
     plugins: Any = None  # the config's [plugins] table, for the registry of worker processes
     packed: bool = True  # crops in one packed file per clip and stream (else one JPEG file per frame)
     fps: float | None = None  # frame rate of frame folders
+    margin: float = 0.25  # [data] frame_margin: a found joint beyond the frame by more is counted outside
+    min_found: float = 0.0  # [extract] min_found: a stream found in fewer of a clip's frames is flagged
+    strict: bool = False  # a flagged clip fails (nothing of it is written)
+    preview: bool = False  # write OUT/preview/ID.png, a contact sheet of the clip's crops
 
 
 @attrs.frozen
@@ -138,14 +144,26 @@ def extract_job(job: ClipJob, options: ExtractOptions, estimator: Any = None,
 
     def finished(cut: Cut, clip: ClipArrays) -> None:
         partial = folder.partial(cut.id)
+        info = clip.info
+        found = found_fractions(clip.boxes)
+        scarce = {name: value for name, value in found.items() if value < options.min_found}
+        if scarce and options.strict:
+            failed(cut, f"{', '.join(scarce)} found in {describe_found(scarce)} of its {clip.frames} frames, "
+                        f"below [extract] min_found = {options.min_found:g} (--strict)")
+            return
         try:
             _save_npy(partial / "keypoints.npy", clip.points)
             _save_boxes(partial / "boxes.npz", clip.boxes)
-            info = clip.info
             row = ClipRow(id=cut.id, video=str(job.video.path), frames=clip.frames, fps=info.fps,
                           width=info.width, height=info.height, layout=clip.layout, source=clip.source,
-                          version=clip.version, streams=tuple(clip.boxes))
+                          version=clip.version, streams=tuple(clip.boxes), found=found,
+                          outside=outside_share(clip.points, info.width, info.height, options.margin),
+                          mirrored=job.mirrored)
             folder.publish(cut.id, row.streams, packed=options.packed)
+            if options.preview:
+                from mska_core.extract.preview import write_preview
+
+                write_preview(folder, row)
         except OSError as exc:  # a full disk: this clip fails
             shutil.rmtree(partial, ignore_errors=True)
             failed(cut, str(exc))
@@ -212,7 +230,7 @@ class ClipArrays:
         return int(self.points.shape[0])
 
 
-def clip_arrays(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None = None, estimator: Any = None,
+def clip_arrays(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None = None, estimator: Any = None,
                 sink: Callable[[Sequence[str]], CropSink],
                 on_frames: Callable[[int], None] | None = None, fps: float | None = None) -> ClipArrays:
     """The one clip of ``job`` (its whole input), through :func:`extract_cuts`; ``sink(stream_names)``
@@ -239,7 +257,7 @@ class _OpenCut:
         self.points: list[np.ndarray] = []
 
 
-def extract_cuts(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None = None, estimator: Any = None,
+def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None = None, estimator: Any = None,
                  sink: Callable[[Cut, Sequence[str]], CropSink], on_cut: Callable[[Cut, ClipArrays], None],
                  on_cut_failed: Callable[[Cut, str], None], on_frames: Callable[[int], None] | None = None,
                  fps: float | None = None) -> None:
@@ -248,8 +266,8 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None
     points' layout) to that cut's sink, ``sink(cut, stream_names)``. Each cut ends in
     ``on_cut(cut, arrays)`` or ``on_cut_failed(cut, reason)``.
 
-    ``layouts`` maps registered layout names to joint counts; ``layout`` forces the layout of keypoint
-    files (which cover the whole input: a segment's points are cut from them); ``estimator`` is the
+    ``layouts`` maps registered layout names to their :class:`~mska_core.records.KeypointLayout`;
+    ``layout`` forces the layout of keypoint files (which cover the whole input: a segment's points are cut from them); ``estimator`` is the
     built estimator when ``job.keypoints`` is an :class:`EstimatorRef` (run only on frames a cut holds);
     ``fps`` is a frame folder's frame rate. An input that cannot be read, or whose frame count differs
     from its keypoint file's, raises :class:`ClipFailed` (cuts already finished stay finished).
@@ -273,6 +291,8 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None
     open_cuts: list[_OpenCut] = []
     skipped: list[Cut] = []  # cuts that lie between two frames
     info = reader.info
+    if given is not None and job.mirrored:  # points of the mirrored frames, as the flipped-back frames show them
+        given = attrs.evolve(given, points=unmirror_points(given.points, layouts[layout], info.width))
     read = 0  # frames read so far
     try:
         for index, (time, rgb) in enumerate(reader.frames()):
@@ -289,13 +309,15 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, int], layout: str | None
                 open_cuts.remove(state)
             holding = [s for s in open_cuts if s.cut.holds(time)]
             if holding:
+                if job.mirrored:
+                    rgb = unmirror_frame(rgb)
                 if given is not None:
                     if index >= len(given.points):
                         raise ClipFailed(f"{job.video.path} has more frames than its {len(given.points)} keypoint "
                                          f"frames ({where})")
                     points = given.points[index]
                 else:
-                    points = _estimate(estimator, job.keypoints, rgb, layouts[layout], index)  # type: ignore[arg-type]
+                    points = _estimate(estimator, job.keypoints, rgb, layouts[layout].num_joints, index)  # type: ignore[arg-type]
                 image = Image.fromarray(rgb)
                 for state in holding:
                     if state.sink is None:

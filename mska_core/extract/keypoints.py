@@ -2,14 +2,15 @@
 
 Files (``mska extract --keypoints PATH``) are matched to videos by clip id:
 
-- a folder: every ``ID.npy`` (float ``[T, J, 3]``: x, y in pixels, confidence) and ``ID.pose``
-  (pose-format) below it, searched recursively;
-- one ``.npy`` or ``.pose`` file: the clip of the same name;
+- a folder: every ``ID.npy``, ``ID.npz`` (float ``[T, J, 3]``: x, y in pixels, confidence) and
+  ``ID.pose`` (pose-format, any header a registered layout reads) below it, searched recursively;
+- one such file: the clip of the same name;
 - any other file: one MSKA pickle ``{name: {"keypoint": [T, J, 3], ...}}`` in pixels, matched by
   ``name`` or by its last path component (``train/ID`` matches ``ID``).
 
-The layout of a file's keypoints is the registered layout with its joint count, unless
-``[extract] layout`` names one.
+Every file is read by :mod:`mska_core.data.keypoint_files`, the reader ``mska predict`` and the
+``pose`` data source use too. The layout of a file's keypoints is the one its ``.pose`` header maps
+onto, or the registered layout with its joint count, unless ``[extract] layout`` names one.
 """
 
 from __future__ import annotations
@@ -21,14 +22,25 @@ from typing import Any
 import attrs
 import numpy as np
 
+from mska_core.data.keypoint_files import (
+    KEYPOINT_FILE_SUFFIXES,
+    KeypointClip,
+    keypoint_array,
+    read_keypoint_file,
+    resolve_layout,
+)
 from mska_core.errors import DataError
 
-KEYPOINT_FILE_SUFFIXES = (".npy", ".pose")
+__all__ = ["KEYPOINT_FILE_SUFFIXES", "ClipKeypoints", "EstimatorRef", "KeypointFiles", "KeypointRef",
+           "read_keypoints", "resolve_layout"]
+
+#: A clip's points ``float32 [T, J, 3]`` (pixels, confidence) in ``layout``.
+ClipKeypoints = KeypointClip
 
 
 @attrs.frozen
 class KeypointRef:
-    """A clip's keypoints before they are read: a file (``kind`` ``npy``/``pose``) or, for a pickle
+    """A clip's keypoints before they are read: a file (``kind`` ``npy``/``npz``/``pose``) or, for a pickle
     already read, the array itself. Plain data, so it travels to worker processes."""
 
     kind: str
@@ -51,14 +63,6 @@ class EstimatorRef:
     version: str
 
 
-@attrs.frozen
-class ClipKeypoints:
-    """A clip's points ``float32 [T, J, 3]`` (pixels, confidence) in ``layout``."""
-
-    points: np.ndarray
-    layout: str
-
-
 class KeypointFiles:
     """The keypoint files under ``--keypoints PATH``, indexed by clip id."""
 
@@ -72,7 +76,7 @@ class KeypointFiles:
         elif self.path.is_file():
             self._index_pickle()
         else:
-            raise DataError(f"--keypoints {str(self.path)!r} does not exist; give a folder of .npy/.pose "
+            raise DataError(f"--keypoints {str(self.path)!r} does not exist; give a folder of .npy/.npz/.pose "
                             "files, one such file, or an MSKA pickle")
 
     def lookup(self, clip_id: str) -> KeypointRef | None:
@@ -81,7 +85,7 @@ class KeypointFiles:
 
     def describe_missing(self, clip_id: str) -> str:
         if self.path.is_dir():
-            return (f"no keypoints for {clip_id!r} (looked for {clip_id}.npy or {clip_id}.pose under "
+            return (f"no keypoints for {clip_id!r} (looked for {clip_id}.npy, .npz or .pose under "
                     f"{self.path})")
         return f"no keypoints for {clip_id!r} in {self.path}"
 
@@ -113,48 +117,10 @@ class KeypointFiles:
             self._refs.setdefault(name.rsplit("/", 1)[-1], ref)
 
 
-def read_keypoints(ref: KeypointRef, layouts: Mapping[str, int], layout: str | None = None) -> ClipKeypoints:
-    """Read the points behind ``ref`` and decide their layout (``layouts`` maps names to joint counts)."""
-    if ref.kind == "npy":
-        try:
-            array = np.load(ref.path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{ref.path}: not a numpy keypoint file ({exc})") from None
-    elif ref.kind == "pose":
-        array, pose_layout = _read_pose(ref.path)
-        layout = layout or pose_layout
-    else:
-        array = ref.array
-    array = np.asarray(array)
-    where = ref.path if ref.kind != "pickle" else f"{ref.path}:{ref.name}"
-    if array.ndim != 3 or array.shape[-1] < 3 or not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{where}: keypoints have shape {tuple(array.shape)} ({array.dtype}), expected "
-                        "numbers [T, J, 3] (x, y in pixels, confidence)")
-    points = np.ascontiguousarray(array[..., :3], dtype=np.float32)
-    return ClipKeypoints(points=points, layout=resolve_layout(points.shape[1], layouts, layout, where))
-
-
-def resolve_layout(num_joints: int, layouts: Mapping[str, int], layout: str | None, where: object) -> str:
-    """``layout`` if given (checking the joint count), else the one registered layout with ``num_joints``."""
-    if layout is not None:
-        if layout not in layouts:
-            raise DataError(f"[extract] layout {layout!r} is not registered; registered: "
-                            f"{', '.join(layouts)}")
-        if layouts[layout] != num_joints:
-            raise DataError(f"{where}: {num_joints} joints, but layout {layout!r} has {layouts[layout]}")
-        return layout
-    matches = [name for name, count in layouts.items() if count == num_joints]
-    if len(matches) == 1:
-        return matches[0]
-    known = ", ".join(f"{name} ({count})" for name, count in layouts.items())
-    if not matches:
-        raise DataError(f"{where}: {num_joints} joints per frame match no registered layout ({known})")
-    raise DataError(f"{where}: {num_joints} joints fit layouts {', '.join(matches)}; choose one with "
-                    "--set extract.layout=NAME")
-
-
-def _read_pose(path: Path) -> tuple[Any, str | None]:
-    """Points ``[T, J, 3]`` in pixels and their layout from a pose-format file."""
-    from mska_core.data.pose import read_pose_points
-
-    return read_pose_points(path)
+def read_keypoints(ref: KeypointRef, layouts: Mapping[str, Any], layout: str | None = None) -> KeypointClip:
+    """Read the points behind ``ref`` through the one keypoint reader
+    (:func:`~mska_core.data.keypoint_files.read_keypoint_file`) and decide their layout (``layouts``
+    maps registered names to :class:`~mska_core.records.KeypointLayout` records)."""
+    if ref.kind == "pickle":
+        return keypoint_array(ref.array, layouts, layout, f"{ref.path}:{ref.name}")
+    return read_keypoint_file(ref.path, layouts, layout)

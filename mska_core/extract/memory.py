@@ -40,14 +40,15 @@ class VideoClip:
 
 
 def read_video(video: Video, keypoints: KeypointRef | EstimatorRef, streams: Sequence[StreamCrop], *,
-               crop_size: int | Mapping[str, int], jpeg_quality: int, layouts: Mapping[str, int], layout: str | None = None,
-               estimator: Any = None) -> VideoClip:
+               crop_size: int | Mapping[str, int], jpeg_quality: int, layouts: Mapping[str, Any], layout: str | None = None,
+               estimator: Any = None, mirrored: bool = False) -> VideoClip:
     """Extract ``video`` in memory: its points (from ``keypoints``: a file reference or an estimator,
     built as ``estimator``) and, for each of ``streams``, its ``crop_size`` crops at ``jpeg_quality``
     (``crop_size``: one side for every stream, or ``{stream: side}``).
 
     ``layout`` forces the layout of keypoint files (a file in another layout is an error). Every one of
-    ``streams`` must have crop joints in the clip's layout.
+    ``streams`` must have crop joints in the clip's layout. ``mirrored``: the video is a mirror image,
+    un-mirrored as ``mska extract`` does with ``[extract] mirrored``.
     """
     from mska_core.data.contract import normalize_pixel_array
 
@@ -57,7 +58,7 @@ def read_video(video: Video, keypoints: KeypointRef | EstimatorRef, streams: Seq
         collectors.append(CropCollector(names, crop_size, jpeg_quality))
         return collectors[-1]
 
-    job = ClipJob(video=video, keypoints=keypoints, streams=tuple(streams), named_streams=True)
+    job = ClipJob(video=video, keypoints=keypoints, streams=tuple(streams), named_streams=True, mirrored=mirrored)
     arrays = clip_arrays(job, layouts=layouts, layout=layout, estimator=estimator, sink=collect)
     crops = collectors[0].arrays()
     return VideoClip(name=video.id, keypoints=normalize_pixel_array(arrays.points, arrays.info.width, arrays.info.height),

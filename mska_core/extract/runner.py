@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from mska_core.config.schema import ExtractConfig
+from mska_core.config.schema import DataConfig, ExtractConfig
 from mska_core.errors import DataError, MskaError, PluginError, UnknownNameError
 from mska_core.extract.annotations import Annotations, write_split
 from mska_core.extract.boxes import StreamCrop
@@ -50,6 +50,8 @@ class ExtractRequest:
     settings: ExtractConfig = attrs.field(factory=ExtractConfig)
     plugins: Any = None  # the config's [plugins] table (worker processes load the same plugins)
     shard: tuple[int, int] | None = None
+    margin: float = attrs.field(default=attrs.fields(DataConfig).frame_margin.default)  # [data] frame_margin
+    strict: bool = False  # a clip whose stream is found in fewer than [extract] min_found of its frames fails
 
 
 @attrs.frozen
@@ -68,9 +70,28 @@ class ExtractReport:
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    def found(self) -> dict[str, float]:
+        """Per stream, the fraction of the written frames whose part was found."""
+        totals: dict[str, list[float]] = {}
+        for row in self.written:
+            for name, value in row.found.items():
+                total = totals.setdefault(name, [0.0, 0.0])
+                total[0] += value * row.frames
+                total[1] += row.frames
+        return {name: found / frames if frames else 0.0 for name, (found, frames) in totals.items()}
+
+    def flagged(self, min_found: float) -> list[tuple[ClipRow, dict[str, float]]]:
+        """The written clips with a stream found in fewer than ``min_found`` of their frames."""
+        flagged = []
+        for row in self.written:
+            scarce = {name: value for name, value in row.found.items() if value < min_found}
+            if scarce:
+                flagged.append((row, scarce))
+        return flagged
+
 
 #: Names a split may not take: they are folders of the output itself.
-RESERVED_SPLITS = frozenset({"keypoints", "crops", "boxes", "clips", ".partial"})
+RESERVED_SPLITS = frozenset({"keypoints", "crops", "boxes", "clips", "preview", ".partial"})
 
 
 class Progress:
@@ -190,7 +211,7 @@ def _plan(request: ExtractRequest, registry: Any) -> _Plan:
         raise DataError(f"--split {request.split!r} is a folder of the output; use train, dev or test")
     if request.shard is not None and not 1 <= request.shard[0] <= request.shard[1]:
         raise DataError(f"--shard {request.shard[0]}/{request.shard[1]}: K must be between 1 and N")
-    layouts = {layout.name: layout.num_joints for layout in registry.layouts}
+    layouts = {layout.name: layout for layout in registry.layouts}
     if request.settings.layout is not None and request.settings.layout not in layouts:
         raise UnknownNameError(f"[extract] layout {request.settings.layout!r} is not registered; registered: "
                                f"{', '.join(layouts)}")
@@ -226,8 +247,14 @@ def _plan(request: ExtractRequest, registry: Any) -> _Plan:
             reason = files.describe_missing(video.id)
             failed.extend((clip_id, reason) for clip_id in ids)
             continue
+        flags = {annotations.mirrored(clip_id) for clip_id in ids} - {None} if annotations is not None else set()
+        if len(flags) > 1:
+            failed.extend((clip_id, f"the rows of {video.id!r} in {request.annotations} disagree on mirrored; a "
+                                    "recording is mirrored or not") for clip_id in ids)
+            continue
+        mirrored = flags.pop() if flags else request.settings.mirrored
         jobs.append(ClipJob(video=video, keypoints=ref, streams=crops, named_streams=bool(request.settings.streams),
-                            cuts=tuple(cuts)))
+                            cuts=tuple(cuts), mirrored=mirrored))
     notices = []
     folders = [job.video for job in jobs if job.video.kind == "frames"]
     if folders and request.settings.fps is None:
@@ -236,7 +263,9 @@ def _plan(request: ExtractRequest, registry: Any) -> _Plan:
     options = ExtractOptions(out=Path(request.out), crop_size=request.settings.crop_size,
                              jpeg_quality=request.settings.jpeg_quality, layouts=layouts,
                              layout=request.settings.layout, plugins=request.plugins,
-                             packed=request.settings.crop_format == "packed", fps=request.settings.fps)
+                             packed=request.settings.crop_format == "packed", fps=request.settings.fps,
+                             margin=request.margin, min_found=request.settings.min_found, strict=request.strict,
+                             preview=request.settings.preview)
     return _Plan(jobs=jobs, failed=failed, options=options, annotations=annotations, notices=notices)
 
 

@@ -17,11 +17,19 @@ MEDIAPIPE_HOLISTIC_LEFT = (0, 2, 7, 11, 13, 15, *range(501, 522))
 MEDIAPIPE_HOLISTIC_RIGHT = (0, 5, 8, 12, 14, 16, *range(522, 543))
 
 
+#: The hand crop's side over its 21 landmarks' extent. Measured (``python -m bench.hand_crops``,
+#: bench/RESULTS.md): on rendered hands every scale from 1.2 keeps the whole hand (10th-percentile
+#: coverage 1.000) and the hand's share of the crop falls as the scale grows (0.37 at 1.2, 0.31 at 1.3,
+#: 0.21 at the former 1.6, where a hand near the face brings half the face along). 1.3 is the smallest
+#: scale that keeps every rendered hand whole, plus one step for the jitter of estimated landmarks.
+HAND_CROP_SCALE = 1.3
+
+
 def _hand_crop(coco_wholebody: range, mediapipe_holistic: range) -> CropRegion:
-    """A crop around the 21 hand points only (not the arm), with room for the fingers' spread."""
+    """A crop around the 21 hand points only (not the arm), at :data:`HAND_CROP_SCALE`."""
     return CropRegion(
         joints={"coco_wholebody": coco_wholebody, "mediapipe_holistic": mediapipe_holistic},
-        scale=1.6,
+        scale=HAND_CROP_SCALE,
         min_size=24,
         render_as="hand",
     )
