@@ -1,5 +1,9 @@
 """``mska predict --checkpoint F CLIP|VIDEO...``: the glosses and translation of clips or raw videos.
 
+``--onnx OUT`` instead of ``--checkpoint`` runs a model written by ``mska export`` with onnxruntime
+(:mod:`mska_core.export.runtime`): the same clips, frames and decoding, so its glosses can be checked
+against the checkpoint's; it prints no translation (the decoder is not exported).
+
 A CLIP is an ``.npy``/``.npz`` file of our directory format (``[T, J, 3]``), or an MSKA pickle entry
 written ``FILE.pkl:NAME`` (``FILE.pkl`` alone when the pickle holds one clip).
 
@@ -39,7 +43,10 @@ def add_parser(subparsers: Any) -> None:
                     "entries FILE:NAME) or raw videos (keypoints from --keypoints or --estimator, crops "
                     "cut as mska extract cuts them, all in memory). Every frame is encoded.",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="F", help="best.pt or last.pt of a run")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", metavar="F", help="best.pt or last.pt of a run")
+    model.add_argument("--onnx", metavar="OUT", help="a model written by mska export, run with onnxruntime "
+                                                     "(glosses only: the translation decoder is not exported)")
     parser.add_argument("clips", nargs="+", metavar="CLIP|VIDEO",
                         help="keypoint file, PICKLE:NAME, or a video (.mp4, .avi, .mkv, .webm, .mov)")
     source = parser.add_mutually_exclusive_group()
@@ -192,11 +199,17 @@ def run(args: argparse.Namespace) -> int:
     from mska_core.training.trained import load_trained
 
     registry = get_registry()
-    trained = load_trained(args.checkpoint, registry=registry)
+    if args.onnx is not None:
+        from mska_core.export.runtime import load_onnx
+
+        trained = load_onnx(args.onnx)
+        crops = ModelCrops.keypoints_only(trained.config)
+    else:
+        trained = load_trained(args.checkpoint, registry=registry)
+        crops = ModelCrops.of(trained, registry)
     config = trained.config
     if args.overlap is not None and args.window is None:
         raise DataError("--overlap goes with --window FRAMES (the windows it is the overlap of)")
-    crops = ModelCrops.of(trained, registry)
     videos = [spec for spec in args.clips if is_video(spec)]
     absent = [spec for spec in videos if not Path(spec).is_file()]
     if absent:
@@ -227,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
         if reader is not None:
             reader.close()
     status = 1 if any(row.prediction is None for row in rows) else 0
+    if args.onnx is not None and trained.metadata.translation == "not exported":
+        status_console().print(f"mska: {args.onnx}: glosses only; the model's translation decoder is not in the "
+                               "ONNX export (mska predict --checkpoint translates)", soft_wrap=True, markup=False)
     if args.json:
         emit_json([row.as_dict() for row in rows])
         return status
@@ -252,6 +268,11 @@ class ModelCrops:
     normalization: dict[str, Any]
     data: Any
     layout: str
+
+    @classmethod
+    def keypoints_only(cls, config: Any) -> ModelCrops:
+        """A model that reads no crops (an ONNX export) trained with ``config``."""
+        return cls(specs=(), sizes={}, normalization={}, data=config.data, layout=config.model.layout)
 
     @classmethod
     def of(cls, trained: Any, registry: Any) -> ModelCrops:
