@@ -59,6 +59,8 @@ def check_against_registry(config: Config, source: str, registry: Any) -> None:
     for loss in config.losses:
         look_up(registry.losses, loss, f"losses.{loss}")
     look_up(registry.data_sources, config.data.source, "data.source")
+    for logger in config.run.loggers:
+        look_up(registry.loggers, logger, "run.loggers")
     check_loss_options(config, source, registry)
 
 

@@ -89,6 +89,7 @@ class RunConfig:
     output_dir: str = "runs"
     seed: int = attrs.field(default=0, validator=_seed)
     device: str = attrs.field(default="auto", validator=_device)  # "auto", "cpu", "cuda", "cuda:N", "mps"
+    loggers: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # experiment trackers (mska_loggers)
 
 
 @attrs.frozen
@@ -251,7 +252,7 @@ class TrainConfig:
 
     epochs: int = attrs.field(default=10, validator=_positive)
     batch_size: int = attrs.field(default=8, validator=_positive)
-    amp: Literal["none", "bf16"] = "none"
+    amp: Literal["none", "bf16", "fp16"] = "none"
     num_workers: int = attrs.field(default=0, validator=_non_negative)
     eval_every: int = attrs.field(default=1, validator=_positive)  # epochs
     beam_size: int = attrs.field(default=1, validator=_positive)  # CTC beam on dev
