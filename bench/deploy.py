@@ -9,8 +9,11 @@ thing: keypoints and lengths in, every head's log-probabilities and the output l
 interleaved rounds so that load on the machine affects them alike; the table gives the median and
 the fastest of every call.
 
+It also records what the other ways of capturing the graph say on the same model (the TorchScript
+exporter; ``torch.export`` of the fast path), which is why ``mska export`` does what it does.
+
     python -m bench.deploy [--config F] [--frames 128] [--threads 2] [--rounds 5] [--repeat 4]
-                           [--json bench/results/deploy.json]
+                           [--no-exporters] [--json bench/results/deploy.json]
 """
 
 from __future__ import annotations
@@ -45,13 +48,52 @@ def checkpoint_of(config_path: Path, folder: Path) -> tuple[Path, int]:
     size = config.model.vocab_size or 1094
     glosses = Vocabulary(GLOSS_SPECIALS + tuple(f"G{i}" for i in range(size - len(GLOSS_SPECIALS))), GLOSS_SPECIALS)
     vocabularies = Vocabularies(gloss=glosses, text=Vocabulary(TEXT_SPECIALS, TEXT_SPECIALS))
+    losses = {}
+    if "translation" in config.losses and config.losses["translation"].weight > 0:  # as load_trained builds it
+        losses["translation"] = registry.losses.get("translation").build(**config.losses["translation"].options)
     torch.manual_seed(0)
-    model = build_model(config, vocabularies, registry=registry).eval()
+    model = build_model(config, vocabularies, registry=registry, losses=losses).eval()
     path = folder / "best.pt"
     save_checkpoint(make_payload("model", model.state_dict(), config=config, vocabularies=vocabularies.to_dict(),
                                  providers=providers_of(config, registry), registry=registry), path,
                     registry=registry)
     return path, sum(p.numel() for p in model.parameters())
+
+
+def exporter_attempts(encoder, frames: int) -> dict[str, str]:
+    """What the other ways of capturing the graph give on this model: the TorchScript exporter on the
+    plain attention path, and ``torch.export`` on the fast path (``mska export`` uses ``torch.export``
+    on the plain path). ``"exported"``, or the first line of the error."""
+    import contextlib
+    import io
+    import sys
+    import warnings
+
+    import torch
+
+    from mska_core.export.onnx import RecognitionGraph
+
+    keypoints = torch.zeros(2, frames, encoder.num_joints, encoder.in_channels)
+    lengths = torch.tensor([frames, frames - 4])
+    attempts = {}
+    for name, fused, dynamo in (("TorchScript exporter (dynamo=False), plain path", False, False),
+                                ("torch.export (dynamo=True), fast path", True, True)):
+        graph = RecognitionGraph(copy.deepcopy(encoder).set_fused_kernels(fused)).eval()
+        try:
+            with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if dynamo:
+                    dims = torch.export.Dim("batch"), torch.export.Dim("frames", min=4)
+                    torch.onnx.export(graph, (keypoints, lengths), dynamo=True, input_names=["keypoints", "lengths"],
+                                      dynamic_shapes=({0: dims[0], 1: dims[1]}, {0: dims[0]}))
+                else:
+                    torch.onnx.export(graph, (keypoints, lengths), io.BytesIO(), dynamo=False, opset_version=17,
+                                      input_names=["keypoints", "lengths"],
+                                      dynamic_axes={"keypoints": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}})
+            attempts[name] = "exported"
+        except Exception as exc:  # the point is to record what the exporter says
+            attempts[name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+    return attempts
 
 
 def timed(call: Callable[[], object], times: list[float], repeat: int) -> None:
@@ -69,6 +111,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=4, help="calls per contender per round")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "deploy.json"))
+    parser.add_argument("--no-exporters", action="store_true",
+                        help="skip trying the TorchScript exporter and torch.export of the fast path")
     args = parser.parse_args()
 
     import onnxruntime
@@ -93,7 +137,9 @@ def main() -> None:
     lengths = torch.tensor([args.frames])
     fast = RecognitionGraph(encoder).eval()
     plain = RecognitionGraph(copy.deepcopy(encoder).set_fused_kernels(False)).eval()
-    compiled = torch.compile(RecognitionGraph(copy.deepcopy(encoder)).eval())
+    compiled_encoder = copy.deepcopy(encoder)
+    compiled_encoder.compile()  # in place, as [train] compile does; the batch record is built outside
+    compiled = RecognitionGraph(compiled_encoder).eval()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
@@ -117,6 +163,7 @@ def main() -> None:
             for name, call in contenders.items():
                 timed(call, samples[name], args.repeat)
         reference = fast(keypoints, lengths)
+    attempts = {} if args.no_exporters else exporter_attempts(encoder, 16)
     got = session.run(None, feeds)
     error = max(float(((torch.from_numpy(g) - r).abs() / r.abs().clamp_min(0.1)).max())
                 for g, r in zip(got[:-1], reference[:-1]))
@@ -139,6 +186,8 @@ def main() -> None:
     console.print(f"export {export_s:.1f} s ({report.bytes / 2**20:.1f} MiB, checked: max relative error "
                   f"{report.max_relative_error:.1e}); first torch.compile call {compile_s:.1f} s; onnxruntime vs "
                   f"eager on this clip: max relative error {error:.1e}")
+    for name, outcome in attempts.items():
+        console.print(f"{name}: {outcome}", markup=False, soft_wrap=True)
     result = {
         "benchmark": "deploy",
         "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
@@ -160,6 +209,7 @@ def main() -> None:
         "export_check_max_relative_error": report.max_relative_error,
         "first_compile_call_s": compile_s,
         "onnx_vs_eager_max_relative_error": error,
+        "other_exporters": attempts,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
