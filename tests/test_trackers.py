@@ -134,3 +134,19 @@ def test_loggers_are_built_on_rank_0_only(tmp_path):
     assert built == []
     Trackers(["counting"], tmp_path, None, registry, enabled=True)
     assert built == [tmp_path]
+
+
+def test_pretraining_writes_its_steps_and_epoch_summaries_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_pretrain import tiny_config as pretrain_config
+
+    from mska_core.training.dino import pretrain
+
+    result = pretrain(pretrain_config(tmp_path, **{"pretrain.epochs": 1, "run.loggers": ["tensorboard"]}))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"pretrain/loss", "pretrain/lr", "pretrain/teacher_entropy", "pretrain/min_loss",
+            "pretrain/images_per_s"} <= set(events.Tags()["scalars"])
+    steps = [r["step"] for r in jsonl(result.output_dir)]
+    assert sorted({e.step for e in events.Scalars("pretrain/loss")}) == sorted(set(steps))

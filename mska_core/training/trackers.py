@@ -1,4 +1,5 @@
-"""Experiment trackers beside ``metrics.jsonl``: the loggers ``[run] loggers`` names.
+"""Experiment trackers beside ``metrics.jsonl``: the loggers ``[run] loggers`` names, for
+``mska train`` (:class:`~mska_core.training.loop.FineTuning`) and ``mska pretrain``.
 
 Each name is a :class:`~mska_core.records.LoggerSpec` from the ``mska_loggers`` hook (the built-in
 ``tensorboard``, or a plugin's). :class:`Trackers` builds them on rank 0 when a run starts, hands each
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mska_core.errors import MskaError
+from mska_core.errors import ConfigError, MskaError, RegistryError
 
 
 def _stderr(line: str) -> None:
@@ -33,7 +34,11 @@ class Trackers:
         if not enabled:
             return
         for name in names:
-            spec = registry.loggers.get(name)
+            try:
+                spec = registry.loggers.get(name)
+            except RegistryError as exc:
+                self.close()
+                raise ConfigError(f"run.loggers: {exc}") from None
             try:
                 logger = spec.build(Path(run_dir), config)
             except MskaError:
