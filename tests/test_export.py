@@ -4,6 +4,7 @@ vocabulary and preprocessing, and ``mska predict --onnx`` prints the checkpoint'
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,13 @@ def test_export_refuses_crop_streams_in_one_line(tmp_path):
     with pytest.raises(ExportError, match=r"streams face read image crops.*\[data\] crops = false") as error:
         refuse_crop_streams(trained)
     assert "\n" not in str(error.value)
+
+
+def test_export_without_the_onnx_packages_is_one_line_naming_the_extra(monkeypatch, tmp_path):
+    from mska_core.errors import ExportError
+    from mska_core.export.onnx import export_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if it were not installed
+    with pytest.raises(ExportError, match=r"needs onnxscript: pip install 'mska-core\[onnx\]'"):
+        export_onnx(tmp_path / "best.pt", tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

@@ -150,3 +150,15 @@ def test_pretraining_writes_its_steps_and_epoch_summaries_to_tensorboard(tmp_pat
             "pretrain/images_per_s"} <= set(events.Tags()["scalars"])
     steps = [r["step"] for r in jsonl(result.output_dir)]
     assert sorted({e.step for e in events.Scalars("pretrain/loss")}) == sorted(set(steps))
+
+
+def test_tensorboard_without_its_package_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    from mska_core.errors import ConfigError
+    from mska_core.training.loop import FineTuning
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    tuning = FineTuning(tiny_config(tmp_path, 'run.loggers=["tensorboard"]'))
+    with pytest.raises(ConfigError, match=r"pip install 'mska-core\[tensorboard\]'") as error:
+        tuning.prepare()
+    tuning.release()
+    assert "\n" not in str(error.value)

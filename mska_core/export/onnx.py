@@ -88,9 +88,14 @@ class ExportReport:
 
 def require_exporter() -> None:
     """An :class:`ExportError` naming the extra when onnx, onnxscript or onnxruntime is missing."""
-    import importlib.util
+    import importlib
 
-    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'mska-core[onnx]'")
 

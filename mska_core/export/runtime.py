@@ -77,14 +77,13 @@ class ExportedModel:
 def load_onnx(path: str | Path) -> ExportedModel:
     """Open an ``mska export`` artefact with onnxruntime (CPU); an :class:`~mska_core.errors.ExportError`
     when onnxruntime is missing or the file is not such an artefact."""
-    import importlib.util
-
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"ONNX model {str(path)!r} not found; write one with mska export --checkpoint F --onnx OUT")
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise ExportError("running an ONNX model needs onnxruntime: pip install 'mska-core[onnx]'")
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("running an ONNX model needs onnxruntime: pip install 'mska-core[onnx]'") from None
 
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

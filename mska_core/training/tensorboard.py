@@ -51,11 +51,11 @@ class TensorBoardLogger:
 def build(run_dir: Path, config: Any) -> TensorBoardLogger:
     """The logger of the run in ``run_dir``; a :class:`~mska_core.errors.ConfigError` naming the extra
     when the tensorboard package is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+    except ImportError:
         raise ConfigError("run.loggers: 'tensorboard' needs the tensorboard package: "
-                          "pip install 'mska-core[tensorboard]'")
+                          "pip install 'mska-core[tensorboard]'") from None
     return TensorBoardLogger(Path(run_dir) / FOLDER)
 
 
