@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -92,7 +93,10 @@ def exporter_attempts(encoder, frames: int) -> dict[str, str]:
                                       dynamic_axes={"keypoints": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}})
             attempts[name] = "exported"
         except Exception as exc:  # the point is to record what the exporter says
-            attempts[name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+            while exc.__cause__ is not None:  # the exporter wraps the error that says why
+                exc = exc.__cause__
+            line = re.sub(r"\x1b\[[0-9;]*m", "", (str(exc).strip().splitlines() or [""])[0])
+            attempts[name] = f"{type(exc).__name__}: {line[:160]}"
     return attempts
 
 

@@ -5,7 +5,8 @@ One run lives in ``[run] output_dir / [run] name``:
 - ``config.toml``: the resolved configuration;
 - ``metrics.jsonl``: one JSON record per logged step (``"kind": "train"``: every loss component by
   name, the total, the learning rate, clips/s) and per evaluation (``"kind": "eval"``);
-- ``last.pt``: kind ``training-state`` (model, optimizer, RNG, position in the data, best dev score),
+- ``last.pt``: kind ``training-state`` (model, optimizer, RNG, position in the data, best dev score,
+  the gradient scaler under ``[train] amp = "fp16"``),
   written atomically every ``train.checkpoint_every`` steps and after every epoch;
 - ``best.pt``: kind ``model``, the weights with the best dev score (WER of the ensemble, or BLEU-4
   when no CTC loss is trained), with the resolved config, vocabularies and dev metrics inside.
