@@ -119,6 +119,18 @@ def main() -> None:
                         help="skip trying the TorchScript exporter and torch.export of the fast path")
     args = parser.parse_args()
 
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as temporary:
+        result = measure(args, Path(temporary))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
+    """Export the model into ``folder``, time the contenders, print the table; the JSON record."""
     import onnxruntime
     import torch
 
@@ -126,8 +138,6 @@ def main() -> None:
     from mska_core.registry import get_registry
     from mska_core.training.trained import load_trained
 
-    torch.set_num_threads(args.threads)
-    folder = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
     checkpoint, parameters = checkpoint_of(args.config, folder)
     started = time.perf_counter()
     report = export_onnx(checkpoint, folder / "model.onnx")
@@ -215,9 +225,7 @@ def main() -> None:
         "onnx_vs_eager_max_relative_error": error,
         "other_exporters": attempts,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    return result
 
 
 if __name__ == "__main__":
