@@ -55,3 +55,8 @@ class DataError(MskaError):
 
 class RunFolderError(ConfigError):
     """A run folder cannot be used: another run holds it, it already holds a run, or it is not writable."""
+
+
+class ExportError(MskaError):
+    """A model cannot be exported (crop streams, a missing exporter package), or an exported artefact
+    cannot be read or does not reproduce its checkpoint."""

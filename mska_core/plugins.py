@@ -55,6 +55,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core-text", "mska_core.text.plugin"),
     ("core-synthetic", "mska_core.synthetic.source"),
     ("core-data", "mska_core.data.sources"),
+    ("core-loggers", "mska_core.training.tensorboard"),
 )
 
 LOADED, FAILED, DISABLED, SKIPPED = "loaded", "failed", "disabled", "not loaded"

@@ -36,9 +36,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "evaluation": {"registry", "config", "data", "encoder", "text"},
     "training": {"__init__", "registry", "config", "backbones", "checkpoints", "losses", "data", "synthetic",
                  "encoder", "text", "evaluation"},
+    "export": {"__init__", "registry", "config", "data", "encoder", "evaluation", "training"},
     # the generated plugin reference reads the contract types of every layer (never the commands)
     "plugin_reference": {"__init__", "registry", "config", "backbones", "checkpoints", "losses", "data",
-                         "synthetic", "encoder", "text", "evaluation", "training"},
+                         "synthetic", "encoder", "text", "evaluation", "training", "export"},
 }
 
 #: The streams that first-party plugins declare: rooms below the command line never spell them out.
@@ -158,6 +159,8 @@ REGISTRY_ENTRY_POINTS = {
     ("training/fit.py", "check_fit"),
     ("training/loop.py", "FineTuning.__init__"),
     ("training/dino.py", "pretrain"),
+    ("export/onnx.py", "export_onnx"),
+    ("export/embed.py", "embed"),
     # a worker process of `mska extract --workers` is a process of its own: it loads its plugins
     ("extract/runner.py", "_worker"),
 }

@@ -33,6 +33,8 @@ COMMANDS: tuple[str, ...] = (
     "mska_core.cli.train_cmd",
     "mska_core.cli.evaluate_cmd",
     "mska_core.cli.predict_cmd",
+    "mska_core.cli.export_cmd",
+    "mska_core.cli.embed_cmd",
     "mska_core.cli.extract_cmd",
     "mska_core.cli.pack_cmd",
     "mska_core.cli.plot_cmd",

@@ -5,6 +5,10 @@ header a registered layout reads (normalised with its header's frame size), or a
 written ``FILE.pkl:NAME`` (``FILE.pkl`` alone when the pickle holds one clip): the one keypoint reader
 (:mod:`mska_core.data.keypoint_files`) that ``mska extract --keypoints`` and the ``pose`` source use.
 
+``--onnx OUT`` instead of ``--checkpoint`` runs a model written by ``mska export`` with onnxruntime
+(:mod:`mska_core.export.runtime`): the same clips, frames and decoding, so its glosses can be checked
+against the checkpoint's; it prints no translation (the decoder is not exported).
+
 A VIDEO (``.mp4``, ``.avi``, ``.mkv``, ``.webm``, ``.mov``) goes through ``mska extract``'s own
 extraction held in memory (:mod:`mska_core.extract.memory`): its keypoints come from ``--keypoints
 PATH`` (files matched by clip id, as ``mska extract --keypoints`` reads them) or from ``--estimator
@@ -41,7 +45,10 @@ def add_parser(subparsers: Any) -> None:
                     "pickle entries FILE:NAME) or raw videos (keypoints from --keypoints or --estimator, crops "
                     "cut as mska extract cuts them, all in memory). Every frame is encoded.",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="F", help="best.pt or last.pt of a run")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", metavar="F", help="best.pt or last.pt of a run")
+    model.add_argument("--onnx", metavar="OUT", help="a model written by mska export, run with onnxruntime "
+                                                     "(glosses only: the translation decoder is not exported)")
     parser.add_argument("clips", nargs="+", metavar="CLIP|VIDEO",
                         help="keypoint file (.npy, .npz, .pose), PICKLE:NAME, or a video (.mp4, .avi, .mkv, .webm, .mov)")
     source = parser.add_mutually_exclusive_group()
@@ -211,13 +218,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--set {other[0]}: mska predict takes --set plugins.* keys only (the model is the "
                           "checkpoint's); give the other settings to mska evaluate or mska train")
     registry = get_registry()
-    trained = load_trained(args.checkpoint, registry=registry, overrides=args.overrides,
-                           allow_stream_change=args.allow_stream_change)
-    registry = get_registry()  # as the checkpoint's [plugins] table (and --set plugins.*) made it
+    if args.onnx is not None:
+        from mska_core.export.runtime import load_onnx
+
+        trained = load_onnx(args.onnx)
+        crops = ModelCrops.keypoints_only(trained.config)
+    else:
+        trained = load_trained(args.checkpoint, registry=registry, overrides=args.overrides,
+                               allow_stream_change=args.allow_stream_change)
+        registry = get_registry()  # as the checkpoint's [plugins] table (and --set plugins.*) made it
+        crops = ModelCrops.of(trained, registry)
     config = trained.config
     if args.overlap is not None and args.window is None:
         raise DataError("--overlap goes with --window FRAMES (the windows it is the overlap of)")
-    crops = ModelCrops.of(trained, registry)
     videos = [spec for spec in args.clips if is_video(spec)]
     absent = [spec for spec in videos if not Path(spec).is_file()]
     if absent:
@@ -250,6 +263,9 @@ def run(args: argparse.Namespace) -> int:
         if reader is not None:
             reader.close()
     status = 1 if any(row.prediction is None for row in rows) else 0
+    if args.onnx is not None and trained.metadata.translation == "not exported":
+        status_console().print(f"mska: {args.onnx}: glosses only; the model's translation decoder is not in the "
+                               "ONNX export (mska predict --checkpoint translates)", soft_wrap=True, markup=False)
     if args.json:
         emit_json([row.as_dict() for row in rows])
         return status
@@ -276,6 +292,11 @@ class ModelCrops:
     normalization: dict[str, Any]
     data: Any
     layout: str
+
+    @classmethod
+    def keypoints_only(cls, config: Any) -> ModelCrops:
+        """A model that reads no crops (an ONNX export) trained with ``config``."""
+        return cls(specs=(), sizes={}, normalization={}, data=config.data, layout=config.model.layout)
 
     @classmethod
     def of(cls, trained: Any, registry: Any) -> ModelCrops:

@@ -89,6 +89,8 @@ def check_against_registry(config: Config, source: str, registry: Any) -> None:
         raise ConfigError(f"{source}: run.format: checkpoint format {fmt.name!r} ({fmt.provider}) "
                           f"{'only reads files' if fmt.write is None else 'names no file suffix'}; formats that "
                           f"write run outputs: {writable}")
+    for logger in config.run.loggers:
+        look_up(registry.loggers, logger, "run.loggers")
     check_loss_options(config, source, registry)
 
 

@@ -27,6 +27,7 @@ DESCRIPTIONS: dict[str, str] = {
     "run.name": "name of the run; its folder is `<output_dir>/<name>`",
     "run.output_dir": "folder that holds run folders",
     "run.device": "`auto` (a GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`",
+    "run.loggers": "experiment trackers fed every `metrics.jsonl` record (`tensorboard`, or a plugin's; docs/deploy.md)",
     "run.seed": "seed of every random generator (Python, torch, data order, augmentation)",
     "data.source": "a registered data source: `synthetic` (the embedded corpus), `mska-pickle`, `directory`, "
                    "`pose` (.pose files) or a plugin's (`mska plugins` lists them)",
@@ -82,7 +83,7 @@ DESCRIPTIONS: dict[str, str] = {
     "optim.schedule": "learning-rate schedule after warm-up: `cosine` per step over the run, `cosine-epoch` the MSKA reference's (one value per epoch, over `t_max` epochs), `constant`",
     "train.epochs": "passes over the training split",
     "train.batch_size": "clips per optimiser step (over all processes)",
-    "train.amp": "`bf16`: bfloat16 autocast for the forward pass",
+    "train.amp": "`bf16`: bfloat16 autocast for the forward pass; `fp16`: float16 autocast with a gradient scaler (its state in `last.pt`)",
     "train.num_workers": "data-loader worker processes",
     "train.test_beam_size": "CTC beam width on the test split (`mska evaluate`)",
     "train.translation_beam_size": "beam width of translation decoding",

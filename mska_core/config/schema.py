@@ -100,6 +100,7 @@ class RunConfig:
     seed: int = attrs.field(default=0, validator=_seed)
     device: str = attrs.field(default="auto", validator=_device)  # "auto", "cpu", "cuda", "cuda:N", "mps"
     format: str = "mska"  # checkpoint format of best/last and exports: mska (.pt), safetensors, a plugin's
+    loggers: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # experiment trackers (mska_loggers)
 
 
 @attrs.frozen
@@ -271,7 +272,7 @@ class TrainConfig:
 
     epochs: int = attrs.field(default=10, validator=_positive)
     batch_size: int = attrs.field(default=8, validator=_positive)
-    amp: Literal["none", "bf16"] = "none"
+    amp: Literal["none", "bf16", "fp16"] = "none"
     num_workers: int = attrs.field(default=0, validator=_non_negative)
     eval_every: int = attrs.field(default=1, validator=_positive)  # epochs
     beam_size: int = attrs.field(default=1, validator=_positive)  # CTC beam on dev

@@ -51,7 +51,8 @@ def predict_batch(model: Any, batch: Any, vocabularies: Any, *, beam_size: int =
     """Glosses per head and ensemble, and the translation, of every clip of ``batch``."""
     model.eval()
     device = batch.clips.keypoints.device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+    with torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16,
+                        enabled=amp in ("bf16", "fp16")):
         encoded = model.encoder(batch.clips)
     return decode_output(model, encoded, batch, vocabularies, beam_size=beam_size,
                          translation_beam_size=translation_beam_size, max_text_length=max_text_length,

@@ -583,6 +583,9 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
                 f"crops: {probe_init:.3f}")
 
         # the loop
+        from mska_core.training.trackers import Trackers
+
+        trackers = Trackers(config.run.loggers, output_dir, config, registry)
         display = ProgressDisplay(console, enabled=cfg.progress, transient=False)
         display.begin("pretrain", cfg.epochs * steps_per_epoch, completed=global_step)
         probe_shown, stopped = "-", False
@@ -617,12 +620,14 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
 
                     done = time.perf_counter()
                     meter.add(parts, views[0].shape[0], loaded - tick, done - loaded)
-                    metrics.append({"epoch": epoch + 1, "step": global_step, "loss": parts["loss"],
+                    record = {"epoch": epoch + 1, "step": global_step, "loss": parts["loss"],
                                     "dino": parts["dino"], "koleo": parts["koleo"], "lr": scheduled.lr,
                                     "weight_decay": scheduled.weight_decay, "momentum": scheduled.momentum,
                                     "teacher_temp": parts["teacher_temp"],
                                     "teacher_entropy": parts["teacher_entropy"],
-                                    "feature_std": parts["feature_std"]})
+                                    "feature_std": parts["feature_std"]}
+                    metrics.append(record)
+                    trackers.log(record, global_step)
                     display.advance(f"loss {parts['loss']:.4f}  teacher H {parts['teacher_entropy']:.2f}  "
                                     f"lr {scheduled.lr:.2e}  {views[0].shape[0] / max(done - tick, 1e-9):.1f} img/s  "
                                     f"probe {probe_shown}", description=f"epoch {epoch + 1}/{cfg.epochs}")
@@ -642,6 +647,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
                     probe_shown = f"{summary['probe']:.3f}"
                 metrics.append(summary)
                 metrics.sync()
+                trackers.log(summary, global_step)
                 save_checkpoint(make_payload(
                     "training-state", stream=stream, arch=arch, arch_config=arch_config, min_loss=min_loss,
                     epoch=epoch + 1, global_step=global_step, config=unstructure(config),
@@ -654,6 +660,7 @@ def pretrain(config: Config, *, registry: Any = None, console: Any = None, exten
                     f"{meter.images_per_s:.1f} img/s  (data {meter.data_s:.1f}s, step {meter.step_s:.1f}s)")
         finally:
             display.close()
+            trackers.close()
         if stopped:
             metrics.flush()
             say(f"stopped after step {global_step} (pretrain.max_steps)")

@@ -5,7 +5,8 @@ One run lives in ``[run] output_dir / [run] name``:
 - ``config.toml``: the resolved configuration;
 - ``metrics.jsonl``: one JSON record per logged step (``"kind": "train"``: every loss component by
   name, the total, the learning rate, clips/s) and per evaluation (``"kind": "eval"``);
-- ``last.pt``: kind ``training-state`` (model, optimizer, RNG, position in the data, best dev score),
+- ``last.pt``: kind ``training-state`` (model, optimizer, RNG, position in the data, best dev score,
+  the gradient scaler under ``[train] amp = "fp16"``),
   written atomically every ``train.checkpoint_every`` steps and after every epoch;
 - ``best.pt``: kind ``model``, the weights with the best dev score (WER of the ensemble, or BLEU-4
   when no CTC loss is trained), with the resolved config, the gloss vocabulary, the text decoder
@@ -47,6 +48,7 @@ from mska_core.config.loader import unstructure
 from mska_core.errors import ConfigError
 from mska_core.run_files import RunFiles
 from mska_core.training.parts import freeze_parts, make_optimizer, set_learning_rates
+from mska_core.training.precision import autocast, grad_scaler
 from mska_core.training.runfolder import RunFolder
 from mska_core.training.scaffold import (
     CosineSchedule,
@@ -225,6 +227,7 @@ class FineTuning:
         self.global_step = 0
         self.position = (0, 0)  # (epoch, next batch within it)
         self.init_report: Any = None
+        self.trackers: Any = None  # the [run] loggers, from prepare() to the end of run()
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -311,6 +314,7 @@ class FineTuning:
                                    seed=seed, layout=layout.name, render_crops=self.corpus.render_crops,
                                    crops=plan)
         self.optimizer = make_optimizer(self.model, config.optim)
+        self.scaler = grad_scaler(self.device.type, config.train.amp)
         self.steps_per_epoch = math.ceil(len(self.train_set) / config.train.batch_size)
         self.total_steps = self.steps_per_epoch * config.train.epochs
         self.lr_schedule = lr_schedule(config.optim, self.total_steps, steps_per_epoch=self.steps_per_epoch,
@@ -331,6 +335,9 @@ class FineTuning:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.files.config)
             self.metrics.flush()
+        from mska_core.training.trackers import Trackers
+
+        self.trackers = Trackers(config.run.loggers, self.run_dir, config, self.registry, enabled=self.info.is_main)
         self.prepared = True
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -343,6 +350,8 @@ class FineTuning:
                 f"({exc}); was [optim] part_lr or [losses.translation] freeze changed, or was the run started by "
                 "an earlier mska-core? Start a new run"
             ) from None
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.global_step = int(state["global_step"])
         self.position = (int(state["position"]["epoch"]), int(state["position"]["batch"]))
@@ -383,6 +392,8 @@ class FineTuning:
                     break
         finally:
             display.close()
+            if self.trackers is not None:
+                self.trackers.close()
             self.release()
         from mska_core.training.distributed import barrier
 
@@ -486,7 +497,7 @@ class FineTuning:
             batch = batch.to(self.device)
             syncing = c + 1 == len(chunks) or not self.info.enabled
             with contextlib.nullcontext() if syncing else self.wrapped.no_sync():
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.train.amp == "bf16"):
+                with autocast(self.device.type, config.train.amp):
                     output = self.wrapped(batch)
                 total = None
                 parts = {}
@@ -499,15 +510,20 @@ class FineTuning:
                 assert total is not None
                 # Each chunk's mean is weighted by its share of the global batch, so that the gradient
                 # (averaged over ranks by DDP) is the gradient of the global batch's mean loss.
-                (total * (batch.size * self.info.world_size / global_size)).backward()
+                self.scaler.scale(total * (batch.size * self.info.world_size / global_size)).backward()
             for key, value in {"loss": total, **parts}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) * batch.size
         if config.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients (a no-op without fp16)
             nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         totals = all_sum(list(sums.values()), self.info, self.device)
-        return {key: value / global_size for key, value in zip(sums, totals)}, lr
+        parts = {key: value / global_size for key, value in zip(sums, totals)}
+        if self.scaler.is_enabled():
+            parts["grad_scale"] = float(self.scaler.get_scale())
+        return parts, lr
 
     # -- evaluation and checkpoints --------------------------------------------------------------------
 
@@ -580,6 +596,7 @@ class FineTuning:
         payload = make_payload(
             "training-state", self.model.state_dict(), epoch=epoch + 1, global_step=self.global_step,
             optimizer=self.optimizer.state_dict(), rng=rng_state(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             position={"epoch": self.position[0], "batch": self.position[1]},
             best={"metric": key, "value": self.best_value, "metrics": self.best_metrics},
             metrics={"dev": self.best_metrics}, decoder_head=self.model.decoder_head, registry=self.registry,
@@ -589,3 +606,5 @@ class FineTuning:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.metrics.log(record)
+        if self.trackers is not None:
+            self.trackers.log(record, int(record.get("step", self.global_step)))

@@ -47,6 +47,7 @@ LOCK_NAME = LOCK
 #: change how a run is watched, where it writes exports or where it stops early, never what it computes.
 RESUMABLE_CHANGES: tuple[str, ...] = (
     "run.device",
+    "run.loggers",
     "run.name",
     "run.output_dir",
     "plugins.",
