@@ -160,7 +160,7 @@ def _names_and_worker(items):
 def test_two_ranks_and_two_dataloader_workers_read_every_clip_once_per_epoch(shards, epoch):
     """The training loop's own batch plan (:meth:`FineTuning._batches`, ``_local_batches``) for rank 0
     and rank 1 of 2, each with 2 real DataLoader workers reading crops from the shards."""
-    from mska_core.data.crop_files import CropPlan
+    from mska_core.data.crop_files import CropPlan, crop_folders
     from mska_core.data.datasets import ClipDataset
     from mska_core.data.vocab import Vocabularies
     from mska_core.registry import get_registry
@@ -170,7 +170,8 @@ def test_two_ranks_and_two_dataloader_workers_read_every_clip_once_per_epoch(sha
     _, data = shards
     corpus, config = shard_corpus(data)
     registry = get_registry()
-    plan = CropPlan([registry.streams.get("face")], {"face": SIDE}, corpus.crops, config.data.crop_options)
+    plan = CropPlan([registry.streams.get("face")], {"face": SIDE}, crop_folders(config.data, corpus),
+                    config.data.crop_options)
     dataset = ClipDataset(corpus.train, Vocabularies.from_samples(corpus.train), config.data.augment, train=True,
                           seed=5, crops=plan)
     dataset.set_epoch(epoch)
