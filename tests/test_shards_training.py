@@ -215,9 +215,13 @@ def test_mska_train_on_shards_resumes_exactly_and_evaluates(shards, backbone_fil
     final_a = torch.load(run_a / "last.pt", weights_only=True)["state_dict"]
     final_b = torch.load(run_b / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
-    evaluated = run_mska("evaluate", "--checkpoint", str(run_a / "best.pt"), "--json", env=mska_env())
+    predictions = tmp_path / "predictions.jsonl"
+    evaluated = run_mska("evaluate", "--checkpoint", str(run_a / "best.pt"), "--predictions", str(predictions),
+                         "--json", env=mska_env())
     assert evaluated.returncode == 0, evaluated.stderr
     assert "wer" in json.loads(evaluated.stdout)
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert sorted(line["name"] for line in lines) == ["e0", "e1"]  # a prediction per clip of the test shards
 
 
 def test_a_missing_split_folder_is_one_line_naming_it(shards, tmp_path):
@@ -228,3 +232,18 @@ def test_a_missing_split_folder_is_one_line_naming_it(shards, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "no train shards" in result.stderr and "mska pack" in result.stderr
+
+
+def test_a_truncated_shard_is_one_clear_error_naming_it(shards, tmp_path):
+    import shutil
+
+    from mska_core.errors import DataError
+
+    _, data = shards
+    copy = tmp_path / "shards"
+    shutil.copytree(data, copy)
+    shard = sorted((copy / "train").glob("*.tar"))[-1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(DataError, match=str(shard)):
+        corpus, _ = shard_corpus(copy)
+        corpus.crops.scan(corpus.train, ["face", "hand_left"])
