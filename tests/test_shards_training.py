@@ -247,3 +247,14 @@ def test_a_truncated_shard_is_one_clear_error_naming_it(shards, tmp_path):
     with pytest.raises(DataError, match=str(shard)):
         corpus, _ = shard_corpus(copy)
         corpus.crops.scan(corpus.train, ["face", "hand_left"])
+
+
+def test_shards_of_another_layout_than_the_models_are_refused_naming_the_setting(shards):
+    from mska_core.data.datasets import load_corpus
+    from mska_core.errors import DataError
+    from mska_core.registry import get_registry
+
+    _, data = shards
+    _, config = shard_corpus(data)
+    with pytest.raises(DataError, match=r"is in layout 'coco_wholebody', but model.layout is 'mediapipe_holistic'"):
+        load_corpus(config.data, layout="mediapipe_holistic", registry=get_registry())
