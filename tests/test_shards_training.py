@@ -33,8 +33,9 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (root / "keypoints").mkdir()
     frames = 8 * FPS
     write_video_sized(root / "videos" / "recording.mp4", index_frames(frames))
-    points = still_keypoints(frames) * 0.4
-    points[..., 2] = np.where(points[..., 2] > 0, 1.0, 0.0)
+    points = still_keypoints(frames)  # in a 210 x 260 frame: scaled into the recording's 96 x 64
+    points[..., 0] *= 96 / 210
+    points[..., 1] *= 64 / 260
     np.save(root / "keypoints" / "recording.npy", points)
     out = root / "out"
     for split in ("train", "dev", "test"):
@@ -258,3 +259,27 @@ def test_shards_of_another_layout_than_the_models_are_refused_naming_the_setting
     _, config = shard_corpus(data)
     with pytest.raises(DataError, match=r"is in layout 'coco_wholebody', but model.layout is 'mediapipe_holistic'"):
         load_corpus(config.data, layout="mediapipe_holistic", registry=get_registry())
+
+
+def test_the_missing_flags_of_the_extraction_travel_in_the_shards(shards, tmp_path):
+    """A stream's part flagged missing in some frames (``boxes/ID.npz`` ``STREAM_missing``, as
+    extraction writes it) is flagged missing in those frames when the clip is read from shards."""
+    import shutil
+
+    from mska_core.data.shards import pack_shards
+
+    out, _ = shards
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    with np.load(copy / "boxes" / "d1.npz") as boxes:
+        arrays = dict(boxes)
+    frames = len(np.load(copy / "keypoints" / "d1.npy"))
+    arrays["face_missing"] = np.arange(frames) % 3 == 0
+    np.savez(copy / "boxes" / "d1.npz", **arrays)
+    for split in ("train", "dev", "test"):
+        pack_shards(copy, tmp_path / "shards" / split, 1, split=split)
+    corpus, _ = shard_corpus(tmp_path / "shards")
+    found = corpus.crops.found("face", "d1", [0, 1, 3, 5])
+    assert found.tolist() == [False, True, False, True]
+    assert corpus.crops.found("hand_left", "d1", [0, 1]).tolist() == [True, True]  # as extracted
+    assert corpus.crops.found("mouth", "d1", [0]) is None  # no flags for a stream it has no boxes of

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from mska_core.data.contract import PACKED_SUFFIX, SHARD_KEYPOINTS, SHARD_META
+from mska_core.data.contract import PACKED_SUFFIX, SHARD_BOXES, SHARD_KEYPOINTS, SHARD_META
 from mska_core.errors import DataError
 
 
@@ -56,6 +56,7 @@ class IndexedClip:
     keypoints: Any = attrs.field(repr=False)
     crops: dict[str, ShardMember] = attrs.field(factory=dict)
     where: str = ""  # the shard, for messages
+    boxes: ShardMember | None = None  # the extraction's boxes/ID.npz (missing flags), where packed
 
     @property
     def id(self) -> str:
@@ -102,7 +103,7 @@ def _indexed(path: Path, key: str, members: dict[str, ShardMember]) -> IndexedCl
         raise DataError(f"{path}: clip {key}: unreadable metadata or keypoints ({exc})") from None
     crops = {suffix[1:-len(PACKED_SUFFIX)]: member for suffix, member in members.items()
              if suffix.endswith(PACKED_SUFFIX)}
-    return IndexedClip(meta=meta, keypoints=keypoints, crops=crops, where=str(path))
+    return IndexedClip(meta=meta, keypoints=keypoints, crops=crops, where=str(path), boxes=members.get(SHARD_BOXES))
 
 
 @attrs.frozen
@@ -115,6 +116,8 @@ class ShardCrops:
     members: dict[tuple[str, str], ShardMember]
     missing: str = "error"
     where: str = ""
+    boxes: dict[str, ShardMember] = attrs.field(factory=dict)  # clip id -> its boxes member
+    _flags: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def _pack(self, stream: str, clip: str) -> Any:
         from mska_core.data.crop_pack import CropPack
@@ -160,6 +163,29 @@ class ShardCrops:
         row = {index: i for i, index in enumerate(wanted)}
         position = torch.tensor([row[int(f)] for f in frames], dtype=torch.long)
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)[position].contiguous()
+
+    def found(self, stream: str, clip: str, frames: Sequence[int]) -> Any:
+        """bool ``[len(frames)]``: whether ``stream``'s part was found in each of ``frames`` of ``clip``
+        (the ``STREAM_missing`` flags of the boxes packed with it); ``None`` without flags."""
+        import numpy as np
+        import torch
+
+        if clip not in self._flags:
+            member = self.boxes.get(clip)
+            self._flags[clip] = None
+            if member is not None:
+                try:
+                    with np.load(io.BytesIO(member.read()), allow_pickle=False) as boxes:
+                        self._flags[clip] = {name[: -len("_missing")]: np.asarray(boxes[name], dtype=bool)
+                                             for name in boxes.files if name.endswith("_missing")}
+                except (OSError, ValueError) as exc:
+                    raise DataError(f"{member.path}: clip {clip!r}: unreadable boxes ({exc})") from None
+        flags = self._flags[clip]
+        if not flags or stream not in flags or not len(flags[stream]):
+            return None
+        missing = flags[stream]
+        index = np.clip(np.asarray(frames, dtype=np.int64), 0, len(missing) - 1)
+        return torch.from_numpy(~missing[index])
 
     def image_size(self, samples: Sequence[Any], stream: str) -> int | None:
         """The side of ``stream``'s crops: that of the first clip of ``samples`` that has crops."""

@@ -108,7 +108,7 @@ def open_shards(data: Any, layout: Any) -> Corpus:
 
     root = _root(data)
     splits: dict[str, list[Sample]] = {}
-    members = {}
+    members, boxes = {}, {}
     for split in SPLITS:
         folder = root / (getattr(data, split) or split)
         if not folder.is_dir():
@@ -128,7 +128,9 @@ def open_shards(data: Any, layout: Any) -> Corpus:
             splits[split].append(Sample(name=clip.id, keypoints=keypoints, gloss=meta.get("gloss", ""),
                                         text=meta.get("text", ""), path=clip.where))
             members.update({(stream, clip.id): member for stream, member in clip.crops.items()})
-    crops = ShardCrops(members, data.crop_options.missing, str(root))
+            if clip.boxes is not None:
+                boxes[clip.id] = clip.boxes
+    crops = ShardCrops(members, data.crop_options.missing, str(root), boxes)
     return Corpus(**splits, source=f"shards: {root}", layout=layout.name, crops=crops)
 
 
