@@ -14,7 +14,8 @@ tiny ViT, and the paper preset with ViT-S/14 crops at 112 px, trained from JPEG 
 the layouts ``mska extract`` writes (written by the benchmark into a temporary folder: the synthetic
 corpus's clips in our directory format, and per frame and stream a rendered synthetic crop with
 camera-like noise, JPEG quality 90), once as packed files (one per clip and stream, the default) and
-once as one JPEG file per crop (``--crop-formats``). Each runs real fine-tuning steps with a DataLoader of ``W``
+once as one JPEG file per crop, and (``--crop-formats shards``) as WebDataset shards of the packed
+files read by the ``shards`` data source (``--crop-formats``). Each runs real fine-tuning steps with a DataLoader of ``W``
 workers (2 by default, as ``train.num_workers``) and reports the time the step waits for its batch
 ÷ the whole step; the baseline row is the same model with the crops decoded in the training process
 (0 workers).
@@ -156,6 +157,43 @@ def write_crop_corpus(config, folder: Path, side: int, crop_format: str = "files
     return folder
 
 
+def write_crop_shards(folder: Path, dest: Path, size: int = 1000) -> Path:
+    """The packed corpus ``folder`` (:func:`write_crop_corpus`) as the WebDataset shards ``mska pack``
+    writes, one shard per split under ``dest/SPLIT`` (keypoints in pixels of a ``size`` px square frame,
+    which the ``shards`` source normalises back)."""
+    import io
+    import json as jsonlib
+    import tarfile
+
+    import numpy as np
+
+    from mska_core.data.contract import read_annotations
+    from mska_core.data.directory import read_keypoint_file
+
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    for split in ("train", "dev", "test"):
+        (dest / split).mkdir(parents=True, exist_ok=True)
+        with tarfile.open(dest / split / "shard-000000.tar", "w") as tar:
+            for number, row in enumerate(read_annotations(folder / f"{split}.tsv", split)):
+                points = read_keypoint_file(folder / split / f"{row.clip_id}.npy").numpy().copy()
+                points[..., 0] = (points[..., 0] + 1) / 2 * size
+                points[..., 1] = size - (points[..., 1] + 1) / 2 * size
+                buffer = io.BytesIO()
+                np.save(buffer, points)
+                key = f"{number:09d}"
+                meta = {"id": row.clip_id, "gloss": row.gloss, "text": row.text, "frames": len(points), "fps": 25,
+                        "width": size, "height": size, "layout": "coco_wholebody", "streams": list(CROP_STREAMS)}
+                add(tar, f"{key}.json", jsonlib.dumps(meta).encode())
+                add(tar, f"{key}.keypoints.npy", buffer.getvalue())
+                for stream in CROP_STREAMS:
+                    add(tar, f"{key}.{stream}.crops", (folder / "crops" / stream / f"{row.clip_id}.crops").read_bytes())
+    return dest
+
+
 def measure_crops(config_path: Path | None, overrides: list[str], *, arch: str, side: int, device: torch.device,
                   steps: int, batch_size: int, workers: int, crop_format: str = "files") -> dict:
     """Fine-tuning steps of a model whose face and hand streams read JPEG crops from disk (``files``:
@@ -185,7 +223,12 @@ def measure_crops(config_path: Path | None, overrides: list[str], *, arch: str, 
         streams.append("model.streams.body.keypoints=true")  # keep the fourth stream the heads read
         config = load_config(config_path, SYNTHETIC + overrides + streams + [
             "data.crops=true", "data.source='directory'", f"data.path='{folder / 'data'}'", "data.augment.rotation=0.0"])
-        write_crop_corpus(config, folder / "data", side, crop_format)
+        write_crop_corpus(config, folder / "data", side, "packed" if crop_format == "shards" else crop_format)
+        if crop_format == "shards":  # the same crops in tar shards, read by the shards source
+            write_crop_shards(folder / "data", folder / "shards")
+            config = load_config(config_path, SYNTHETIC + overrides + streams + [
+                "data.crops=true", "data.source='shards'", f"data.path='{folder / 'shards'}'",
+                "data.augment.rotation=0.0"])
         corpus = load_corpus(config.data, registry=registry)
         config = resolve_crop_sizes(config, corpus)
         vocabularies = Vocabularies.from_samples(corpus.train)
@@ -274,8 +317,9 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=1, help="counted steps of each paper-preset crop row")
     parser.add_argument("--crop-models", nargs="+", default=["quickstart", "paper"], choices=["quickstart", "paper"],
                         help="which crop rows to run")
-    parser.add_argument("--crop-formats", nargs="+", default=["packed", "files"], choices=["packed", "files"],
-                        help="crop storage of the crop rows: packed files per clip and stream, or a file per crop")
+    parser.add_argument("--crop-formats", nargs="+", default=["packed", "files"], choices=["packed", "files", "shards"],
+                        help="crop storage of the crop rows: packed files per clip and stream, a file per crop, or "
+                             "WebDataset shards read by the shards source")
     parser.add_argument("--paper-batch-size", type=int, default=1, help="batch of the paper preset's crop rows")
     parser.add_argument("--paper-frames-per-gloss", type=int, default=3,
                         help="frames per gloss of the paper preset's crop rows (short clips keep a CPU step short)")

@@ -353,7 +353,7 @@ def test_mska_data_sources_are_listed_by_mska_plugins(mska):
     assert proc.returncode == 0, proc.stderr
     provided = {p["name"]: p["provides"].get("mska_data_sources", []) for p in json.loads(proc.stdout)["plugins"]}
     assert provided["core-synthetic"] == ["synthetic"]
-    assert provided["core-data"] == ["mska-pickle", "directory", "pose"]
+    assert provided["core-data"] == ["mska-pickle", "directory", "pose", "shards"]
     table = mska("plugins", "--all")
     assert table.returncode == 0 and "data sources" in table.stdout + table.stderr
 

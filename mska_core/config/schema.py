@@ -151,8 +151,8 @@ class CropOptionsConfig:
 class DataConfig:
     """``[data]``: where clips come from and how they are prepared."""
 
-    source: str = "synthetic"  # a registered data source: synthetic, mska-pickle, directory, pose, a plugin's
-    path: str | None = None  # the folder that holds the splits (pickles, our directory format, .pose files)
+    source: str = "synthetic"  # a registered data source: synthetic, mska-pickle, directory, pose, shards, a plugin's
+    path: str | None = None  # the folder that holds the splits (pickles, our directory format, .pose files, shards)
     train: str | None = None  # a split's file, relative to ``path`` (defaults per source, docs/data.md)
     dev: str | None = None
     test: str | None = None

@@ -82,8 +82,9 @@ PACKED_SUFFIX = ".crops"
 #: A WebDataset shard of ``mska pack``, and the index beside the shards.
 SHARD_NAME = "shard-{index:06d}.tar"
 SHARD_INDEX = "shards.json"
-#: The member suffixes of one clip in a shard (besides ``.STREAM.crops``).
-SHARD_META, SHARD_KEYPOINTS = ".json", ".keypoints.npy"
+#: The member suffixes of one clip in a shard (besides ``.STREAM.crops``); ``.boxes.npz`` is the
+#: extraction's ``boxes/ID.npz`` (crop boxes and per-stream missing flags), where it has one.
+SHARD_META, SHARD_KEYPOINTS, SHARD_BOXES = ".json", ".keypoints.npy", ".boxes.npz"
 
 
 @attrs.frozen

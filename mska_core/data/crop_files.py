@@ -252,12 +252,16 @@ _CORPUS_FOLDERS: dict[tuple[int, Path, str], CropFolders] = {}
 
 def crop_folders(data_cfg: Any, corpus: Any) -> CropFolders | None:
     """The crop folders of ``data_cfg`` (``[data.crop_options] path``, else ``[data] path / crops``);
-    ``None`` for a source that renders its crops (the synthetic corpus). Every call for one corpus
+    ``None`` for a source that renders its crops (the synthetic corpus); the source's own crop reader for
+    a source that carries its crops (:attr:`Corpus.crops <mska_core.data.samples.Corpus.crops>`, the
+    ``shards`` source) unless ``[data.crop_options] path`` is set. Every call for one corpus
     returns the same :class:`CropFolders`, so its crops are looked up once however many times a run
     asks (crop sizes, the crop plan, each split's dataset)."""
     if corpus.render_crops is not None:
         return None
     options = data_cfg.crop_options
+    if corpus.crops is not None and not options.path:
+        return corpus.crops  # the source carries its crops (the shards source)
     if options.path:
         root = Path(options.path)
         where = "data.crop_options.path"

@@ -19,6 +19,7 @@ frames asked for: one file per clip and stream, whatever frames the augmentation
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Sequence
@@ -80,14 +81,18 @@ class CropPackWriter:
 class CropPack:
     """A packed crop file opened for reading: :attr:`frames` crops of :attr:`side` pixels.
 
-    ``source`` is the file's path, or its bytes (a packed file carried inside a WebDataset shard). Only
-    the footer and the index are read on opening; :meth:`jpeg` and :meth:`read` read the bytes of the
-    frames asked for. Any problem with the file is a :class:`~mska_core.errors.DataError` naming it.
+    ``source`` is the file's path, or its bytes (a packed file carried inside a WebDataset shard).
+    ``region`` ``(offset, size)`` says the packed file is those bytes of the file ``source`` (a member
+    of a tar shard, read in place). Only the footer and the index are read on opening; :meth:`jpeg` and
+    :meth:`read` read the bytes of the frames asked for. Any problem with the file is a
+    :class:`~mska_core.errors.DataError` naming it.
     """
 
-    def __init__(self, source: str | Path | bytes, name: str = "") -> None:
+    def __init__(self, source: str | Path | bytes, name: str = "", *, region: tuple[int, int] | None = None) -> None:
         self.data = source if isinstance(source, bytes) else None
-        self.path = Path(name or "<packed crops>") if isinstance(source, bytes) else Path(source)
+        self.path = Path(name) if name else Path("<packed crops>") if isinstance(source, bytes) else Path(source)
+        self.region = region
+        self.file = Path(source) if not isinstance(source, bytes) else None
         try:
             with self._open() as handle:
                 self.frames, self.side, self.offsets = _read_index(handle, self.path)
@@ -95,9 +100,12 @@ class CropPack:
             raise DataError(f"{self.path}: cannot read packed crops ({exc.strerror or exc})") from None
 
     def _open(self) -> IO[bytes]:
-        import io
-
-        return io.BytesIO(self.data) if self.data is not None else self.path.open("rb")
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.file is not None
+        if self.region is not None:
+            return FileRegion(self.file.open("rb"), *self.region)
+        return self.file.open("rb")
 
     def __len__(self) -> int:
         return self.frames
@@ -132,6 +140,41 @@ class CropPack:
                 except (OSError, UnidentifiedImageError) as exc:
                     raise DataError(f"{self.path}: frame {index} is not a readable JPEG ({exc})") from None
         return [decoded[int(f)] for f in frames]
+
+
+class FileRegion(io.RawIOBase):
+    """``size`` bytes of an open binary file from ``offset`` on, as a file of their own (seek, read,
+    tell; closing it closes the file): a tar member read in place."""
+
+    def __init__(self, handle: IO[bytes], offset: int, size: int) -> None:
+        super().__init__()
+        self.handle, self.offset, self.size, self.position = handle, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.size}[whence]
+        self.position = max(0, base + position)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, count: int = -1) -> bytes:
+        left = max(0, self.size - self.position)
+        count = left if count is None or count < 0 else min(count, left)
+        self.handle.seek(self.offset + self.position)
+        data = self.handle.read(count)
+        self.position += len(data)
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
 
 
 def pack_bytes(jpegs: Sequence[bytes], side: int) -> bytes:

@@ -50,6 +50,9 @@ class Corpus:
     #: How the source draws crops for a clip: ``(keypoints, stream specs, size, layout) -> {stream: uint8
     #: [T, 3, size, size]}``; only the synthetic source has one (real crops come from disk).
     render_crops: Callable[..., Any] | None = attrs.field(default=None, eq=False, repr=False)
+    #: Where the source's own crops are read from, when it carries them (the ``shards`` source: a
+    #: :class:`~mska_core.data.shard_index.ShardCrops`); ``None``: crops are on disk under the crop folder.
+    crops: Any = attrs.field(default=None, eq=False, repr=False)
 
     def split(self, name: str) -> tuple[Sample, ...]:
         from mska_core.errors import DataError

@@ -1,8 +1,8 @@
 """WebDataset shards of an extraction: written by ``mska pack``, streamed by :class:`ClipShards`.
 
 A shard is a plain tar file (the WebDataset convention: the members of one sample share a key, the
-name up to the first dot) holding whole clips: their annotation and metadata, their keypoints and
-their packed crops per stream (the layout is in :mod:`mska_core.data.contract`). Tar files stream from
+name up to the first dot) holding whole clips: their annotation and metadata, their keypoints, their crop
+boxes and their packed crops per stream (the layout is in :mod:`mska_core.data.contract`). Tar files stream from
 any storage (a local disk, a network file system, object storage through a mounted path), and any
 WebDataset reader reads them too.
 
@@ -29,6 +29,7 @@ import attrs
 from mska_core.data.contract import (
     CONTRACT_VERSION,
     PACKED_SUFFIX,
+    SHARD_BOXES,
     SHARD_INDEX,
     SHARD_KEYPOINTS,
     SHARD_META,
@@ -116,6 +117,8 @@ def _add_clip(tar: tarfile.TarFile, layout: Any, row: Any, ordinal: int, gloss: 
             "height": row.height, "layout": row.layout, "streams": list(row.streams)}
     _add(tar, key + SHARD_META, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
     _add(tar, key + SHARD_KEYPOINTS, layout.keypoints(row.id).read_bytes())
+    if layout.boxes(row.id).is_file():
+        _add(tar, key + SHARD_BOXES, layout.boxes(row.id).read_bytes())
     for stream in row.streams:
         _add(tar, f"{key}.{stream}{PACKED_SUFFIX}", _packed_bytes(layout, stream, row.id))
 

@@ -1,5 +1,5 @@
 """The readers of real data mska-core supplies (the built-in plugin ``core-data``): ``mska-pickle``,
-``directory`` and ``pose``. (``synthetic`` is :mod:`mska_core.synthetic.source`, the built-in plugin
+``directory``, ``pose`` and ``shards``. (``synthetic`` is :mod:`mska_core.synthetic.source`, the built-in plugin
 ``core-synthetic``.)
 
 Each is a :class:`~mska_core.records.DataSource` whose ``open(data, layout)`` reads the three splits
@@ -92,6 +92,45 @@ def _pose_sample(root: Path, split: str, row: Any, layout: Any, tsv: Path) -> Sa
     return Sample(name=row.clip_id, keypoints=keypoints, gloss=row.gloss, text=row.text, path=str(path))
 
 
+def open_shards(data: Any, layout: Any) -> Corpus:
+    """WebDataset shards ``mska pack`` wrote, one folder per split (``PATH/train``, ``PATH/dev``,
+    ``PATH/test``, or the folders ``[data] train/dev/test`` name under ``PATH``), indexed once and read
+    by random access (:mod:`mska_core.data.shard_index`); keypoints normalised with each clip's frame
+    size; crop streams read their crops from the shards."""
+    import torch
+
+    from mska_core.data.contract import normalize_pixels
+    from mska_core.data.shard_index import ShardCrops, index_shards
+    from mska_core.data.shards import shard_paths
+
+    root = _root(data)
+    splits: dict[str, list[Sample]] = {}
+    members, boxes = {}, {}
+    for split in SPLITS:
+        folder = root / (getattr(data, split) or split)
+        if not folder.is_dir():
+            raise DataError(f"data.path: no {split} shards {str(folder)!r}; write them with mska pack OUT --to "
+                            f"{folder} --split {split}")
+        paths = shard_paths(folder)
+        if not paths:
+            raise DataError(f"data.path: no shards (*.tar) in {str(folder)!r}; write them with mska pack")
+        splits[split] = []
+        for clip in index_shards(paths):
+            meta = clip.meta
+            if meta.get("layout") != layout.name:
+                raise DataError(f"{clip.where}: clip {clip.id!r} is in layout {meta.get('layout')!r}, but "
+                                f"model.layout is {layout.name!r}; set model.layout = \"{meta.get('layout')}\"")
+            keypoints = normalize_pixels(torch.from_numpy(clip.keypoints[..., :3].copy()), meta["width"],
+                                         meta["height"])
+            splits[split].append(Sample(name=clip.id, keypoints=keypoints, gloss=meta.get("gloss", ""),
+                                        text=meta.get("text", ""), path=clip.where))
+            members.update({(stream, clip.id): member for stream, member in clip.crops.items()})
+            if clip.boxes is not None:
+                boxes[clip.id] = clip.boxes
+    crops = ShardCrops(members, data.crop_options.missing, str(root), boxes)
+    return Corpus(**splits, source=f"shards: {root}", layout=layout.name, crops=crops)
+
+
 @hookimpl
 def mska_data_sources() -> list[DataSource]:
     return [
@@ -101,4 +140,6 @@ def mska_data_sources() -> list[DataSource]:
                    description="SPLIT.tsv (id, gloss, text) and SPLIT/ID.npy|.npz keypoints"),
         DataSource(name="pose", open=open_pose,
                    description="SPLIT.tsv (id, gloss, text) and .pose files (pose-format)"),
+        DataSource(name="shards", open=open_shards,
+                   description="WebDataset shards of mska pack, PATH/SPLIT/*.tar (keypoints and crops)"),
     ]

@@ -3,7 +3,9 @@ clip cut from that input.
 
 An input (a video file or a frame folder) gives one clip, or several: the segments of a long recording
 (``--annotations`` with ``video``, ``start`` and ``end`` columns) are :class:`Cut` s of one
-:class:`ClipJob`, and the input is read **once**, however many segments it has. A frame goes to every
+:class:`ClipJob`, and the input is read **once**, however many segments it has, from the keyframe
+before its first segment's start (a video is seeked there, frames counted from their timestamps:
+:meth:`~mska_core.extract.videos.VideoReader.frames`) to its last segment's end. A frame goes to every
 cut whose time range holds it; a cut is finished (and, in ``mska extract``, published) as soon as the
 input passes its end.
 
@@ -294,8 +296,10 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None
     if given is not None and job.mirrored:  # points of the mirrored frames, as the flipped-back frames show them
         given = attrs.evolve(given, points=unmirror_points(given.points, layouts[layout], info.width))
     read = 0  # frames read so far
+    seen = 0  # frames the reader gave (it skips those before the first segment)
+    first = 0.0 if last_end is None else max(0.0, min(c.start for c in waiting) - TIME_SLACK)  # type: ignore[type-var]
     try:
-        for index, (time, rgb) in enumerate(reader.frames()):
+        for index, time, rgb in reader.frames(first):
             if last_end is not None and time >= last_end - TIME_SLACK:
                 break
             while waiting and (waiting[0].start or 0.0) <= time + TIME_SLACK:
@@ -329,13 +333,14 @@ def extract_cuts(job: ClipJob, *, layouts: Mapping[str, Any], layout: str | None
                     state.points.append(points)
                     state.frames += 1
             read = index + 1
-            if read % PROGRESS_EVERY == 0:
+            seen += 1
+            if seen % PROGRESS_EVERY == 0:
                 tell(PROGRESS_EVERY)
         else:  # the input ended: ``read`` is its frame count
             if given is not None and last_end is None and read and read != len(given.points):
                 raise ClipFailed(f"{job.video.path} has {read} frames but its keypoints have "
                                  f"{len(given.points)} ({where})")
-        tell(read % PROGRESS_EVERY)
+        tell(seen % PROGRESS_EVERY)
     except BaseException:
         for state in open_cuts:
             if state.sink is not None:

@@ -61,12 +61,15 @@ class FrameFolderReader:
         width, height = _size(self.files[0])
         self.info = VideoInfo(fps=float(fps), width=width, height=height, frames=len(self.files))
 
-    def frames(self) -> Iterator[tuple[float, Any]]:
-        """``(time in seconds, uint8 RGB [H, W, 3])`` of every frame, one at a time."""
+    def frames(self, start: float = 0.0) -> Iterator[tuple[int, float, Any]]:
+        """``(frame index, time in seconds, uint8 RGB [H, W, 3])`` of every frame at or after ``start``
+        seconds, one at a time (the frames before it are not read)."""
         import numpy as np
         from PIL import Image, UnidentifiedImageError
 
         for index, path in enumerate(self.files):
+            if index / self.info.fps < start:
+                continue
             try:
                 with Image.open(path) as image:
                     rgb = np.asarray(image.convert("RGB"))
@@ -76,7 +79,7 @@ class FrameFolderReader:
             if rgb.shape[:2] != (self.info.height, self.info.width):
                 raise DataError(f"{path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, the folder's first frame "
                                 f"{self.info.width}x{self.info.height}; the frames of a clip share one size")
-            yield index / self.info.fps, rgb
+            yield index, index / self.info.fps, rgb
 
     def close(self) -> None:
         """Nothing is held open between frames."""

@@ -74,27 +74,72 @@ def find_videos(paths: Sequence[str | Path]) -> list[Video]:
 
 
 class VideoReader:
-    """A video file opened for reading: :attr:`info` and :meth:`frames`, like a frame folder's reader."""
+    """A video file opened for reading: :attr:`info` and :meth:`frames`, like a frame folder's reader.
+
+    :attr:`decoded` counts the frames decoded so far (a reader that seeks decodes fewer)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = path
         self.container = open_video(path)
         self.info = video_info(self.container)
+        self.decoded = 0
 
-    def frames(self) -> Iterator[tuple[float, Any]]:
-        """``(time in seconds from the stream's start, uint8 RGB [H, W, 3])`` of every frame."""
+    def frames(self, start: float = 0.0) -> Iterator[tuple[int, float, Any]]:
+        """``(frame index, time in seconds from the stream's start, uint8 RGB [H, W, 3])`` of every frame
+        at or after ``start`` seconds.
+
+        From ``start`` 0 every frame is decoded and counted in decoding order. Later, the reader seeks
+        to the keyframe before ``start`` and decodes forward from there, counting frames from their
+        timestamps (``round(time × frame rate)``, exact for the constant frame rate of recordings): the
+        frames and indices are those decoding from the start gives (:func:`seek_position` says where it
+        seeks; a keyframe found past ``start`` makes it decode from the very start instead)."""
         stream = self.container.streams.video[0]
-        base = stream.time_base
-        start = stream.start_time or 0
-        for index, frame in enumerate(decode_frames(self.container, self.path)):
-            if frame.pts is not None and base is not None:
-                time = float((frame.pts - start) * base)
+        if start > 0 and stream.time_base is not None and self.info.fps > 0:
+            import av
+
+            first = stream.start_time or 0
+            try:
+                self.container.seek(seek_position(start, first, stream.time_base, self.info.fps), stream=stream,
+                                    backward=True, any_frame=False)
+                yield from self._decode(start, by_time=True)
+                return
+            except (_PastStart, av.error.FFmpegError):
+                self.container.seek(first, stream=stream, backward=True, any_frame=False)
+        yield from self._decode(start, by_time=False)
+
+    def _decode(self, start: float, *, by_time: bool) -> Iterator[tuple[int, float, Any]]:
+        stream = self.container.streams.video[0]
+        base, first = stream.time_base, stream.start_time or 0
+        index = -1
+        for frame in decode_frames(self.container, self.path):
+            self.decoded += 1
+            time = float((frame.pts - first) * base) if frame.pts is not None and base is not None else None
+            if by_time:
+                if index < 0 and (time is None or time > start):
+                    raise _PastStart  # nothing yielded yet: decode from the start instead
+                index = round(time * self.info.fps) if time is not None else index + 1
+                if time is None:
+                    time = index / self.info.fps
             else:
-                time = index / self.info.fps if self.info.fps else float(index)
-            yield time, rgb_array(frame)
+                index += 1
+                if time is None:
+                    time = index / self.info.fps if self.info.fps else float(index)
+            if time >= start:
+                yield index, time, rgb_array(frame)
 
     def close(self) -> None:
         self.container.close()
+
+
+class _PastStart(Exception):
+    """Seeking landed past the first frame asked for (no keyframe before it was found)."""
+
+
+def seek_position(start: float, first: int, base: Any, fps: float) -> int:
+    """The timestamp (in the stream's ``base`` units, the stream starting at ``first``) a reader seeks
+    to for a segment starting at ``start`` seconds: half a frame before it, so that the keyframe found
+    is at or before the segment's first frame."""
+    return first + max(0, int((start - 0.5 / fps) / base))
 
 
 def open_input(video: Video, fps: float | None = None) -> Any:
