@@ -92,6 +92,6 @@ def test_embed_video_reads_the_video_as_predict_does(run, tmp_path):
     (row,) = json.loads(result.stdout)
     assert row["name"] == "signer" and row["frames"] == 20 and row["feature_frames"] == 5
     clip = read_video(Video("signer", video), KeypointFiles(tmp_path / "keypoints").lookup("signer"), [],
-                      crop_size=56, jpeg_quality=95, layouts={"coco_wholebody": 133})
+                      crop_size=56, jpeg_quality=95, layouts={layout.name: layout for layout in get_registry().layouts})
     expected = embed(load_trained(last, registry=get_registry()), clip.keypoints)
     assert row["vector"] == pytest.approx(expected.clip.tolist(), abs=1e-5)

@@ -58,23 +58,25 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--keypoints and --estimator are for VIDEO arguments; keypoint clips carry their own points")
     reader = VideoReader(args, config, registry, crops) if videos else None
     num_joints = registry.layouts.get(config.model.layout).num_joints
+    layouts = {layout.name: layout for layout in registry.layouts}
     collate = Collator(trained.vocabularies, crops.normalization)
     rows: list[dict[str, Any]] = []
     names, embeddings = [], []
     try:
         for spec in args.clips:
-            video_crops = None
+            video_crops, video_found = None, None
             if reader is not None and is_video(spec):
                 clip = reader.read(spec)
                 name, keypoints, video_crops = clip.name, _tensor(clip.keypoints), clip.crops
+                video_found = {stream: ~missing for stream, (_, missing) in clip.arrays.boxes.items()}
             else:
-                name, keypoints = read_clip(spec, config)
+                name, keypoints = read_clip(spec, config, layouts)
             keypoints = validate_clip(keypoints, num_joints=num_joints, policy=args.invalid or config.data.invalid,
-                                      label=f"{spec}: clip {name!r}")
+                                      label=f"{spec}: clip {name!r}", margin=config.data.frame_margin)
             if keypoints is None:
                 rows.append({"clip": spec, "name": name, "error": "no usable keypoints"})
                 continue
-            item = crops.item(spec, name, keypoints, video_crops, trained)
+            item = crops.item(spec, name, keypoints, video_crops, trained, video_found)
             (embedding,) = embed_batch(encoder, collate([item]).clips, head=head)
             names.append(name)
             embeddings.append(embedding)
