@@ -54,7 +54,8 @@ def test_the_features_are_the_fused_input_of_the_head_as_the_encoder_computes_it
 
     last, clips = run
     trained = load_trained(last, registry=get_registry())
-    _, keypoints = read_clip(str(clips[0]), trained.config)
+    layouts = {layout.name: layout for layout in get_registry().layouts}
+    _, keypoints = read_clip(str(clips[0]), trained.config, layouts)
     embedding = embed(trained, keypoints)
     frames = keypoints.shape[0] // 4 * 4
     with torch.no_grad():

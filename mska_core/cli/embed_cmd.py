@@ -1,8 +1,8 @@
 """``mska embed --checkpoint F CLIP|VIDEO...``: fused per-frame features and a clip vector per clip.
 
 Clips and videos are read, validated and prepared exactly as ``mska predict`` reads them (its
-:func:`~mska_core.cli.predict_cmd.read_clip`, its :class:`~mska_core.cli.predict_cmd.VideoReader` over
-``mska extract``'s in-memory extraction, its :class:`~mska_core.cli.predict_cmd.ModelCrops`); the
+:func:`~mska_core.cli.predict_cmd.clip_item`, with its :class:`~mska_core.cli.predict_cmd.VideoReader`
+over ``mska extract``'s in-memory extraction and its :class:`~mska_core.cli.predict_cmd.ModelCrops`); the
 features are :func:`mska_core.export.embed.embed_batch`'s. ``--out FILE.npz`` writes every array
 (:func:`~mska_core.export.embed.save_embeddings`); ``--json`` a summary with the clip vectors.
 """
@@ -40,9 +40,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mska_core.cli.predict_cmd import ModelCrops, VideoReader, is_video, read_clip
+    from mska_core.cli.predict_cmd import ModelCrops, VideoReader, clip_item, is_video
     from mska_core.data.collate import Collator
-    from mska_core.data.validate import validate_clip
     from mska_core.errors import DataError
     from mska_core.export.embed import check_head, embed_batch, save_embeddings
     from mska_core.registry import get_registry
@@ -64,23 +63,16 @@ def run(args: argparse.Namespace) -> int:
     names, embeddings = [], []
     try:
         for spec in args.clips:
-            video_crops, video_found = None, None
-            if reader is not None and is_video(spec):
-                clip = reader.read(spec)
-                name, keypoints, video_crops = clip.name, _tensor(clip.keypoints), clip.crops
-                video_found = {stream: ~missing for stream, (_, missing) in clip.arrays.boxes.items()}
-            else:
-                name, keypoints = read_clip(spec, config, layouts)
-            keypoints = validate_clip(keypoints, num_joints=num_joints, policy=args.invalid or config.data.invalid,
-                                      label=f"{spec}: clip {name!r}", margin=config.data.frame_margin)
-            if keypoints is None:
+            name, frames, item = clip_item(spec, reader=reader, config=config, layouts=layouts,
+                                           num_joints=num_joints, policy=args.invalid or config.data.invalid,
+                                           crops=crops, trained=trained)
+            if item is None:
                 rows.append({"clip": spec, "name": name, "error": "no usable keypoints"})
                 continue
-            item = crops.item(spec, name, keypoints, video_crops, trained, video_found)
             (embedding,) = embed_batch(encoder, collate([item]).clips, head=head)
             names.append(name)
             embeddings.append(embedding)
-            rows.append({"clip": spec, "name": name, "frames": int(keypoints.shape[0]),
+            rows.append({"clip": spec, "name": name, "frames": frames,
                          "frames_encoded": int(item.keypoints.shape[0]), **embedding.summary()})
     finally:
         if reader is not None:
@@ -102,9 +94,3 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out.print(f"wrote {args.out}", soft_wrap=True, markup=False)
     return status
-
-
-def _tensor(array: Any) -> Any:
-    import torch
-
-    return torch.from_numpy(array)

@@ -206,7 +206,6 @@ class PredictRow:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mska_core.data.validate import validate_clip
     from mska_core.errors import DataError
     from mska_core.registry import get_registry
     from mska_core.training.trained import load_trained
@@ -245,20 +244,12 @@ def run(args: argparse.Namespace) -> int:
     rows: list[PredictRow] = []
     try:
         for spec in args.clips:
-            video_crops, video_found = None, None
-            if reader is not None and is_video(spec):
-                clip = reader.read(spec)
-                name, keypoints, video_crops = clip.name, _tensor(clip.keypoints), clip.crops
-                video_found = {stream: ~missing for stream, (_, missing) in clip.arrays.boxes.items()}
-            else:
-                name, keypoints = read_clip(spec, config, layouts)
-            keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy,
-                                      label=f"{spec}: clip {name!r}", margin=config.data.frame_margin)
-            if keypoints is None:
+            name, frames, item = clip_item(spec, reader=reader, config=config, layouts=layouts,
+                                           num_joints=num_joints, policy=policy, crops=crops, trained=trained)
+            if item is None:
                 rows.append(PredictRow(clip=spec, name=None, prediction=None))
                 continue
-            item = crops.item(spec, name, keypoints, video_crops, trained, video_found)
-            rows.append(_predict(args, trained, crops, spec, item, int(keypoints.shape[0])))
+            rows.append(_predict(args, trained, crops, spec, item, frames))
     finally:
         if reader is not None:
             reader.close()
@@ -281,6 +272,29 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"  translation: {row.prediction.translation}")
     return status
 
+
+
+def clip_item(spec: str, *, reader: Any, config: Any, layouts: Any, num_joints: int, policy: str, crops: Any,
+              trained: Any) -> tuple[str, int, Any]:
+    """``(name, frames, item)`` of one CLIP|VIDEO argument, prepared as evaluation prepares a clip:
+    read (a VIDEO through ``reader``, a :class:`VideoReader`), validated under ``policy`` with the
+    model's frame margin, its crops attached and masked where a part was not found. ``item`` is
+    ``None`` when the clip has no usable keypoints (``frames`` is then 0). ``mska predict`` and
+    ``mska embed`` read their arguments through it."""
+    from mska_core.data.validate import validate_clip
+
+    video_crops, video_found = None, None
+    if reader is not None and is_video(spec):
+        clip = reader.read(spec)
+        name, keypoints, video_crops = clip.name, _tensor(clip.keypoints), clip.crops
+        video_found = {stream: ~missing for stream, (_, missing) in clip.arrays.boxes.items()}
+    else:
+        name, keypoints = read_clip(spec, config, layouts)
+    keypoints = validate_clip(keypoints, num_joints=num_joints, policy=policy, label=f"{spec}: clip {name!r}",
+                              margin=config.data.frame_margin)
+    if keypoints is None:
+        return name, 0, None
+    return name, int(keypoints.shape[0]), crops.item(spec, name, keypoints, video_crops, trained, video_found)
 
 @attrs.frozen
 class ModelCrops:
