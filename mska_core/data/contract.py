@@ -208,18 +208,22 @@ def crop_frame_index(name: str) -> int | None:
 def normalize_pixels(keypoints: Any, width: float, height: float) -> Any:
     """Pixel coordinates ``[T, J, 3]`` (a torch tensor) to [-1, 1] as the MSKA reference does (y
     flipped); confidence kept."""
-    out = keypoints.clone().float()
-    out[..., 0] = keypoints[..., 0] / width * 2 - 1
-    out[..., 1] = (height - keypoints[..., 1]) / height * 2 - 1
-    return out
+    return _normalized(keypoints.clone().float(), keypoints, width, height)
 
 
 def normalize_pixel_array(points: Any, width: int, height: int) -> Any:
-    """:func:`normalize_pixels` of a numpy array ``[T, J, 3]``, as a float32 numpy array."""
+    """:func:`normalize_pixels` of a numpy array ``[T, J, 3]``, as a float32 numpy array (without torch:
+    extraction runs where only numpy is installed, e.g. a keypoint estimator's own environment)."""
     import numpy as np
-    import torch
 
-    return normalize_pixels(torch.from_numpy(np.ascontiguousarray(points)), width, height).numpy()
+    return _normalized(np.array(points, dtype=np.float32), points, width, height)
+
+
+def _normalized(out: Any, keypoints: Any, width: float, height: float) -> Any:
+    """``out`` (a float32 copy of ``keypoints``) with x and y normalised: the formula, once."""
+    out[..., 0] = keypoints[..., 0] / width * 2 - 1
+    out[..., 1] = (height - keypoints[..., 1]) / height * 2 - 1
+    return out
 
 
 # --- annotation tables ----------------------------------------------------------------------------

@@ -81,7 +81,14 @@ class ClipCheck:
 
 def outside_frame(keypoints: Any, margin: float = FRAME_MARGIN) -> tuple[Any, Any]:
     """``(outside, found)``, both bool ``[T, J]``, of normalised points ``[T, J, 3]``: the found joints
-    (finite, confidence above 0), and those of them beyond the frame by more than ``margin`` of its size."""
+    (finite, confidence above 0), and those of them beyond the frame by more than ``margin`` of its size.
+    A numpy array is checked with numpy (extraction runs where torch may not be installed)."""
+    import numpy as np
+
+    if isinstance(keypoints, np.ndarray):
+        found = np.isfinite(keypoints[..., :3]).all(axis=-1) & (keypoints[..., 2] > 0)
+        beyond = (np.abs(keypoints[..., :2]) > 1.0 + 2.0 * margin).any(axis=-1)
+        return found & beyond, found
     import torch
 
     points = torch.as_tensor(keypoints)
