@@ -15,6 +15,13 @@ It reports images per second and the ratio of data time to DINO-step time (below
 data-loading worker keeps up with the model).
 
     python -m bench.pretrain [--batch-size 32] [--steps 3] [--json bench/results/pretrain.json]
+
+``--against lightly`` (or ``--against dinov2 --dinov2-src DIR`` on a GPU with xFormers) times our
+step side by side with the code a user would otherwise run instead, with the step's float32 floor
+and profiles (see ``bench/dino_against.py``); its last line is ``DINO step vs lightly: X×``, the
+lowest ratio over ``--local-crops``:
+
+    python -m bench.pretrain --against lightly [--local-crops 2 8] [--rounds 5] [--threads 2]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
@@ -116,8 +124,26 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median)")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS))
-    parser.add_argument("--json", default="bench/results/pretrain.json")
+    parser.add_argument("--json", default=None, help="default: bench/results/pretrain.json, or "
+                        "bench/results/pretrain_against_NAME.json with --against")
+    parser.add_argument("--against", choices=["lightly", "dinov2"], default=None,
+                        help="time our DINO step side by side with lightly's or the official dinov2 one")
+    parser.add_argument("--dinov2-src", type=Path, default=None, help="a facebookresearch/dinov2 checkout")
+    parser.add_argument("--local-crops", type=int, nargs="+", default=[DEFAULTS.local_crops, 8],
+                        help="local views per image, one comparison each (default: ours, and the guide's 8)")
+    parser.add_argument("--local-size", type=int, default=LOCAL_SIZE)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per comparison")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="with --against lightly: also ours with the "
+                        "backbones under torch.compile (compiled in the warm-up step)")
+    parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.against:
+        return against(args)
+    args.json = args.json or "bench/results/pretrain.json"
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     data = bench_data(args.batch_size, args.steps)
@@ -151,6 +177,39 @@ def main() -> int:
     from mska_core.io import atomic_write_bytes
 
     atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    return 0
+
+
+def against(args: argparse.Namespace) -> int:
+    from bench import dino_against
+
+    if args.against == "dinov2":
+        if args.dinov2_src is None or not (args.dinov2_src / "dinov2" / "train" / "ssl_meta_arch.py").is_file():
+            print("bench.pretrain: --against dinov2 needs --dinov2-src DIR, a checkout of "
+                  "facebookresearch/dinov2 (dinov2/train/ssl_meta_arch.py under it)", file=sys.stderr)
+            return 2
+        missing = dino_against.dinov2_available()
+        if missing:
+            print(f"bench.pretrain: the official dinov2 training step {missing}; run it on a GPU machine "
+                  "with xFormers", file=sys.stderr)
+            return 2
+    elif importlib.util.find_spec("lightly") is None:
+        print("bench.pretrain: --against lightly needs lightly (pip install lightly)", file=sys.stderr)
+        return 2
+    report = dino_against.compare(args.against, batch=args.batch_size, local_size=args.local_size,
+                                  local_crops=args.local_crops, rounds=args.rounds, dinov2_src=args.dinov2_src,
+                                  with_floor=not args.no_floor, with_profile=not args.no_profile,
+                                  compiled=args.compile)
+    report["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0],
+                         "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    headline = dino_against.print_report(report)
+    report["headline"] = headline
+    from mska_core.io import atomic_write_bytes
+
+    path = Path(args.json or f"bench/results/pretrain_against_{args.against}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(report, indent=2) + "\n").encode())
+    print(headline)
     return 0
 
 

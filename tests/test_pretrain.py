@@ -17,7 +17,16 @@ import torch
 from mska_core.config import load_config
 from mska_core.losses.dino import entropy
 from mska_core.registry import get_registry
-from mska_core.training.dino import DINOHead, Probe, Schedules, knn_accuracy, pretrain
+from mska_core.training.dino import (
+    DINOHead,
+    Probe,
+    Schedules,
+    build_dino,
+    build_optimizer,
+    knn_accuracy,
+    load_optimizer_state,
+    pretrain,
+)
 
 #: Small enough to take a second or two per run on two shared CPU cores.
 TINY = {
@@ -114,6 +123,23 @@ def test_dino_head_prototypes_are_weight_normalised_with_a_fixed_gain() -> None:
     assert not gain.requires_grad and torch.all(gain == 1)
     torch.testing.assert_close(head.last_layer.weight.norm(dim=1), torch.ones(10))
     assert head(torch.randn(3, 12)).shape == (3, 10)
+
+
+def test_the_optimiser_is_fused_adamw_and_stays_fused_after_loading_an_older_state() -> None:
+    from mska_core.config import PretrainConfig
+
+    model = build_dino(PretrainConfig(), get_registry())
+    optimizer = build_optimizer(model, PretrainConfig())
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    # A checkpoint written by the loop before the fused kernel: the same state, no kernel recorded.
+    older = torch.optim.AdamW(model.param_groups(), lr=1e-3)
+    for param in model.student.parameters():
+        param.grad = torch.ones_like(param)
+    older.step()
+    load_optimizer_state(optimizer, older.state_dict())
+    assert all(group["fused"] for group in optimizer.param_groups)
+    assert len(optimizer.state) == len(older.state)
 
 
 def test_schedules_warm_up_then_follow_cosines() -> None:
