@@ -184,6 +184,16 @@ def peak_memory(contender: Contender) -> dict[str, float] | None:
     return {"step_peak_mib": peak - before, "process_peak_mib": peak}
 
 
+def cuda_peak_memory(contender: Contender) -> dict[str, float]:
+    """MiB of CUDA memory one step of ``contender`` allocates above what it held before it, and the peak."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    contender.step()
+    peak = torch.cuda.max_memory_allocated()
+    return {"step_peak_mib": (peak - before) / 2**20, "process_peak_mib": peak / 2**20}
+
+
 def peak_memory_in_child(name: str, cfg: PretrainConfig, batch: int, local_size: int) -> dict[str, float] | None:
     """:func:`peak_memory` of contender ``name`` in a fresh process (after one warm-up step), so that
     no other model's freed memory is reused."""
@@ -325,46 +335,58 @@ def dinov2_available() -> str | None:
 
 def dinov2_step(src: Path, cfg: PretrainConfig, views: Sequence[torch.Tensor], batch: int,
                 initial: dict[str, torch.Tensor]) -> Contender:
-    """The official ``SSLMetaArch`` training step (DINO loss on the class token, KoLeo, Sinkhorn-Knopp
-    centring; iBOT off so that it computes what ours computes) at our sizes, from a checkout at ``src``."""
+    """The official ``SSLMetaArch`` training step as ``dinov2/train/train.py`` runs it (one process,
+    FSDP-wrapped, ``forward_backward``, clipping per module, AdamW, ``update_teacher``) at our sizes:
+    ViT-S/14 from the same initial weights, our head, KoLeo and Sinkhorn-Knopp centring, iBOT off so
+    that it computes what ours computes, float32 throughout (no gradient scaler), from a checkout at
+    ``src``. Needs a CUDA device, xFormers, omegaconf and fvcore."""
     sys.path.insert(0, str(src))
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29533"), ("RANK", "0"),
+                       ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    from dinov2 import distributed
     from dinov2.configs import dinov2_default_config
     from dinov2.train.ssl_meta_arch import SSLMetaArch
     from omegaconf import OmegaConf
 
     from mska_core.backbones.vit import timm_to_official
 
+    if not torch.distributed.is_initialized():
+        distributed.enable(overwrite=True)
+    fp32 = {"mixed_precision": {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}}
+    parts = ("backbone", "dino_head", "ibot_head")
     official = OmegaConf.merge(OmegaConf.create(dinov2_default_config), OmegaConf.create({
-        "student": {"arch": "vit_small", "patch_size": 14, "drop_path_rate": 0.0, "layerscale": cfg.layer_scale_init,
-                    "block_chunks": 0, "ffn_layer": "mlp"},
-        "crops": {"global_crops_size": cfg.img_size, "local_crops_size": views[-1].shape[-1],
+        "compute_precision": {"grad_scaler": False, "student": dict.fromkeys(parts, fp32),
+                              "teacher": dict.fromkeys(parts, fp32)},
+        "student": {"arch": "vit_small", "patch_size": 14, "drop_path_rate": 0.0,
+                    "layerscale": cfg.layer_scale_init, "block_chunks": 0, "ffn_layer": "mlp"},
+        "crops": {"global_crops_size": cfg.img_size, "local_crops_size": int(views[-1].shape[-1]),
                   "local_crops_number": cfg.local_crops},
         "dino": {"head_n_prototypes": cfg.out_dim, "head_hidden_dim": cfg.head_hidden_dim,
                  "head_bottleneck_dim": cfg.head_bottleneck_dim, "head_nlayers": cfg.head_layers,
                  "koleo_loss_weight": cfg.koleo_weight, "loss_weight": 1.0},
-        "ibot": {"loss_weight": 0.0, "mask_sample_probability": 0.0, "separate_head": False},
+        "ibot": {"loss_weight": 0.0},
         "train": {"centering": "sinkhorn_knopp", "batch_size_per_gpu": batch},
-        "compute_precision": {"grad_scaler": False},
         "optim": {"clip_grad": cfg.grad_clip},
     }))
     model = SSLMetaArch(official).cuda()
-    state = timm_to_official(initial)
-    model.student.backbone.load_state_dict(state, strict=False)
-    model.prepare_for_distributed_training()  # the teacher starts as the student
-    optimizer = torch.optim.AdamW(model.get_params_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    global_crops = torch.cat(list(views[:2])).cuda()
-    local_crops = torch.cat(list(views[2:])).cuda()
-    images = {"collated_global_crops": global_crops, "collated_local_crops": local_crops,
-              "collated_masks": torch.zeros(2 * batch, (cfg.img_size // 14) ** 2, dtype=torch.bool).cuda(),
-              "mask_indices_list": torch.zeros(0, dtype=torch.long).cuda(), "n_masked_patches": torch.zeros(1).cuda(),
-              "upperbound": 0, "masks_weight": torch.zeros(0).cuda()}
+    model.student.backbone.load_state_dict(timm_to_official(initial), strict=False)
+    model.prepare_for_distributed_training()  # FSDP; the teacher starts as the student
+    model.train()
+    optimizer = torch.optim.AdamW(model.get_params_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.999))
+    patches = (cfg.img_size // 14) ** 2
+    images = {"collated_global_crops": torch.cat(list(views[:2])), "collated_local_crops": torch.cat(list(views[2:])),
+              "collated_masks": torch.zeros(2 * batch, patches, dtype=torch.bool),
+              "mask_indices_list": torch.zeros(0, dtype=torch.long), "n_masked_patches": torch.zeros(1),
+              "upperbound": 0, "masks_weight": torch.zeros(0)}
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         model.forward_backward(images, teacher_temp=cfg.warmup_teacher_temp)
         if cfg.grad_clip > 0:
             for module in model.student.values():
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                module.clip_grad_norm_(cfg.grad_clip)
         optimizer.step()
         model.update_teacher(cfg.momentum_teacher)
         torch.cuda.synchronize()
@@ -400,8 +422,10 @@ def compare(against: str, *, batch: int, local_size: int, local_crops: Sequence[
         if compiled and against == "lightly":
             contenders.append(compiled_step(cfg, views, initial))
         times = interleaved(contenders, rounds)
-        memory = {name: peak_memory_in_child(name, cfg, batch, local_size) for name in ("ours", theirs.name)
-                  if against == "lightly"}
+        if against == "lightly":
+            memory = {name: peak_memory_in_child(name, cfg, batch, local_size) for name in ("ours", theirs.name)}
+        else:
+            memory = {c.name: cuda_peak_memory(c) for c in contenders}
         ratios = [t / o for t, o in zip(times[theirs.name], times["ours"])]
         row: dict[str, Any] = {
             "local_crops": cfg.local_crops, "batch": batch, "img_size": cfg.img_size, "local_size": local_size,
