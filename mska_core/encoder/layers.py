@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mska_core.errors import ConfigError
 
 #: Negative slope of the reference's LeakyReLU.
 LEAKY_SLOPE = 0.1
@@ -34,6 +37,42 @@ def set_fused_kernels(enabled: bool) -> None:
     """Make blocks built from now on take the fast path (``True``) or the plain path (``False``)."""
     global _FUSED
     _FUSED = bool(enabled)
+
+
+#: The fast path's custom autograd functions, by the name that switches each one off:
+#: ``joint_scores`` (:class:`JointScores`), ``joint_mixing`` (:class:`JointMixing`),
+#: ``temporal_conv`` (:class:`TemporalConv`).
+KERNELS = ("joint_scores", "joint_mixing", "temporal_conv")
+
+_DISABLED: frozenset[str] = frozenset()
+
+
+def check_kernels(names: Iterable[str]) -> frozenset[str]:
+    """``names`` as a frozenset, each one of :data:`KERNELS` (a :class:`ConfigError` otherwise)."""
+    names = frozenset(names)
+    unknown = sorted(names - set(KERNELS))
+    if unknown:
+        raise ConfigError(f"unknown encoder kernel(s) {', '.join(map(repr, unknown))}; the kernels are {', '.join(KERNELS)}")
+    return names
+
+
+def disabled_kernels() -> frozenset[str]:
+    """The kernels that newly built attention blocks leave off (default: none).
+
+    A block's fast path computes a disabled kernel's step with autograd's own operations (see
+    :data:`KERNELS` and ``docs/encoder.md``); the result is the same up to float rounding.
+    """
+    return _DISABLED
+
+
+def set_disabled_kernels(names: Iterable[str]) -> None:
+    """Make blocks built from now on leave the kernels ``names`` off (an empty set: all on).
+
+    A built model is switched with :meth:`MSKAEncoder.set_disabled_kernels
+    <mska_core.encoder.MSKAEncoder.set_disabled_kernels>`.
+    """
+    global _DISABLED
+    _DISABLED = check_kernels(names)
 
 
 class ConvNorm(nn.Module):
@@ -170,9 +209,16 @@ class TemporalConv(torch.autograd.Function):
         return grad_x, grad_weight
 
 
-def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
-    """:class:`TemporalConv` of ``x`` ``[N, T, V, C]``: ``[N, T', V, O]``."""
-    return run_kernel(TemporalConv, x, weight, bias, stride)
+def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, *, kernel: bool = True) -> Tensor:
+    """:class:`TemporalConv` of ``x`` ``[N, T, V, C]``: ``[N, T', V, O]``.
+
+    ``kernel=False`` computes the same with autograd's own channels-last ``F.conv2d`` (and its
+    native backward).
+    """
+    if kernel:
+        return run_kernel(TemporalConv, x, weight, bias, stride)
+    padding = (weight.shape[2] // 2, 0)
+    return F.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=(stride, 1), padding=padding).permute(0, 2, 3, 1).contiguous()
 
 
 class JointScores(torch.autograd.Function):
@@ -240,9 +286,24 @@ class JointScores(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
-def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None = None) -> Tensor:
-    """:class:`JointScores`: ``[N, S, U, V]`` scores of the block input ``x`` ``[N, T, V, C]``."""
-    return run_kernel(JointScores, x, weight, joint_bias, heads, valid)
+def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None = None, *,
+                 kernel: bool = True) -> Tensor:
+    """:class:`JointScores`: ``[N, S, U, V]`` scores of the block input ``x`` ``[N, T, V, C]``.
+
+    ``kernel=False`` computes the same with ordinary operations (the queries and keys as two
+    products, the scores as a batched product) and autograd's own backward.
+    """
+    if kernel:
+        return run_kernel(JointScores, x, weight, joint_bias, heads, valid)
+    N, T, V, C = x.shape
+    half = weight.shape[0] // 2
+    inter = half // heads
+    rows_t = x.reshape(N, T * V, C).transpose(1, 2)  # [N, C, T·V]
+    q = torch.matmul(weight[:half], rows_t).view(N, heads, inter, T, V) + joint_bias[:half].view(heads, inter, 1, V)
+    k = torch.matmul(weight[half:], rows_t).view(N, heads, inter, T, V) + joint_bias[half:].view(heads, inter, 1, V)
+    if valid is not None:
+        k = k * valid.view(N, 1, 1, T, 1)
+    return torch.matmul(q.reshape(N, heads, inter * T, V).transpose(2, 3), k.reshape(N, heads, inter * T, V))
 
 
 class JointMixing(torch.autograd.Function):
@@ -282,9 +343,15 @@ class JointMixing(torch.autograd.Function):
         return grad_maps, grad_x
 
 
-def joint_mixing(maps: Tensor, x: Tensor) -> Tensor:
-    """:class:`JointMixing`: ``[N, T, R, C]`` from maps ``[N, R, U]`` and frames ``x`` ``[N, T, U, C]``."""
-    return run_kernel(JointMixing, maps, x)
+def joint_mixing(maps: Tensor, x: Tensor, *, kernel: bool = True) -> Tensor:
+    """:class:`JointMixing`: ``[N, T, R, C]`` from maps ``[N, R, U]`` and frames ``x`` ``[N, T, U, C]``.
+
+    ``kernel=False`` computes the same as autograd's broadcast product of each clip's map with
+    its frames.
+    """
+    if kernel:
+        return run_kernel(JointMixing, maps, x)
+    return torch.matmul(maps.unsqueeze(1), x)
 
 
 def batch_norm_rows(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:
