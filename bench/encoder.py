@@ -518,7 +518,7 @@ def print_tables(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a wide table stays readable in a log
     check = report.get("numerics")
     if check is not None:
         table = Table(title=f"numerics against the reference (paper mode, B=2, T={check['frames']})")

@@ -168,7 +168,7 @@ def print_table(report: dict) -> None:
         ref, ours = row["medians_kib"]["reference"], row["medians_kib"]["paper"]
         table.add_row(row["mode"], str(row["batch"]),
                       *[f"{side[key] / 1024:.0f}" for key, _ in figures for side in (ref, ours)])
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 if __name__ == "__main__":
