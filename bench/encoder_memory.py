@@ -59,7 +59,7 @@ def status_kib(field: str) -> int:
 def worker(args: argparse.Namespace) -> dict:
     """One side, one pass, in this (fresh) process: the figures in KiB."""
     import torch
-    import torch._dynamo  # noqa: F401  (the reference's side imports these: both sides hold them)
+    import torch._dynamo  # (the reference's side imports these: both sides hold them)
     import torchvision.utils  # noqa: F401
 
     from bench import encoder as bench

@@ -112,8 +112,8 @@ def measure(encoder: MSKAEncoder, branches: list[KeypointBranch], group: list[st
         "encoder": lambda: list(encoder(clips).logits.values()),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name in runs:
-        step(runs[name])  # warm-up
+    for run in runs.values():
+        step(run)  # warm-up
     for round_ in range(args.rounds):
         order = list(runs) if round_ % 2 == 0 else list(runs)[::-1]
         for name in order:
