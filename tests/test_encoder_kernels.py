@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mska_core.config import ModelConfig
 from mska_core.encoder import KERNELS, AttentionBlock, ClipBatch, MSKAEncoder
-from mska_core.encoder.layers import disabled_kernels, joint_mixing, joint_scores, set_disabled_kernels, temporal_conv
+from mska_core.encoder.layers import disabled_kernels, joint_mixing, joint_scores, set_disabled_kernels
 from mska_core.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,13 +86,6 @@ def test_the_mixing_without_its_kernel_has_the_kernels_values_and_gradients():
     torch.testing.assert_close(joint_mixing(maps, x, kernel=False), joint_mixing(maps, x))
 
 
-@pytest.mark.parametrize("kernel, stride, frames", [(3, 1, 5), (5, 2, 7)])
-def test_the_temporal_convolution_without_its_kernel_has_the_kernels_values_and_gradients(kernel, stride, frames):
-    x, weight, bias = float64(2, frames, 3, 4, seed=1), float64(5, 4, kernel, 1, seed=2), float64(5, seed=3)
-    assert torch.autograd.gradcheck(lambda *a: temporal_conv(*a, stride, kernel=False), (x, weight, bias))
-    torch.testing.assert_close(temporal_conv(x, weight, bias, stride, kernel=False), temporal_conv(x, weight, bias, stride))
-
-
 def test_blocks_built_after_set_disabled_kernels_leave_those_kernels_off():
     try:
         set_disabled_kernels({"joint_mixing"})
@@ -106,7 +99,7 @@ def test_blocks_built_after_set_disabled_kernels_leave_those_kernels_off():
 
 def test_an_unknown_kernel_name_is_a_config_error_listing_the_kernels():
     encoder = MSKAEncoder.from_config(ModelConfig(**TINY), vocab_size=7)
-    with pytest.raises(ConfigError, match="unknown encoder kernel.*'joint_scorez'.*joint_scores, joint_mixing, temporal_conv"):
+    with pytest.raises(ConfigError, match="unknown encoder kernel.*'joint_scorez'.*joint_scores, joint_mixing"):
         encoder.set_disabled_kernels({"joint_scorez"})
 
 
@@ -114,8 +107,7 @@ def test_an_unknown_kernel_name_is_a_config_error_listing_the_kernels():
 def test_a_disabled_kernel_is_not_called(kernel, monkeypatch):
     from mska_core.encoder import layers
 
-    function = {"joint_scores": layers.JointScores, "joint_mixing": layers.JointMixing,
-                "temporal_conv": layers.TemporalConv}[kernel]
+    function = {"joint_scores": layers.JointScores, "joint_mixing": layers.JointMixing}[kernel]
     calls = []
     original = function.apply
     monkeypatch.setattr(function, "apply", lambda *a: calls.append(1) or original(*a))

@@ -25,8 +25,8 @@ The skips are identities, or 1×1 maps with batch norm when the block changes wi
   channels-last convolution. In eval mode the batch norms are folded into the maps before them and
   the temporal skip into the convolution's centre tap. Nothing is kept between calls.
 
-Three steps of the fast path are custom autograd functions of :mod:`~mska_core.encoder.layers`
-(``joint_scores``, ``joint_mixing``, ``temporal_conv``: their backward passes are written by hand).
+Two steps of the fast path are custom autograd functions of :mod:`~mska_core.encoder.layers`
+(``joint_scores``, ``joint_mixing``: their backward passes are written by hand).
 Each can be switched off on its own, the block's ``disabled_kernels`` (default from
 :func:`~mska_core.encoder.layers.disabled_kernels`): the fast path then computes that step with
 autograd's own operations, so that each kernel's gain can be measured against the same path without it.
@@ -51,7 +51,6 @@ from mska_core.encoder.layers import (
     joint_mixing,
     joint_scores,
     sinusoid,
-    temporal_conv,
     use_fused_kernels,
 )
 
@@ -228,9 +227,8 @@ class AttentionBlock(nn.Module):
         frames = y.permute(0, 3, 1, 2)  # [N, C, T, V] over channels-last memory
         padding = (self.kernel // 2, 0)
         if self.training:
-            conv = self.temporal.conv
-            z = temporal_conv(y, conv.weight, conv.bias, self.stride, kernel=self.uses("temporal_conv"))  # [N, T', V, C]
-            z = self.temporal.norm(z.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            # The native channels-last convolution and its own backward.
+            z = self.temporal(frames).permute(0, 2, 3, 1)  # [N, T', V, C]
             if self.skip_temporal is not None:
                 # A strided 1×1 convolution reads every stride-th frame (as a product: the
                 # channels-last strided 1×1 convolution's backward is not reliable on every CPU build).

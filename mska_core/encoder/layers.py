@@ -40,9 +40,8 @@ def set_fused_kernels(enabled: bool) -> None:
 
 
 #: The fast path's custom autograd functions, by the name that switches each one off:
-#: ``joint_scores`` (:class:`JointScores`), ``joint_mixing`` (:class:`JointMixing`),
-#: ``temporal_conv`` (:class:`TemporalConv`).
-KERNELS = ("joint_scores", "joint_mixing", "temporal_conv")
+#: ``joint_scores`` (:class:`JointScores`), ``joint_mixing`` (:class:`JointMixing`).
+KERNELS = ("joint_scores", "joint_mixing")
 
 _DISABLED: frozenset[str] = frozenset()
 
@@ -128,97 +127,6 @@ def run_kernel(function: type[torch.autograd.Function], *args: Any) -> Tensor:
         return function.apply(*args)
     with torch.autocast(device, enabled=False):
         return function.apply(*args)
-
-
-class TemporalConv(torch.autograd.Function):
-    """A convolution over time (kernel ``k``, padding ``k // 2``, stride ``s``) of time-major,
-    channels-last ``x`` ``[N, T, V, C]``, with the weight of a ``Conv2d`` ``[O, C, k, 1]``:
-    ``[N, T', V, O]``.
-
-    The forward is the native channels-last convolution (efficient on the CPU). The backward is
-    matrix products (on the CPU the native convolution's backward runs at about half their
-    throughput for the encoder's shapes). At stride 1 it is one pair of products per tap on
-    contiguous slices of frames, the input's gradient accumulated in place; at other strides, two
-    products over the ``[N·T'·V, C·k]`` windows of the input (gathered with ``unfold``), the input's
-    gradient scattered back with ``k`` strided adds. Only ``x`` and the weight are saved.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
-        kernel = weight.shape[2]
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.has_bias = stride, bias is not None
-        frames = x.permute(0, 3, 1, 2)  # [N, C, T, V] over channels-last memory
-        out = F.conv2d(frames, weight, bias, stride=(stride, 1), padding=(kernel // 2, 0))
-        return out.permute(0, 2, 3, 1).contiguous()  # [N, T', V, O]
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        x, weight = ctx.saved_tensors
-        stride = ctx.stride
-        N, T, V, C = x.shape
-        out_channels, _, kernel, _ = weight.shape
-        pad = kernel // 2
-        frames_out = grad.shape[1]
-        grad_rows = grad.reshape(-1, out_channels)  # [N·T'·V, O]
-        grad_x = grad_weight = grad_bias = None
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(0)
-        if stride == 1:
-            grad_x, grad_weight = TemporalConv.backward_by_tap(x, weight, grad, ctx.needs_input_grad[:2])
-            return grad_x, grad_weight, grad_bias, None
-        if ctx.needs_input_grad[1]:
-            windows = F.pad(x, (0, 0, 0, 0, pad, pad)).unfold(1, kernel, stride)  # [N, T', V, C, k]
-            grad_weight = torch.mm(grad_rows.t(), windows.reshape(-1, C * kernel)).view_as(weight)
-        if ctx.needs_input_grad[0]:
-            per_tap = torch.mm(grad_rows, weight.reshape(out_channels, C * kernel)).view(N, frames_out, V, C, kernel)
-            padded = x.new_zeros(N, T + 2 * pad, V, C)
-            last = stride * (frames_out - 1) + 1
-            for tap in range(kernel):  # output frame t read padded input frame t·stride + tap
-                padded[:, tap : tap + last : stride] += per_tap[..., tap]
-            grad_x = padded[:, pad : pad + T]
-        return grad_x, grad_weight, grad_bias, None
-
-    @staticmethod
-    def backward_by_tap(x: Tensor, weight: Tensor, grad: Tensor, needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None]:
-        """Stride 1: tap ``j`` links output frame ``t`` to input frame ``t + j - k // 2``, so each
-        tap is a product of two contiguous runs of frames of each clip (no window copies)."""
-        N, T, V, C = x.shape
-        out_channels, _, kernel, _ = weight.shape
-        pad = kernel // 2
-        taps = weight[..., 0].permute(2, 0, 1)  # [k, O, C]
-        grad_x = grad_weight = None
-        if needs[0]:  # the centre tap covers every frame: it starts the sum
-            grad_x = torch.mm(grad.reshape(-1, out_channels), taps[pad]).view(N, T, V, C)
-        if needs[1]:
-            grad_weight = x.new_empty(out_channels, C, kernel, 1)
-        for tap in range(kernel):
-            shift = tap - pad
-            first, last = max(0, -shift), min(T, T - shift)  # output frames that read a real frame
-            if first >= last:
-                if needs[1]:
-                    grad_weight[:, :, tap, 0] = 0
-                continue
-            grad_run = grad[:, first:last].reshape(N, -1, out_channels)  # [N, rows, O]
-            if needs[1]:
-                x_run = x[:, first + shift : last + shift].reshape(N, -1, C)
-                grad_weight[:, :, tap, 0] = torch.bmm(grad_run.transpose(1, 2), x_run).sum(0)
-            if needs[0] and tap != pad:
-                target = grad_x[:, first + shift : last + shift].view(N, -1, C)
-                target.baddbmm_(grad_run, taps[tap].expand(N, -1, -1))
-        return grad_x, grad_weight
-
-
-def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, *, kernel: bool = True) -> Tensor:
-    """:class:`TemporalConv` of ``x`` ``[N, T, V, C]``: ``[N, T', V, O]``.
-
-    ``kernel=False`` computes the same with autograd's own channels-last ``F.conv2d`` (and its
-    native backward).
-    """
-    if kernel:
-        return run_kernel(TemporalConv, x, weight, bias, stride)
-    padding = (weight.shape[2] // 2, 0)
-    return F.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=(stride, 1), padding=padding).permute(0, 2, 3, 1).contiguous()
 
 
 class JointScores(torch.autograd.Function):
