@@ -29,7 +29,13 @@ format), so both networks compute with the same tensors.
    products of the encoder's shapes on this machine: how fast a pass could be if all of its counted
    arithmetic ran at that rate, and so the largest speed-up over the reference that float32 allows.
 4. **Where the time goes**: torch.profiler's operators by self CPU time for our paper-mode training
-   step and for the reference's, B=1.
+   step and for the reference's, at B=``--profile-batch`` (1 unless told).
+
+``--kernels`` adds, in the same interleaved rounds, one contender per custom autograd kernel of the
+attention block's fast path (``mska_core.encoder.KERNELS``): "paper without X", our paper mode with
+kernel X switched off (that step computed by autograd's own operations). Each kernel's own gain is
+the median of the rounds' ratios time(paper without X) / time(paper), printed as its own table.
+Peak memory is measured by ``bench/encoder_memory.py`` (each side in a fresh process).
 
 ``--baseline-src DIR`` adds our paper mode computed by the attention blocks of another checkout of
 mska-core (an earlier commit) as one more interleaved contender: what a change to the blocks bought.
@@ -40,6 +46,7 @@ which measure the CPU, are skipped.
     python -m bench.encoder --reference-src /path/to/MSKA [--threads 2] [--pairs 5] [--batches 1 4] [--compile]
     python -m bench.encoder --reference-src /path/to/MSKA --threads 1 --clock cpu   # on a shared machine
     python -m bench.encoder --reference-src /path/to/MSKA --device cuda --batches 1 4 8   # the CUDA columns
+    python -m bench.encoder --reference-src /path/to/MSKA --kernels --batches 1 4 --no-floor --no-profile   # each kernel's gain
 
 Writes ``bench/results/encoder.json``. On a shared machine, take the medians with care: the ratio of
 interleaved runs is what holds, not the seconds.
@@ -76,7 +83,7 @@ from torch import nn
 
 from mska_core.checkpoints.paper import convert_reference_state_dict, to_reference_state_dict
 from mska_core.config import load_config
-from mska_core.encoder import ClipBatch, MSKAEncoder
+from mska_core.encoder import KERNELS, ClipBatch, MSKAEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "examples" / "configs" / "mska-slr-paper.toml"
@@ -413,12 +420,29 @@ def speed(reference: nn.Module, contenders: dict[str, nn.Module], batch: int, fr
     # Each round's own ratio (the runs of one round share the machine's load), then their median and range.
     ratios = {name: [ref / ours for ref, ours in zip(times["reference"], times[name])] for name in contenders}
     row["round_ratios"] = ratios
+    # A kernel's own gain: each round's time without it over the time with every kernel on.
+    gains = {name.removeprefix(WITHOUT): [without / paper for without, paper in zip(times[name], times["paper"])]
+             for name in contenders if name.startswith(WITHOUT) and "paper" in times}
+    if gains:
+        row["kernel_gain"] = {kernel: statistics.median(values) for kernel, values in gains.items()}
+        row["kernel_gain_spread"] = {kernel: [min(values), max(values)] for kernel, values in gains.items()}
+        print(f"  {mode:5s} B={batch}: kernel gains " + ", ".join(
+            f"{k} {g:.3f}x" for k, g in row["kernel_gain"].items()), file=sys.stderr)
     row["speedup"] = {name: statistics.median(values) for name, values in ratios.items()}
     row["spread"] = {name: [min(values), max(values)] for name, values in ratios.items()}
     print(f"  {mode:5s} B={batch} T={frames}: " + ", ".join(f"{n} {s:.3f} s" for n, s in medians.items())
           + " | " + ", ".join(f"{n} {row['speedup'][n]:.2f}x ({row['spread'][n][0]:.2f}-{row['spread'][n][1]:.2f})"
                                for n in contenders), file=sys.stderr)
     return row
+
+
+#: The name of the contender "paper mode with kernel X switched off" is this prefix and X.
+WITHOUT = "paper without "
+
+
+def build_without(reference: nn.Module, kernel: str) -> MSKAEncoder:
+    """Our paper mode with the custom kernel ``kernel`` off (autograd's own operations instead)."""
+    return build_ours(reference, "paper").set_disabled_kernels({kernel})
 
 
 # -- 2b. the arithmetic floor ----------------------------------------------------------------------
@@ -494,7 +518,7 @@ def print_tables(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a wide table stays readable in a log
     check = report.get("numerics")
     if check is not None:
         table = Table(title=f"numerics against the reference (paper mode, B=2, T={check['frames']})")
@@ -523,6 +547,18 @@ def print_tables(report: dict) -> None:
             table.add_row(row["mode"], str(row["batch"]), *[f"{row['system_seconds'][n]:.2f} s / {row['page_faults'][n]:,.0f}"
                                                              for n in ("reference", *contenders)])
     console.print(table)
+    gain_rows = [row for row in report["speed"] if "kernel_gain" in row]
+    if gain_rows:
+        kernels = list(gain_rows[0]["kernel_gain"])
+        table = Table(title="each custom kernel's own gain: time(paper without X) / time(paper), "
+                            "median of the rounds' ratios (range); < 1.03x in training: the kernel goes")
+        for column in ("pass", "B", *kernels):
+            table.add_column(column, justify="right")
+        for row in gain_rows:
+            table.add_row(row["mode"], str(row["batch"]), *[
+                f"{row['kernel_gain'][k]:.3f}x ({row['kernel_gain_spread'][k][0]:.2f}-{row['kernel_gain_spread'][k][1]:.2f})"
+                for k in kernels])
+        console.print(table)
     for check in report.get("floor", []):
         table = Table(title=f"arithmetic floor, B={check['batch']}: counted FLOPs at "
                             f"{check['gflop_per_s']:.0f} GFLOP/s (this machine's matrix products)")
@@ -534,7 +570,7 @@ def print_tables(report: dict) -> None:
                           f"{entry.get('best_ratio', float('nan')):.2f}x")
         console.print(table)
     for side, rows in report.get("profile", {}).items():
-        table = Table(title=f"where the time goes: {side}, training step, B=1 (self CPU)")
+        table = Table(title=f"where the time goes: {side}, training step, B={report['profile_batch']} (self CPU)")
         for column in ("operator", "calls", "self ms", "share"):
             table.add_column(column, justify="left" if column == "operator" else "right")
         for row in rows:
@@ -557,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall-clock seconds, or this process's CPU seconds (meaningful with --threads 1)")
     parser.add_argument("--no-numerics", action="store_true", help="skip the numerics check")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--profile-batch", type=int, default=1, help="B of the profiled training steps")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also time our paper mode without each custom kernel ('paper without X'), "
+                             "in the same rounds: each kernel's own gain")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip counting FLOPs and timing plain matrix products (the arithmetic floor)")
     parser.add_argument("--baseline-src", type=Path, default=None,
@@ -596,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
                                         "softmax": build_ours(reference, "softmax")}
     if args.baseline_src is not None:
         contenders["paper, baseline"] = build_baseline(reference, args.baseline_src)
+    if args.kernels:
+        for kernel in KERNELS:
+            contenders[WITHOUT + kernel] = build_without(reference, kernel)
     if args.compile:
         contenders["paper, compiled"] = torch.compile(build_ours(reference, "paper"))
     # Shortest first; each pass warms up once, at its first size.
@@ -609,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         report["floor"] = [floor(reference, contenders["paper"], batch, args.frames, report["speed"])
                            for batch in sorted(args.batches)]
     if not args.no_profile and DEVICE.type == "cpu":
-        case = Case(1, args.frames)
+        case = Case(args.profile_batch, args.frames)
+        report["profile_batch"] = args.profile_batch
         report["profile"] = {
             "ours (paper)": profile(lambda: ours_train(contenders["paper"], case)),
             "reference": profile(lambda: reference_train(reference, case)),

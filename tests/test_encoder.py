@@ -316,21 +316,6 @@ def test_fast_path_matches_the_plain_path(attention, mode):
             assert float((p_fused.grad - p_plain.grad).abs().max()) / scale < 1e-3, name
 
 
-@pytest.mark.parametrize("kernel, stride, frames", [(3, 1, 5), (5, 1, 2), (5, 2, 7), (3, 2, 6)])
-def test_the_temporal_convolution_kernel_has_exact_gradients(kernel, stride, frames):
-    """The fast path's convolution over time (native forward, backward as products over the
-    windows) against finite differences in float64, and against the native convolution."""
-    from mska_core.encoder.layers import temporal_conv
-
-    generator = torch.Generator().manual_seed(kernel * 10 + stride)
-    x = torch.randn(2, frames, 3, 4, dtype=torch.float64, generator=generator, requires_grad=True)  # [N, T, V, C]
-    weight = torch.randn(5, 4, kernel, 1, dtype=torch.float64, generator=generator, requires_grad=True)
-    bias = torch.randn(5, dtype=torch.float64, generator=generator, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: temporal_conv(*a, stride), (x, weight, bias))
-    native = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=(stride, 1), padding=(kernel // 2, 0))
-    torch.testing.assert_close(temporal_conv(x, weight, bias, stride), native.permute(0, 2, 3, 1))
-
-
 @pytest.mark.parametrize("masked", [False, True])
 def test_the_joint_scores_kernel_has_exact_gradients(masked):
     """The fast path's scores (queries and keys of every head, their products over channels and

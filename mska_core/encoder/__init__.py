@@ -8,11 +8,19 @@ from mska_core.encoder.build import build_encoder
 from mska_core.encoder.crop import CropBranch
 from mska_core.encoder.head import VisualHead
 from mska_core.encoder.keypoint import KeypointBranch
-from mska_core.encoder.layers import ConvNorm, set_fused_kernels, use_fused_kernels
+from mska_core.encoder.layers import (
+    KERNELS,
+    ConvNorm,
+    disabled_kernels,
+    set_disabled_kernels,
+    set_fused_kernels,
+    use_fused_kernels,
+)
 from mska_core.encoder.model import MSKAEncoder, StreamBranch
 from mska_core.encoder.records import ClipBatch, EncoderOutput
 
 __all__ = [
+    "KERNELS",
     "PAPER_HEADS",
     "PAPER_STREAMS",
     "AttentionBlock",
@@ -25,6 +33,8 @@ __all__ = [
     "StreamBranch",
     "VisualHead",
     "build_encoder",
+    "disabled_kernels",
+    "set_disabled_kernels",
     "set_fused_kernels",
     "use_fused_kernels",
 ]

@@ -24,10 +24,17 @@ The skips are identities, or 1×1 maps with batch norm when the block changes wi
   those rows with the native kernel (one fused backward), and the temporal convolution is a
   channels-last convolution. In eval mode the batch norms are folded into the maps before them and
   the temporal skip into the convolution's centre tap. Nothing is kept between calls.
+
+Two steps of the fast path are custom autograd functions of :mod:`~mska_core.encoder.layers`
+(``joint_scores``, ``joint_mixing``: their backward passes are written by hand).
+Each can be switched off on its own, the block's ``disabled_kernels`` (default from
+:func:`~mska_core.encoder.layers.disabled_kernels`): the fast path then computes that step with
+autograd's own operations, so that each kernel's gain can be measured against the same path without it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -38,11 +45,12 @@ from mska_core.encoder.layers import (
     LEAKY_SLOPE,
     ConvNorm,
     batch_norm_rows,
+    check_kernels,
+    disabled_kernels,
     frame_mask,
     joint_mixing,
     joint_scores,
     sinusoid,
-    temporal_conv,
     use_fused_kernels,
 )
 
@@ -72,6 +80,7 @@ class AttentionBlock(nn.Module):
         attention: str = "paper",
         attention_dropout: float = 0.0,
         fused: bool | None = None,
+        disabled: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.inter_channels = in_channels, out_channels, inter_channels
@@ -80,6 +89,7 @@ class AttentionBlock(nn.Module):
         self.attention = attention
         self.attention_dropout = attention_dropout
         self.fused = use_fused_kernels() if fused is None else fused
+        self.disabled_kernels = disabled_kernels() if disabled is None else check_kernels(disabled)
         heads = num_heads
         self.qk = nn.Conv2d(in_channels, 2 * heads * inter_channels, 1)
         self.alpha = nn.Parameter(torch.ones(heads))
@@ -160,7 +170,7 @@ class AttentionBlock(nn.Module):
         weight = self.qk.weight.flatten(1)  # [2S·I, C]
         joint_bias = torch.addmm(self.qk.bias.unsqueeze(1), weight, self.joint_encoding)  # [2S·I, V]
         if self.attention == "paper":
-            scores = joint_scores(x, weight, joint_bias, S)  # [N, S, U, V]
+            scores = joint_scores(x, weight, joint_bias, S, kernel=self.uses("joint_scores"))  # [N, S, U, V]
             # The elementwise steps run on [N, V, S, U] (the layout the mixing reads), contiguous, so
             # that every backward sees one layout (compiled graphs rely on it).
             by_target = scores.permute(0, 3, 1, 2).contiguous()  # [N, V, S, U]
@@ -168,13 +178,14 @@ class AttentionBlock(nn.Module):
             by_target = by_target + self.global_by_target()
         else:
             valid = frame_mask(lengths, T).to(x.dtype)  # [N, T]
-            scores = joint_scores(x, weight, joint_bias, S, valid)
+            scores = joint_scores(x, weight, joint_bias, S, valid, kernel=self.uses("joint_scores"))
             by_target = self.softmax_from_scores(scores, lengths, hidden).permute(0, 3, 1, 2).contiguous()
         by_target = F.dropout(by_target, self.attention_dropout, training)
         # m[n, t, v, s·C + c] = sum_u A[n, s, u, v] x[n, t, u, c]: each clip's map mixes all of its
         # frames in one product, whose rows (v, s·C + c) are what the attend map reads (the
         # reference's head order).
-        mixed = joint_mixing(by_target.reshape(N, V * S, V), x).reshape(N * T * V, S * C)
+        mixed = joint_mixing(by_target.reshape(N, V * S, V), x, kernel=self.uses("joint_mixing"))
+        mixed = mixed.reshape(N * T * V, S * C)
 
         residual_attend = rows if self.skip_attend is None else self.skip_attend.rows(rows)
         residual_mix = rows if self.skip_mix is None else self.skip_mix.rows(rows)
@@ -191,6 +202,11 @@ class AttentionBlock(nn.Module):
         if self.attention == "softmax":  # padded frames read as the zeros past a clip's end
             y = y * frame_mask(lengths, T).to(y.dtype).view(N, T, 1, 1)
         return self.temporal_fused(y)
+
+    def uses(self, kernel: str) -> bool:
+        """Whether the fast path runs ``kernel`` (one of :data:`~mska_core.encoder.layers.KERNELS`)
+        as its custom autograd function, rather than autograd's own operations."""
+        return kernel not in self.disabled_kernels
 
     def global_by_target(self) -> Tensor:
         """The global matrices as ``[V, S, U]``: ``G[s, u, v]`` at ``[v, s, u]``."""
@@ -211,8 +227,8 @@ class AttentionBlock(nn.Module):
         frames = y.permute(0, 3, 1, 2)  # [N, C, T, V] over channels-last memory
         padding = (self.kernel // 2, 0)
         if self.training:
-            z = temporal_conv(y, self.temporal.conv.weight, self.temporal.conv.bias, self.stride)  # [N, T', V, C]
-            z = self.temporal.norm(z.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            # The native channels-last convolution and its own backward.
+            z = self.temporal(frames).permute(0, 2, 3, 1)  # [N, T', V, C]
             if self.skip_temporal is not None:
                 # A strided 1×1 convolution reads every stride-th frame (as a product: the
                 # channels-last strided 1×1 convolution's backward is not reliable on every CPU build).

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mska_core.errors import ConfigError
 
 #: Negative slope of the reference's LeakyReLU.
 LEAKY_SLOPE = 0.1
@@ -34,6 +37,41 @@ def set_fused_kernels(enabled: bool) -> None:
     """Make blocks built from now on take the fast path (``True``) or the plain path (``False``)."""
     global _FUSED
     _FUSED = bool(enabled)
+
+
+#: The fast path's custom autograd functions, by the name that switches each one off:
+#: ``joint_scores`` (:class:`JointScores`), ``joint_mixing`` (:class:`JointMixing`).
+KERNELS = ("joint_scores", "joint_mixing")
+
+_DISABLED: frozenset[str] = frozenset()
+
+
+def check_kernels(names: Iterable[str]) -> frozenset[str]:
+    """``names`` as a frozenset, each one of :data:`KERNELS` (a :class:`ConfigError` otherwise)."""
+    names = frozenset(names)
+    unknown = sorted(names - set(KERNELS))
+    if unknown:
+        raise ConfigError(f"unknown encoder kernel(s) {', '.join(map(repr, unknown))}; the kernels are {', '.join(KERNELS)}")
+    return names
+
+
+def disabled_kernels() -> frozenset[str]:
+    """The kernels that newly built attention blocks leave off (default: none).
+
+    A block's fast path computes a disabled kernel's step with autograd's own operations (see
+    :data:`KERNELS` and ``docs/encoder.md``); the result is the same up to float rounding.
+    """
+    return _DISABLED
+
+
+def set_disabled_kernels(names: Iterable[str]) -> None:
+    """Make blocks built from now on leave the kernels ``names`` off (an empty set: all on).
+
+    A built model is switched with :meth:`MSKAEncoder.set_disabled_kernels
+    <mska_core.encoder.MSKAEncoder.set_disabled_kernels>`.
+    """
+    global _DISABLED
+    _DISABLED = check_kernels(names)
 
 
 class ConvNorm(nn.Module):
@@ -89,90 +127,6 @@ def run_kernel(function: type[torch.autograd.Function], *args: Any) -> Tensor:
         return function.apply(*args)
     with torch.autocast(device, enabled=False):
         return function.apply(*args)
-
-
-class TemporalConv(torch.autograd.Function):
-    """A convolution over time (kernel ``k``, padding ``k // 2``, stride ``s``) of time-major,
-    channels-last ``x`` ``[N, T, V, C]``, with the weight of a ``Conv2d`` ``[O, C, k, 1]``:
-    ``[N, T', V, O]``.
-
-    The forward is the native channels-last convolution (efficient on the CPU). The backward is
-    matrix products (on the CPU the native convolution's backward runs at about half their
-    throughput for the encoder's shapes). At stride 1 it is one pair of products per tap on
-    contiguous slices of frames, the input's gradient accumulated in place; at other strides, two
-    products over the ``[N·T'·V, C·k]`` windows of the input (gathered with ``unfold``), the input's
-    gradient scattered back with ``k`` strided adds. Only ``x`` and the weight are saved.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
-        kernel = weight.shape[2]
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.has_bias = stride, bias is not None
-        frames = x.permute(0, 3, 1, 2)  # [N, C, T, V] over channels-last memory
-        out = F.conv2d(frames, weight, bias, stride=(stride, 1), padding=(kernel // 2, 0))
-        return out.permute(0, 2, 3, 1).contiguous()  # [N, T', V, O]
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        x, weight = ctx.saved_tensors
-        stride = ctx.stride
-        N, T, V, C = x.shape
-        out_channels, _, kernel, _ = weight.shape
-        pad = kernel // 2
-        frames_out = grad.shape[1]
-        grad_rows = grad.reshape(-1, out_channels)  # [N·T'·V, O]
-        grad_x = grad_weight = grad_bias = None
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(0)
-        if stride == 1:
-            grad_x, grad_weight = TemporalConv.backward_by_tap(x, weight, grad, ctx.needs_input_grad[:2])
-            return grad_x, grad_weight, grad_bias, None
-        if ctx.needs_input_grad[1]:
-            windows = F.pad(x, (0, 0, 0, 0, pad, pad)).unfold(1, kernel, stride)  # [N, T', V, C, k]
-            grad_weight = torch.mm(grad_rows.t(), windows.reshape(-1, C * kernel)).view_as(weight)
-        if ctx.needs_input_grad[0]:
-            per_tap = torch.mm(grad_rows, weight.reshape(out_channels, C * kernel)).view(N, frames_out, V, C, kernel)
-            padded = x.new_zeros(N, T + 2 * pad, V, C)
-            last = stride * (frames_out - 1) + 1
-            for tap in range(kernel):  # output frame t read padded input frame t·stride + tap
-                padded[:, tap : tap + last : stride] += per_tap[..., tap]
-            grad_x = padded[:, pad : pad + T]
-        return grad_x, grad_weight, grad_bias, None
-
-    @staticmethod
-    def backward_by_tap(x: Tensor, weight: Tensor, grad: Tensor, needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None]:
-        """Stride 1: tap ``j`` links output frame ``t`` to input frame ``t + j - k // 2``, so each
-        tap is a product of two contiguous runs of frames of each clip (no window copies)."""
-        N, T, V, C = x.shape
-        out_channels, _, kernel, _ = weight.shape
-        pad = kernel // 2
-        taps = weight[..., 0].permute(2, 0, 1)  # [k, O, C]
-        grad_x = grad_weight = None
-        if needs[0]:  # the centre tap covers every frame: it starts the sum
-            grad_x = torch.mm(grad.reshape(-1, out_channels), taps[pad]).view(N, T, V, C)
-        if needs[1]:
-            grad_weight = x.new_empty(out_channels, C, kernel, 1)
-        for tap in range(kernel):
-            shift = tap - pad
-            first, last = max(0, -shift), min(T, T - shift)  # output frames that read a real frame
-            if first >= last:
-                if needs[1]:
-                    grad_weight[:, :, tap, 0] = 0
-                continue
-            grad_run = grad[:, first:last].reshape(N, -1, out_channels)  # [N, rows, O]
-            if needs[1]:
-                x_run = x[:, first + shift : last + shift].reshape(N, -1, C)
-                grad_weight[:, :, tap, 0] = torch.bmm(grad_run.transpose(1, 2), x_run).sum(0)
-            if needs[0] and tap != pad:
-                target = grad_x[:, first + shift : last + shift].view(N, -1, C)
-                target.baddbmm_(grad_run, taps[tap].expand(N, -1, -1))
-        return grad_x, grad_weight
-
-
-def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
-    """:class:`TemporalConv` of ``x`` ``[N, T, V, C]``: ``[N, T', V, O]``."""
-    return run_kernel(TemporalConv, x, weight, bias, stride)
 
 
 class JointScores(torch.autograd.Function):
@@ -240,9 +194,24 @@ class JointScores(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
-def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None = None) -> Tensor:
-    """:class:`JointScores`: ``[N, S, U, V]`` scores of the block input ``x`` ``[N, T, V, C]``."""
-    return run_kernel(JointScores, x, weight, joint_bias, heads, valid)
+def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None = None, *,
+                 kernel: bool = True) -> Tensor:
+    """:class:`JointScores`: ``[N, S, U, V]`` scores of the block input ``x`` ``[N, T, V, C]``.
+
+    ``kernel=False`` computes the same with ordinary operations (the queries and keys as two
+    products, the scores as a batched product) and autograd's own backward.
+    """
+    if kernel:
+        return run_kernel(JointScores, x, weight, joint_bias, heads, valid)
+    N, T, V, C = x.shape
+    half = weight.shape[0] // 2
+    inter = half // heads
+    rows_t = x.reshape(N, T * V, C).transpose(1, 2)  # [N, C, T·V]
+    q = torch.matmul(weight[:half], rows_t).view(N, heads, inter, T, V) + joint_bias[:half].view(heads, inter, 1, V)
+    k = torch.matmul(weight[half:], rows_t).view(N, heads, inter, T, V) + joint_bias[half:].view(heads, inter, 1, V)
+    if valid is not None:
+        k = k * valid.view(N, 1, 1, T, 1)
+    return torch.matmul(q.reshape(N, heads, inter * T, V).transpose(2, 3), k.reshape(N, heads, inter * T, V))
 
 
 class JointMixing(torch.autograd.Function):
@@ -282,9 +251,15 @@ class JointMixing(torch.autograd.Function):
         return grad_maps, grad_x
 
 
-def joint_mixing(maps: Tensor, x: Tensor) -> Tensor:
-    """:class:`JointMixing`: ``[N, T, R, C]`` from maps ``[N, R, U]`` and frames ``x`` ``[N, T, U, C]``."""
-    return run_kernel(JointMixing, maps, x)
+def joint_mixing(maps: Tensor, x: Tensor, *, kernel: bool = True) -> Tensor:
+    """:class:`JointMixing`: ``[N, T, R, C]`` from maps ``[N, R, U]`` and frames ``x`` ``[N, T, U, C]``.
+
+    ``kernel=False`` computes the same as autograd's broadcast product of each clip's map with
+    its frames.
+    """
+    if kernel:
+        return run_kernel(JointMixing, maps, x)
+    return torch.matmul(maps.unsqueeze(1), x)
 
 
 def batch_norm_rows(y: Tensor, norm: nn.BatchNorm2d) -> Tensor:

@@ -13,7 +13,7 @@ the reference's shapes so that its checkpoints convert by renaming (see
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from mska_core.encoder.attention import AttentionBlock
 from mska_core.encoder.crop import CropBranch
 from mska_core.encoder.head import VisualHead
 from mska_core.encoder.keypoint import KeypointBranch
-from mska_core.encoder.layers import frame_mask
+from mska_core.encoder.layers import check_kernels, frame_mask
 from mska_core.encoder.records import ClipBatch, EncoderOutput
 from mska_core.errors import DataError
 
@@ -118,6 +118,16 @@ class MSKAEncoder(nn.Module):
         for module in self.modules():
             if isinstance(module, AttentionBlock):
                 module.fused = bool(enabled)
+        return self
+
+    def set_disabled_kernels(self, names: Iterable[str]) -> MSKAEncoder:
+        """Leave the custom kernels ``names`` (of :data:`~mska_core.encoder.layers.KERNELS`) off in
+        every attention block's fast path, which then computes those steps with autograd's own
+        operations; an empty set turns every kernel on. The weights are untouched."""
+        names = check_kernels(names)
+        for module in self.modules():
+            if isinstance(module, AttentionBlock):
+                module.disabled_kernels = names
         return self
 
     def output_length(self, length: Any) -> Any:
