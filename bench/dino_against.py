@@ -162,26 +162,27 @@ def interleaved(contenders: Sequence[Contender], rounds: int) -> dict[str, list[
     return times
 
 
-def peak_memory(contender: Contender) -> dict[str, float] | None:
-    """MiB the process's resident memory rises above its level before one step of ``contender``
-    (Linux: the high-water mark is reset through ``/proc/self/clear_refs``), and the process's peak;
-    ``None`` where that cannot be read."""
-    status = Path("/proc/self/status")
+def resident_mib(key: str = "VmRSS") -> float:
+    """``key`` of ``/proc/self/status`` in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
 
-    def read(key: str) -> float:
-        for line in status.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-        raise KeyError(key)
 
+def peak_memory(contender: Contender, built_mib: float) -> dict[str, float] | None:
+    """The high-water mark of one step of ``contender`` (reset through ``/proc/self/clear_refs``
+    before it): above the resident memory of the built model and views (``built_mib``, read before
+    the warm-up step; so the optimiser's state is in it), above the resident memory just before the
+    step, and the process's; MiB. ``None`` where Linux's files are not there."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
+        before = resident_mib()
     except OSError:
         return None
-    before = read("VmRSS")
     contender.step()
-    peak = read("VmHWM")
-    return {"step_peak_mib": peak - before, "process_peak_mib": peak}
+    peak = resident_mib("VmHWM")
+    return {"step_peak_mib": peak - built_mib, "above_before_step_mib": peak - before, "process_peak_mib": peak}
 
 
 def cuda_peak_memory(contender: Contender) -> dict[str, float]:
@@ -195,8 +196,8 @@ def cuda_peak_memory(contender: Contender) -> dict[str, float]:
 
 
 def peak_memory_in_child(name: str, cfg: PretrainConfig, batch: int, local_size: int) -> dict[str, float] | None:
-    """:func:`peak_memory` of contender ``name`` in a fresh process (after one warm-up step), so that
-    no other model's freed memory is reused."""
+    """:func:`peak_memory` of contender ``name`` in a fresh process (one warm-up step, then the
+    measured one), so that no other model's freed memory is reused."""
     import json
     import subprocess
 
@@ -231,8 +232,9 @@ def memory_child(argv: Sequence[str]) -> int:
     initial = build_arch(ARCH, img_size=cfg.img_size).state_dict()
     views = make_views(cfg, args.batch_size, args.local_size)
     contender = (our_step if args.memory_child == "ours" else lightly_step)(cfg, views, initial)
-    contender.step()  # warm-up: the optimiser's state exists from here on
-    print(json.dumps(peak_memory(contender)))
+    built = resident_mib()
+    contender.step()  # warm-up
+    print(json.dumps(peak_memory(contender, built)))
     return 0
 
 
@@ -481,12 +483,12 @@ def print_report(report: dict[str, Any]) -> str:
     name = report["rows"][0]["against"]
     table = Table(title=f"DINO step, {ARCH}, batch {report['rows'][0]['batch']}, {report['threads']} threads")
     for column in ("views", f"{name} s", "ours s", f"{name} ÷ ours", "floor s", "floor ÷ ours", f"{name} ÷ floor",
-                   f"{name} step peak MiB", "ours step peak MiB"):
+                   f"{name} step peak MiB", "ours step peak MiB", f"{name} process MiB", "ours process MiB"):
         table.add_column(column, justify="right")
 
-    def mib(row: dict[str, Any], who: str) -> str:
+    def mib(row: dict[str, Any], who: str, key: str = "step_peak_mib") -> str:
         entry = row["memory"].get(who)
-        return f"{entry['step_peak_mib']:.0f}" if entry else "–"
+        return f"{entry[key]:.0f}" if entry else "–"
 
     for row in report["rows"]:
         fl = row.get("floor")
@@ -494,7 +496,8 @@ def print_report(report: dict[str, Any]) -> str:
                       f"{row['seconds'][name]:.3f}", f"{row['seconds']['ours']:.3f}",
                       f"{row['ratio']:.2f}× ({row['spread'][0]:.2f}–{row['spread'][1]:.2f})",
                       f"{fl['floor_s']:.3f}" if fl else "–", f"{row['floor_reached']:.0%}" if fl else "–",
-                      f"{row['best_ratio']:.2f}×" if fl else "–", mib(row, name), mib(row, "ours"))
+                      f"{row['best_ratio']:.2f}×" if fl else "–", mib(row, name), mib(row, "ours"),
+                      mib(row, name, "process_peak_mib"), mib(row, "ours", "process_peak_mib"))
     console.print(table)
     for row in report["rows"]:
         if "compile_gain" in row:

@@ -21,6 +21,7 @@ model on the same input), timm-layout weights the way timm's ``resample_abs_pos_
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -55,6 +56,23 @@ def resolve_config(arch: str, **overrides: Any) -> dict[str, Any]:
             f"{config['patch_size']}; use e.g. {config['patch_size'] * max(1, config['img_size'] // config['patch_size'])}"
         )
     return config
+
+
+def crop_attention(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The attention kernel for a crop ViT's forward and backward on ``device``.
+
+    A crop ViT sees a few dozen tokens (65 at 112 px, 17 at 56 px, patch 14). For sequences that
+    short, torch's CPU flash-attention kernel costs more than the plain product + softmax + product
+    of its math kernel (forward and backward together: 30 ms against 22 ms for 64 images of 65
+    tokens, 28 ms against 17 ms for 256 images of 17 tokens, ViT-S/14 on two threads), so on the CPU
+    this selects the math kernel; elsewhere it leaves torch's choice. The results are the same up to
+    float rounding.
+    """
+    if torch.device(device).type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def build_vit(arch: str, **arch_config: Any) -> nn.Module:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mska_core.backbones.vit import crop_attention
 from mska_core.config import Config, PretrainConfig, save_config, unstructure
 from mska_core.errors import ConfigError, MskaError
 from mska_core.losses.dino import entropy
@@ -98,7 +99,8 @@ class DINOHead(nn.Module):
 
 
 class MultiCropModel(nn.Module):
-    """A backbone and a DINO head over a list of views; views of one size run as one batch.
+    """A backbone and a DINO head over a list of views; views of one size run as one batch, their
+    attention through :func:`~mska_core.backbones.vit.crop_attention`.
 
     ``forward(views) -> (logits [n_views * B, out_dim], features [n_views * B, D])``.
     """
@@ -111,12 +113,13 @@ class MultiCropModel(nn.Module):
     def forward(self, views: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         features = []
         start = 0
-        while start < len(views):
-            stop = start + 1
-            while stop < len(views) and views[stop].shape[-2:] == views[start].shape[-2:]:
-                stop += 1
-            features.append(self.backbone(torch.cat(list(views[start:stop]))))
-            start = stop
+        with crop_attention(views[0].device):
+            while start < len(views):
+                stop = start + 1
+                while stop < len(views) and views[stop].shape[-2:] == views[start].shape[-2:]:
+                    stop += 1
+                features.append(self.backbone(torch.cat(list(views[start:stop]))))
+                start = stop
         features_all = torch.cat(features)
         return self.head(features_all), features_all
 
