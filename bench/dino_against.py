@@ -20,9 +20,11 @@ machine's load), with its range.
 
 **The float32 floor** of the step: its floating-point operations as ``torch.utils.flop_counter``
 counts them (matrix products, attention, the patch convolution; forward and backward), at the rate
-the step's own matrix products run when replayed bare (every ``mm``/``addmm``/``bmm`` the step
-calls, recorded with its shapes and timed alone in the same process): how fast the step could be if
-nothing but its products cost time. ``floor ÷ ours`` is the share of that bound our step reaches.
+the step's own matrix products run when replayed bare (every product the step computes —
+``mm``/``addmm``/``bmm`` and convolutions — recorded with its shapes and timed alone in the same
+process, each through the faster of the CPU's two float32 product kernels, BLAS's and oneDNN's):
+how fast the step could be if nothing but its products cost time, each at the best rate this machine
+has for it in float32. ``floor ÷ ours`` is the share of that bound our step reaches.
 
 **Where the time goes**: torch.profiler's operators by self time for one step of each.
 
@@ -35,6 +37,7 @@ one line and exits with status 2.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import statistics
 import sys
@@ -241,55 +244,68 @@ def memory_child(argv: Sequence[str]) -> int:
 # -- the floor ---------------------------------------------------------------------------------------
 
 
-_PRODUCTS = ("mm", "addmm", "bmm", "baddbmm")
-
-
-def recorded_products(fn: Callable[[], Any]) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
-    """Every matrix product ``fn`` calls: ``(op, (shape of each tensor operand))``."""
+def recorded_products(fn: Callable[[], Any]) -> list[tuple[int, int, int, int]]:
+    """Every matrix product ``fn`` computes, as ``(batch, M, K, N)`` (``batch`` products of ``[M, K]``
+    by ``[K, N]``): ``mm``, ``addmm``, ``bmm``, ``baddbmm``, and convolutions (forward, and the input's
+    and the weight's gradients of their backward) as the products they are."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    calls: list[tuple[str, tuple[tuple[int, ...], ...]]] = []
+    products: list[tuple[int, int, int, int]] = []
+
+    def conv_shape(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> tuple[int, int, int]:
+        rows = out.shape[0] * math.prod(out.shape[2:])
+        return rows, weight.shape[1] * math.prod(weight.shape[2:]), weight.shape[0]
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__
-            if name in _PRODUCTS:
-                calls.append((name, tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))))
-            return func(*args, **(kwargs or {}))
+            if name in ("mm", "addmm"):
+                (m, k), (_, n) = args[-2].shape, args[-1].shape
+                products.append((1, m, k, n))
+            elif name in ("bmm", "baddbmm"):
+                (b, m, k), (_, _, n) = args[-2].shape, args[-1].shape
+                products.append((b, m, k, n))
+            elif name == "convolution":
+                products.append((1, *conv_shape(args[0], args[1], result)))
+            elif name == "convolution_backward":
+                grad, x, weight = args[:3]
+                mask = args[-1]
+                shape = conv_shape(x, weight, grad)
+                products.extend((1, *shape) for wanted in mask[:2] if wanted)
+            return result
 
     with Record():
         fn()
-    return calls
+    return products
 
 
-def product_flops(op: str, shapes: tuple[tuple[int, ...], ...]) -> int:
-    if op in ("mm", "addmm"):
-        (m, k), (_, n) = shapes[-2], shapes[-1]
-        return 2 * m * k * n
-    (b, m, k), (_, _, n) = shapes[-2], shapes[-1]
-    return 2 * b * m * k * n
+def replay_rate(products: list[tuple[int, int, int, int]], rounds: int = 3) -> tuple[float, float]:
+    """``(FLOP/s, seconds)`` of the recorded products run bare, each through the faster of the CPU's
+    two float32 product kernels (BLAS's ``mm``/``bmm``, or oneDNN's 1×1 convolution; median of
+    ``rounds`` for each): the rate at which the step's arithmetic itself can run on this machine."""
+    from mska_core.backbones.products import _conv_linear
 
+    def seconds(fn: Callable[[], Any]) -> float:
+        fn()
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
 
-def replay_rate(calls: list[tuple[str, tuple[tuple[int, ...], ...]]], rounds: int = 3) -> tuple[float, float]:
-    """``(FLOP/s, seconds)`` of the recorded products run bare, one after the other (median of ``rounds``)."""
-    operands = []
-    for op, shapes in calls:
-        a, b = (torch.randn(s) for s in shapes[-2:])
-        operands.append((torch.bmm if op in ("bmm", "baddbmm") else torch.mm, a, b))
-    work = sum(product_flops(op, shapes) for op, shapes in calls)
-
-    def run() -> None:
-        for product, a, b in operands:
-            product(a, b)
-
-    run()
-    seconds = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    median = statistics.median(seconds)
-    return work / median, median
+    best: dict[tuple[int, int, int, int], float] = {}
+    with torch.no_grad():
+        for shape in set(products):
+            b, m, k, n = shape
+            a, w = torch.randn(b, m, k), torch.randn(b, n, k)
+            blas = seconds(lambda: torch.bmm(a, w.transpose(1, 2)) if b > 1 else torch.mm(a[0], w[0].t()))
+            onednn = seconds(lambda: [_conv_linear(a[i], w[i], None) for i in range(b)]) if b == 1 else blas
+            best[shape] = min(blas, onednn)
+    total = sum(best[p] for p in products)
+    work = sum(2 * b * m * k * n for b, m, k, n in products)
+    return work / total, total
 
 
 def counted_flops(fn: Callable[[], Any]) -> int:
@@ -301,11 +317,12 @@ def counted_flops(fn: Callable[[], Any]) -> int:
 
 
 def floor(contender: Contender) -> dict[str, float]:
-    """The step's counted FLOPs and the time they take at its own products' bare rate."""
-    calls = recorded_products(contender.step)
-    rate, products_s = replay_rate(calls)
+    """The step's counted FLOPs and the time they take at the rate of its own products run bare."""
+    products = recorded_products(contender.step)
+    rate, products_s = replay_rate(products)
     flops = counted_flops(contender.step)
-    return {"gflop": flops / 1e9, "products": len(calls), "products_gflop": sum(product_flops(*c) for c in calls) / 1e9,
+    return {"gflop": flops / 1e9, "products": len(products),
+            "products_gflop": sum(2 * b * m * k * n for b, m, k, n in products) / 1e9,
             "products_bare_s": products_s, "gflop_per_s": rate / 1e9, "floor_s": flops / rate}
 
 
