@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mska_core.backbones.products import linear
 from mska_core.encoder.layers import (
     LEAKY_SLOPE,
     ConvNorm,
@@ -191,9 +192,9 @@ class AttentionBlock(nn.Module):
         residual_mix = rows if self.skip_mix is None else self.skip_mix.rows(rows)
         attend, attend_bias = self.attend.affine()  # [out, S·C]; the norm folded in eval mode
         if training:
-            y = batch_norm_rows(torch.addmm(attend_bias, mixed, attend.t()), self.attend.norm) + residual_attend
+            y = batch_norm_rows(linear(mixed, attend, attend_bias), self.attend.norm) + residual_attend
         else:
-            y = torch.addmm(residual_attend, mixed, attend.t()).add_(attend_bias)
+            y = linear(mixed, attend, attend_bias).add_(residual_attend)
         y = F.leaky_relu(y, LEAKY_SLOPE, inplace=True)
         # In training out of place: the norm's output is a view, and an in-place step on a view
         # costs the backward a copy of the whole base tensor.

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mska_core.backbones.products import linear
 from mska_core.errors import ConfigError
 
 #: Negative slope of the reference's LeakyReLU.
@@ -93,7 +94,7 @@ class ConvNorm(nn.Module):
     def rows(self, x: Tensor) -> Tensor:
         """A 1×1 unit on channels-last rows ``[M, C_in]``: ``[M, C_out]`` (the same computation)."""
         weight, bias = self.affine()
-        mapped = torch.addmm(bias, x, weight.t())
+        mapped = linear(x, weight, bias)
         return batch_norm_rows(mapped, self.norm) if self.training else mapped
 
     def affine(self) -> tuple[Tensor, Tensor]:
