@@ -42,7 +42,7 @@ def test_a_routed_linear_map_gives_f_linear_s_values_and_gradients(onednn) -> No
 def test_small_products_other_dtypes_and_blas_keep_f_linear(onednn) -> None:
     weight = torch.randn(192, 96)
     assert not routes(torch.randn(8, 96), weight)  # few rows
-    assert not routes(torch.randn(1000, 16), torch.randn(16, 16))  # a small weight
+    assert not routes(torch.randn(1000, 16), torch.randn(16, 16))  # little work
     assert not routes(torch.randn(1000, 96, dtype=torch.float64), weight.double())
     set_cpu_products("blas")
     assert not routes(torch.randn(1000, 96), weight)

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Below this many rows, or this many weight entries, a product stays with ``F.linear``.
+#: Below this many rows, or this many multiply-adds, a product stays with ``F.linear`` (smaller ones
+#: ran no faster through the convolution where it was measured).
 MIN_ROWS = 256
-MIN_WEIGHT = 128 * 128
+MIN_WORK = 8_000_000
 #: oneDNN must be at least this much faster in the measurement to be chosen.
 MARGIN = 1.15
 CHOICES = ("auto", "blas", "onednn")
@@ -87,7 +88,8 @@ def routes(x: Tensor, weight: Tensor) -> bool:
     """Whether :func:`linear` takes the convolution for this product."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
-    if x.numel() // max(x.shape[-1], 1) < MIN_ROWS or weight.numel() < MIN_WEIGHT:
+    rows = x.numel() // max(x.shape[-1], 1)
+    if rows < MIN_ROWS or rows * weight.numel() < MIN_WORK:
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
