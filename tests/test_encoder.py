@@ -317,7 +317,7 @@ def test_fast_path_matches_the_plain_path(attention, mode):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_the_joint_scores_kernel_has_exact_gradients(masked):
+def test_the_joint_scores_have_exact_gradients(masked):
     """The fast path's scores (queries and keys of every head, their products over channels and
     frames) against the formula and finite differences in float64, with and without frame weights."""
     from mska_core.encoder.layers import joint_scores

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mska_core.config import ModelConfig
 from mska_core.encoder import KERNELS, AttentionBlock, ClipBatch, MSKAEncoder
-from mska_core.encoder.layers import disabled_kernels, joint_mixing, joint_scores, set_disabled_kernels
+from mska_core.encoder.layers import disabled_kernels, joint_mixing, set_disabled_kernels
 from mska_core.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,15 +71,6 @@ def test_an_encoder_without_one_kernel_gives_the_kernels_eval_outputs(kernel):
         torch.testing.assert_close(got[head], expected[head], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_the_scores_without_their_kernel_have_the_kernels_values_and_gradients(masked):
-    N, T, V, C, S, I = 2, 4, 5, 3, 2, 3
-    inputs = (float64(N, T, V, C, seed=1), float64(2 * S * I, C, seed=2), float64(2 * S * I, V, seed=3))
-    valid = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float64) if masked else None
-    assert torch.autograd.gradcheck(lambda *a: joint_scores(*a, S, valid, kernel=False), inputs)
-    torch.testing.assert_close(joint_scores(*inputs, S, valid, kernel=False), joint_scores(*inputs, S, valid))
-
-
 def test_the_mixing_without_its_kernel_has_the_kernels_values_and_gradients():
     maps, x = float64(3, 6, 5, seed=1), float64(3, 4, 5, 3, seed=2)  # [N, R, U], [N, T, U, C]
     assert torch.autograd.gradcheck(lambda *a: joint_mixing(*a, kernel=False), (maps, x))
@@ -93,21 +84,21 @@ def test_blocks_built_after_set_disabled_kernels_leave_those_kernels_off():
     finally:
         set_disabled_kernels(())
     blocks = [m for m in encoder.modules() if isinstance(m, AttentionBlock)]
-    assert blocks and all(not b.uses("joint_mixing") and b.uses("joint_scores") for b in blocks)
+    assert blocks and all(not b.uses("joint_mixing") for b in blocks)
     assert disabled_kernels() == frozenset()
 
 
 def test_an_unknown_kernel_name_is_a_config_error_listing_the_kernels():
     encoder = MSKAEncoder.from_config(ModelConfig(**TINY), vocab_size=7)
-    with pytest.raises(ConfigError, match="unknown encoder kernel.*'joint_scorez'.*joint_scores, joint_mixing"):
-        encoder.set_disabled_kernels({"joint_scorez"})
+    with pytest.raises(ConfigError, match="unknown encoder kernel.*'joint_scores'.*joint_mixing"):
+        encoder.set_disabled_kernels({"joint_scores"})
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_a_disabled_kernel_is_not_called(kernel, monkeypatch):
     from mska_core.encoder import layers
 
-    function = {"joint_scores": layers.JointScores, "joint_mixing": layers.JointMixing}[kernel]
+    function = {"joint_mixing": layers.JointMixing}[kernel]
     calls = []
     original = function.apply
     monkeypatch.setattr(function, "apply", lambda *a: calls.append(1) or original(*a))

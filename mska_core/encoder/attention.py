@@ -18,18 +18,18 @@ The skips are identities, or 1×1 maps with batch norm when the block changes wi
   channels-first ``[N, C, T, V]``, one ``einsum`` per product, the batch norms as modules. It is the
   reference the fast path is tested against.
 - :meth:`AttentionBlock.forward_fused` computes the same thing time-major and channels-last
-  ``[N, T, V, C]``: the queries and keys of a clip come out of one product already laid out for the
-  scores, the joints are mixed per frame by one batched product whose rows are the attend map's
+  ``[N, T, V, C]``: the queries and keys of every head come out of one linear map of the rows (the
+  CPU's faster product kernel), laid out per clip and head for the scores, the joints are mixed per frame by one batched product whose rows are the attend map's
   input, the attend map is one product over every head, frame and clip, the batch norms run on
   those rows with the native kernel (one fused backward), and the temporal convolution is a
   channels-last convolution. In eval mode the batch norms are folded into the maps before them and
   the temporal skip into the convolution's centre tap. Nothing is kept between calls.
 
-Two steps of the fast path are custom autograd functions of :mod:`~mska_core.encoder.layers`
-(``joint_scores``, ``joint_mixing``: their backward passes are written by hand).
-Each can be switched off on its own, the block's ``disabled_kernels`` (default from
-:func:`~mska_core.encoder.layers.disabled_kernels`): the fast path then computes that step with
-autograd's own operations, so that each kernel's gain can be measured against the same path without it.
+One step of the fast path is a custom autograd function of :mod:`~mska_core.encoder.layers`
+(``joint_mixing``: its backward is written by hand). It can be switched off, the block's
+``disabled_kernels`` (default from :func:`~mska_core.encoder.layers.disabled_kernels`): the fast
+path then computes that step with autograd's own operations, so that the kernel's gain can be
+measured against the same path without it.
 """
 
 from __future__ import annotations
@@ -166,12 +166,11 @@ class AttentionBlock(nn.Module):
         training = self.training
         rows = x.reshape(N * T * V, C)
 
-        # The scores of every head come from one function whose backward writes the queries' and
-        # keys' gradients into one buffer (see JointScores); the joint encoding enters as a bias.
+        # The scores of every head (see joint_scores); the joint encoding enters as a bias.
         weight = self.qk.weight.flatten(1)  # [2S·I, C]
         joint_bias = torch.addmm(self.qk.bias.unsqueeze(1), weight, self.joint_encoding)  # [2S·I, V]
         if self.attention == "paper":
-            scores = joint_scores(x, weight, joint_bias, S, kernel=self.uses("joint_scores"))  # [N, S, U, V]
+            scores = joint_scores(x, weight, joint_bias, S)  # [N, S, U, V]
             # The elementwise steps run on [N, V, S, U] (the layout the mixing reads), contiguous, so
             # that every backward sees one layout (compiled graphs rely on it).
             by_target = scores.permute(0, 3, 1, 2).contiguous()  # [N, V, S, U]
@@ -179,7 +178,7 @@ class AttentionBlock(nn.Module):
             by_target = by_target + self.global_by_target()
         else:
             valid = frame_mask(lengths, T).to(x.dtype)  # [N, T]
-            scores = joint_scores(x, weight, joint_bias, S, valid, kernel=self.uses("joint_scores"))
+            scores = joint_scores(x, weight, joint_bias, S, valid)
             by_target = self.softmax_from_scores(scores, lengths, hidden).permute(0, 3, 1, 2).contiguous()
         by_target = F.dropout(by_target, self.attention_dropout, training)
         # m[n, t, v, s·C + c] = sum_u A[n, s, u, v] x[n, t, u, c]: each clip's map mixes all of its

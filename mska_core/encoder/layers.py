@@ -41,8 +41,8 @@ def set_fused_kernels(enabled: bool) -> None:
 
 
 #: The fast path's custom autograd functions, by the name that switches each one off:
-#: ``joint_scores`` (:class:`JointScores`), ``joint_mixing`` (:class:`JointMixing`).
-KERNELS = ("joint_scores", "joint_mixing")
+#: ``joint_mixing`` (:class:`JointMixing`).
+KERNELS = ("joint_mixing",)
 
 _DISABLED: frozenset[str] = frozenset()
 
@@ -130,82 +130,21 @@ def run_kernel(function: type[torch.autograd.Function], *args: Any) -> Tensor:
         return function.apply(*args)
 
 
-class JointScores(torch.autograd.Function):
-    """The attention scores of every head from the block's input, with a backward that writes the
-    queries' and keys' gradients into one buffer.
+def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None = None) -> Tensor:
+    """The attention scores of every head, ``[N, S, U, V]``, from the block input ``x`` ``[N, T, V, C]``.
 
-    With ``x`` ``[N, T, V, C]`` (time-major, channels-last), the map ``weight`` ``[2·S·I, C]`` (the
-    queries' rows of every head, then the keys'), its per-joint bias ``joint_bias`` ``[2·S·I, V]``
-    and optional frame weights ``valid`` ``[N, T]``::
+    With the map ``weight`` ``[2·S·I, C]`` (the queries' rows of every head, then the keys'), its
+    per-joint bias ``joint_bias`` ``[2·S·I, V]`` and optional frame weights ``valid`` ``[N, T]``::
 
-        q, k           = split(weight · x + joint_bias)                 # [N, S, I·T, V] each
-        scores[n,s,u,v] = sum_{i,t} valid[n,t] q[n,s,(i,t),u] k[n,s,(i,t),v]
+        q, k            = split(weight · x + joint_bias)
+        scores[n,s,u,v] = sum_{i,t} valid[n,t] q[n,t,u,s,i] k[n,t,v,s,i]
 
-    The queries and keys are computed as two products into the halves of one ``[2, N, S·I, T·V]``
-    tensor, so each is contiguous; the backward forms their gradients with two products into the
-    halves of one buffer of that shape and reads the gradients of ``x``, ``weight`` and
-    ``joint_bias`` from it. Autograd's own backward of the same steps stacks the two halves and
-    copies the transposed queries. Saves ``x``, ``weight``, the queries and keys, and ``valid``.
+    The queries and keys of every head are one linear map of the rows (through
+    :func:`~mska_core.backbones.products.linear`, the CPU's faster product kernel), laid out per
+    clip and head as ``[V, T·I]`` by one copy each, and the scores are one batched product;
+    autograd's own backward. (A hand-written backward, ``JointScores``, did this with products of
+    its own before; measured against this path it lost: ``bench/RESULTS.md``.)
     """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None) -> Tensor:
-        N, T, V, C = x.shape
-        half = weight.shape[0] // 2
-        inter = half // heads
-        rows_t = x.reshape(N, T * V, C).transpose(1, 2)  # [N, C, T·V]
-        qk = x.new_empty(2, N, half, T * V)
-        for side in range(2):
-            torch.bmm(weight[side * half : (side + 1) * half].expand(N, -1, -1), rows_t, out=qk[side])
-        qk.view(2, N, heads, inter, T, V).add_(joint_bias.view(2, 1, heads, inter, 1, V))
-        q, k = qk.view(2, N * heads, inter * T, V).unbind(0)
-        if valid is not None:
-            k = (k.view(N, heads, inter, T, V) * valid.view(N, 1, 1, T, 1)).view(N * heads, inter * T, V)
-        scores = torch.bmm(q.transpose(1, 2), k)  # [N·S, U, V]
-        ctx.save_for_backward(x, weight, qk, valid)
-        ctx.heads = heads
-        return scores.view(N, heads, V, V)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, qk, valid = ctx.saved_tensors
-        heads = ctx.heads
-        N, T, V, C = x.shape
-        half = weight.shape[0] // 2
-        inter = half // heads
-        grad = grad.reshape(N * heads, V, V)
-        q, k = qk.view(2, N * heads, inter * T, V).unbind(0)
-        grad_qk = torch.empty_like(qk)
-        flat = grad_qk.view(2, N * heads, inter * T, V)
-        if valid is not None:
-            k = (k.view(N, heads, inter, T, V) * valid.view(N, 1, 1, T, 1)).view(N * heads, inter * T, V)
-        torch.bmm(k, grad.transpose(1, 2), out=flat[0])  # dq[., u] = sum_v k[., v] g[u, v]
-        torch.bmm(q, grad, out=flat[1])  # dk[., v] = sum_u q[., u] g[u, v]
-        if valid is not None:
-            flat[1].view(N, heads, inter, T, V).mul_(valid.view(N, 1, 1, T, 1))
-        grad_x = grad_weight = grad_bias = None
-        rows = x.reshape(N, T * V, C)
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.bmm(grad_qk[0].transpose(1, 2), weight[:half].expand(N, -1, -1))
-            grad_x = grad_x.baddbmm_(grad_qk[1].transpose(1, 2), weight[half:].expand(N, -1, -1)).view_as(x)
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.cat([torch.bmm(grad_qk[side], rows).sum(0) for side in range(2)])
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad_qk.view(2, N, half, T, V).sum((1, 3)).reshape(2 * half, V)
-        return grad_x, grad_weight, grad_bias, None, None
-
-
-def joint_scores(x: Tensor, weight: Tensor, joint_bias: Tensor, heads: int, valid: Tensor | None = None, *,
-                 kernel: bool = True) -> Tensor:
-    """:class:`JointScores`: ``[N, S, U, V]`` scores of the block input ``x`` ``[N, T, V, C]``.
-
-    ``kernel=False`` computes the same with ordinary operations and autograd's own backward: the
-    queries and keys of every head as one linear map of the rows (through
-    :func:`~mska_core.backbones.products.linear`, the CPU's faster product kernel), each laid out
-    per clip and head as ``[V, T·I]`` (one copy), the scores as one batched product.
-    """
-    if kernel:
-        return run_kernel(JointScores, x, weight, joint_bias, heads, valid)
     N, T, V, C = x.shape
     inter = weight.shape[0] // (2 * heads)
     qk = linear(x.reshape(N * T * V, C), weight).view(N, T, V, 2, heads, inter)
