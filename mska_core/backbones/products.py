@@ -6,7 +6,7 @@ AVX-512, for one), while oneDNN's JIT kernels, which torch's convolutions run on
 of rows ``[M, in]`` is the same computation as a 1×1 convolution of a channels-last
 ``[1, in, M, 1]`` image, so on such a processor :func:`linear` routes it through the convolution:
 the same float32 arithmetic (results equal up to float rounding), forward and backward, at up to
-twice the rate (``python -m bench.products``; bench/RESULTS.md).
+twice the rate (``python -m bench.cpu_kernels``; bench/RESULTS.md).
 
 Which kernel is faster is measured once per process, on the first large product (a few
 milliseconds), unless :func:`set_cpu_products` (or ``MSKA_CPU_PRODUCTS=blas|onednn|auto`` in the

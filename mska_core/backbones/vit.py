@@ -63,10 +63,9 @@ def crop_attention(device: torch.device | str) -> contextlib.AbstractContextMana
 
     A crop ViT sees a few dozen tokens (65 at 112 px, 17 at 56 px, patch 14). For sequences that
     short, torch's CPU flash-attention kernel costs more than the plain product + softmax + product
-    of its math kernel (forward and backward together: 30 ms against 22 ms for 64 images of 65
-    tokens, 28 ms against 17 ms for 256 images of 17 tokens, ViT-S/14 on two threads), so on the CPU
-    this selects the math kernel; elsewhere it leaves torch's choice. The results are the same up to
-    float rounding.
+    of its math kernel, forward and backward (``python -m bench.cpu_kernels``; bench/RESULTS.md), so
+    on the CPU this selects the math kernel; elsewhere it leaves torch's choice. The results are the
+    same up to float rounding.
     """
     if torch.device(device).type != "cpu":
         return contextlib.nullcontext()

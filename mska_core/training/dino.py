@@ -245,9 +245,8 @@ def build_dino(cfg: PretrainConfig, registry: Any) -> DINO:
 
 def build_optimizer(model: DINO, cfg: PretrainConfig) -> torch.optim.Optimizer:
     """AdamW over :meth:`DINO.param_groups` at ``cfg.lr`` and ``cfg.weight_decay`` (the schedules
-    then set both every step), with torch's fused kernel: one pass over each parameter instead of a
-    dozen (on a ViT-S/14 the optimiser step takes about a fifth of the time; see bench/RESULTS.md),
-    where torch has it (CPU and CUDA)."""
+    then set both every step), with torch's fused kernel where torch has it (CPU and CUDA): one pass
+    over each parameter instead of a dozen (``python -m bench.cpu_kernels``; bench/RESULTS.md)."""
     fused = next(model.student.parameters()).device.type in ("cpu", "cuda")
     return torch.optim.AdamW(model.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 

@@ -1,5 +1,6 @@
-"""The CPU's two float32 product kernels side by side on the shapes our models compute.
+"""The CPU kernels our models choose between, side by side on the shapes they compute.
 
+**Products.**
 A linear map of rows ``[M, in]`` by a weight ``[out, in]`` runs as BLAS's product (``F.linear``,
 MKL on x86 builds of torch) or as oneDNN's 1×1 convolution of a channels-last image
 (``mska_core.backbones.products``, which picks one per process). For each shape — the ViT-S/14
@@ -8,9 +9,16 @@ B=4, T=100 — both are timed interleaved, forward alone (no grad) and forward +
 ``--rounds``, with the largest difference of their outputs. The last line says which kernel
 ``auto`` picks here.
 
-    python -m bench.products [--threads 2] [--rounds 9]
+**Attention** of a crop ViT (``mska_core.backbones.vit.crop_attention``): torch's
+``scaled_dot_product_attention`` through its CPU flash kernel and through its math kernel, forward +
+backward, on ViT-S/14's heads at 112 px (65 tokens) and 56 px (17 tokens), batch 32 views.
 
-Writes ``bench/results/products.json``.
+**The optimiser step** of DINO pretraining (``training.dino.build_optimizer``): AdamW over a
+ViT-S/14's parameters with torch's ``foreach`` kernels (its default) and with its ``fused`` kernel.
+
+    python -m bench.cpu_kernels [--threads 2] [--rounds 9]
+
+Writes ``bench/results/cpu_kernels.json``.
 """
 
 from __future__ import annotations
@@ -49,11 +57,55 @@ def seconds(fn, rounds: int) -> list[float]:
     return times
 
 
+def interleaved(runs: dict[str, object], rounds: int) -> dict[str, float]:
+    """Medians (ms) of ``rounds`` interleaved calls of each run, after one warm-up call each."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name] += seconds(run, 1)
+    return {name: statistics.median(values) * 1000 for name, values in times.items()}
+
+
+def attention_rows(rounds: int) -> list[dict]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rows = []
+    for views, shape in (("2 x 32 views of 112 px", (64, 6, 65, 64)), ("8 x 32 views of 56 px", (256, 6, 17, 64))):
+        generator = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(*shape, generator=generator, requires_grad=True) for _ in range(3))
+        grad = torch.randn(*shape, generator=generator)
+        runs = {}
+        for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+            def run(backend=backend) -> None:
+                with sdpa_kernel([backend]):
+                    out = F.scaled_dot_product_attention(q, k, v)
+                out.backward(grad)
+
+            runs[name] = run
+        medians = interleaved(runs, rounds)
+        rows.append({"views": views, "shape": list(shape), "flash_ms": medians["flash"], "math_ms": medians["math"]})
+    return rows
+
+
+def optimiser_row(rounds: int) -> dict:
+    from mska_core.backbones import build_arch
+
+    parameters = list(build_arch("dinov2_vits14", img_size=112).parameters())
+    for param in parameters:
+        param.grad = torch.randn_like(param)
+    optimisers = {"foreach": torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.04, foreach=True),
+                  "fused": torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.04, fused=True)}
+    medians = interleaved({name: opt.step for name, opt in optimisers.items()}, rounds)
+    return {"parameters": sum(p.numel() for p in parameters), "foreach_ms": medians["foreach"], "fused_ms": medians["fused"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--json", default="bench/results/products.json")
+    parser.add_argument("--json", default="bench/results/cpu_kernels.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -91,6 +143,9 @@ def main() -> int:
                "routed": products.routes(x.detach(), weight.detach())}
         rows.append(row)
 
+    attention = attention_rows(args.rounds)
+    optimiser = optimiser_row(args.rounds)
+
     from rich.console import Console
     from rich.table import Table
 
@@ -105,10 +160,20 @@ def main() -> int:
                       f"{row['onednn_train_ms']:.2f}", f"{row['train_ratio']:.2f}x", f"{row['relative_difference']:.1e}",
                       "yes" if row["routed"] else "no")
     console.print(table)
+    table = Table(title="crop ViT attention (scaled_dot_product_attention), forward + backward")
+    for column in ("views", "q/k/v", "flash ms", "math ms", "flash / math"):
+        table.add_column(column, justify="right")
+    for row in attention:
+        table.add_row(row["views"], " x ".join(map(str, row["shape"])), f"{row['flash_ms']:.2f}",
+                      f"{row['math_ms']:.2f}", f"{row['flash_ms'] / row['math_ms']:.2f}x")
+    console.print(table)
+    console.print(f"AdamW step over ViT-S/14's parameters: foreach {optimiser['foreach_ms']:.1f} ms, "
+                  f"fused {optimiser['fused_ms']:.1f} ms ({optimiser['foreach_ms'] / optimiser['fused_ms']:.2f}x)")
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "torch": torch.__version__, "threads": args.threads,
                           "cpu_capability": torch.backends.cpu.get_cpu_capability()},
-              "cpu_products": products.cpu_products(), "rows": rows}
+              "cpu_products": products.cpu_products(), "rows": rows, "attention": attention,
+              "optimiser": optimiser}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     from mska_core.io import atomic_write_bytes
 
