@@ -12,6 +12,10 @@ Which kernel is faster is measured once per process, on the first large product 
 milliseconds), unless :func:`set_cpu_products` (or ``MSKA_CPU_PRODUCTS=blas|onednn|auto`` in the
 environment) decides. Small products (few rows or small weights) and everything off the CPU, traced,
 exported or compiled keep ``F.linear``.
+
+The two kernels round differently (relative differences about 1e-6), so a run resumed in a process
+that chose the other kernel continues with the same arithmetic up to that rounding, not bit for bit.
+Where the two are close on a processor, ``MSKA_CPU_PRODUCTS`` pins the choice.
 """
 
 from __future__ import annotations
