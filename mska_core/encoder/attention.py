@@ -19,8 +19,8 @@ The skips are identities, or 1×1 maps with batch norm when the block changes wi
   reference the fast path is tested against.
 - :meth:`AttentionBlock.forward_fused` computes the same thing time-major and channels-last
   ``[N, T, V, C]``: the queries and keys of every head come out of one linear map of the rows (the
-  CPU's faster product kernel), laid out per clip and head for the scores, the joints are mixed per frame by one batched product whose rows are the attend map's
-  input, the attend map is one product over every head, frame and clip, the batch norms run on
+  CPU's faster product kernel), laid out per clip and head for the scores, the joints are mixed per
+  frame by one batched product whose rows are the attend map's input, the attend map is one product over every head, frame and clip, the batch norms run on
   those rows with the native kernel (one fused backward), and the temporal convolution is a
   channels-last convolution. In eval mode the batch norms are folded into the maps before them and
   the temporal skip into the convolution's centre tap. Nothing is kept between calls.
