@@ -78,7 +78,7 @@ def attention_rows(rounds: int) -> list[dict]:
         grad = torch.randn(*shape, generator=generator)
         runs = {}
         for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
-            def run(backend=backend) -> None:
+            def run(backend=backend, q=q, k=k, v=v, grad=grad) -> None:
                 with sdpa_kernel([backend]):
                     out = F.scaled_dot_product_attention(q, k, v)
                 out.backward(grad)
@@ -118,11 +118,11 @@ def main() -> int:
         kernels = {"blas": F.linear, "onednn": products._conv_linear}
         runs = {}
         for kernel, fn in kernels.items():
-            def forward(fn=fn) -> None:
+            def forward(fn=fn, x=x, weight=weight, bias=bias) -> None:
                 with torch.no_grad():
                     fn(x, weight, bias)
 
-            def train(fn=fn) -> None:
+            def train(fn=fn, x=x, weight=weight, bias=bias, grad=grad) -> None:
                 fn(x, weight, bias).backward(grad)
 
             runs[(kernel, "forward")] = forward
