@@ -194,7 +194,7 @@ def against(args: argparse.Namespace) -> int:
                   "with xFormers", file=sys.stderr)
             return 2
     elif importlib.util.find_spec("lightly") is None:
-        print("bench.pretrain: --against lightly needs lightly (pip install lightly)", file=sys.stderr)
+        print("bench.pretrain: --against lightly needs lightly (pip install 'mska-core[bench]')", file=sys.stderr)
         return 2
     report = dino_against.compare(args.against, batch=args.batch_size, local_size=args.local_size,
                                   local_crops=args.local_crops, rounds=args.rounds, dinov2_src=args.dinov2_src,
