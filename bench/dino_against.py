@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.encoder_memory import status_kib
 from mska_core.config import PretrainConfig
 from mska_core.registry import get_registry
 from mska_core.training.dino import build_dino, build_optimizer
@@ -64,14 +65,17 @@ class Contender:
         self.name, self.step, self.model = name, step, model
 
 
-def our_step(cfg: PretrainConfig, views: Sequence[torch.Tensor], initial: dict[str, torch.Tensor]) -> Contender:
-    """``mska pretrain``'s step at ``cfg`` (schedules aside: the warm-up teacher temperature, the
-    initial teacher momentum)."""
+def our_step(cfg: PretrainConfig, views: Sequence[torch.Tensor], initial: dict[str, torch.Tensor],
+             device: str = "cpu") -> Contender:
+    """``mska pretrain``'s step at ``cfg`` on ``device`` (schedules aside: the warm-up teacher
+    temperature, the initial teacher momentum); on CUDA each step ends with a synchronisation."""
     model = build_dino(cfg, get_registry())
     model.student.backbone.load_state_dict(initial)
     model.teacher.backbone.load_state_dict(initial)
-    model.train()
+    model.to(device).train()
+    views = [view.to(device) for view in views]
     optimizer = build_optimizer(model, cfg)
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -79,6 +83,7 @@ def our_step(cfg: PretrainConfig, views: Sequence[torch.Tensor], initial: dict[s
         model.clip_gradients(cfg.grad_clip)
         optimizer.step()
         model.update_teacher(cfg.momentum_teacher)
+        synchronize()
 
     return Contender("ours", step, model)
 
@@ -167,10 +172,7 @@ def interleaved(contenders: Sequence[Contender], rounds: int) -> dict[str, list[
 
 def resident_mib(key: str = "VmRSS") -> float:
     """``key`` of ``/proc/self/status`` in MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(key)
+    return status_kib(key) / 1024
 
 
 def peak_memory(contender: Contender, built_mib: float) -> dict[str, float] | None:
@@ -431,11 +433,10 @@ def compare(against: str, *, batch: int, local_size: int, local_crops: Sequence[
     rows = []
     for cfg in configurations(local_crops):
         views = make_views(cfg, batch, local_size)
-        ours = our_step(cfg, views, initial)
         if against == "lightly":
-            theirs = lightly_step(cfg, views, initial)
+            ours, theirs = our_step(cfg, views, initial), lightly_step(cfg, views, initial)
         else:
-            ours = our_step_on_cuda(ours, cfg, views, initial)
+            ours = our_step(cfg, views, initial, device="cuda")
             theirs = dinov2_step(dinov2_src, cfg, [v.cuda() for v in views], batch, initial)
         contenders = [ours, theirs]
         if compiled and against == "lightly":
@@ -469,26 +470,6 @@ def compare(against: str, *, batch: int, local_size: int, local_crops: Sequence[
         del ours, theirs, contenders
     return {"against": against, "rows": rows, "threads": torch.get_num_threads(),
             "load_average": os.getloadavg()}
-
-
-def our_step_on_cuda(ours: Contender, cfg: PretrainConfig, views: Sequence[torch.Tensor],
-                     initial: dict[str, torch.Tensor]) -> Contender:
-    """Ours on the GPU, for the official step's comparison."""
-    cuda_views = [v.cuda() for v in views]
-    model = build_dino(cfg, get_registry()).cuda()
-    model.student.backbone.load_state_dict(initial)
-    model.teacher.backbone.load_state_dict(initial)
-    optimizer = build_optimizer(model, cfg)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        model.forward_backward(cuda_views, cfg.warmup_teacher_temp)
-        model.clip_gradients(cfg.grad_clip)
-        optimizer.step()
-        model.update_teacher(cfg.momentum_teacher)
-        torch.cuda.synchronize()
-
-    return Contender("ours", step, model)
 
 
 def print_report(report: dict[str, Any]) -> str:
