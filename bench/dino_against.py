@@ -286,7 +286,7 @@ def replay_rate(products: list[tuple[int, int, int, int]], rounds: int = 3) -> t
     """``(FLOP/s, seconds)`` of the recorded products run bare, each through the faster of the CPU's
     two float32 product kernels (BLAS's ``mm``/``bmm``, or oneDNN's 1×1 convolution; median of
     ``rounds`` for each): the rate at which the step's arithmetic itself can run on this machine."""
-    from mska_core.backbones.products import _conv_linear
+    from mska_core.backbones.products import onednn_linear
 
     def seconds(fn: Callable[[], Any]) -> float:
         fn()
@@ -303,7 +303,7 @@ def replay_rate(products: list[tuple[int, int, int, int]], rounds: int = 3) -> t
             b, m, k, n = shape
             a, w = torch.randn(b, m, k), torch.randn(b, n, k)
             blas = seconds(lambda: torch.bmm(a, w.transpose(1, 2)) if b > 1 else torch.mm(a[0], w[0].t()))
-            onednn = seconds(lambda: [_conv_linear(a[i], w[i], None) for i in range(b)]) if b == 1 else blas
+            onednn = seconds(lambda: [onednn_linear(a[i], w[i], None) for i in range(b)]) if b == 1 else blas
             best[shape] = min(blas, onednn)
     total = sum(best[p] for p in products)
     work = sum(2 * b * m * k * n for b, m, k, n in products)

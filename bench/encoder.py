@@ -463,13 +463,13 @@ def product_throughput(rounds: int = 7) -> float:
     ``rounds``), each through the faster of the CPU's two float32 product kernels (BLAS's ``mm`` or
     oneDNN's 1×1 convolution; see ``mska_core.backbones.products``): the rate at which the
     arithmetic itself can run."""
-    from mska_core.backbones.products import _conv_linear
+    from mska_core.backbones.products import onednn_linear
 
     shapes = [(2700, 384, 64), (2700, 64, 192), (675, 1536, 256), (1975, 256, 256), (1350, 768, 128)]
     pairs = [(torch.randn(m, k, device=DEVICE), torch.randn(n, k, device=DEVICE)) for m, k, n in shapes]
     work = sum(2 * m * k * n for m, k, n in shapes)
     best = 0.0
-    for product in (lambda a, w: torch.mm(a, w.t()), lambda a, w: _conv_linear(a, w, None)):
+    for product in (lambda a, w: torch.mm(a, w.t()), lambda a, w: onednn_linear(a, w, None)):
         def run(product=product) -> None:
             with torch.no_grad():
                 for a, w in pairs:

@@ -66,7 +66,7 @@ def _onednn_is_faster() -> bool:
             weight = torch.randn(384, 384, generator=generator)
             with torch.no_grad():
                 blas = _best_of(lambda: F.linear(x, weight))
-                onednn = _best_of(lambda: _conv_linear(x, weight, None))
+                onednn = _best_of(lambda: onednn_linear(x, weight, None))
             _measured = blas >= MARGIN * onednn
     return _measured
 
@@ -81,7 +81,9 @@ def _best_of(fn, runs: int = 5) -> float:
     return best
 
 
-def _conv_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear(x, weight, bias)`` computed as oneDNN's 1×1 convolution of the rows of ``x`` seen as
+    a channels-last ``[1, in, M, 1]`` image (no copy for contiguous ``x``), whatever the device or size."""
     rows = x.numel() // x.shape[-1]
     image = x.reshape(1, rows, 1, x.shape[-1]).permute(0, 3, 1, 2)  # [1, in, M, 1], channels-last memory
     out = F.conv2d(image, weight.view(*weight.shape, 1, 1), bias)  # [1, out, M, 1], channels-last memory
@@ -105,7 +107,7 @@ def routes(x: Tensor, weight: Tensor) -> bool:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN's convolution where that is faster (see the module)."""
     if routes(x, weight):
-        return _conv_linear(x, weight, bias)
+        return onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
