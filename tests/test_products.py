@@ -64,6 +64,14 @@ def test_an_unknown_choice_is_refused() -> None:
         set_cpu_products("mkl")
 
 
+def test_an_unknown_environment_choice_is_a_config_error_naming_the_variable(monkeypatch) -> None:
+    from mska_core.errors import ConfigError
+
+    monkeypatch.setattr(products, "_choice", "mkl")
+    with pytest.raises(ConfigError, match="MSKA_CPU_PRODUCTS='mkl'.*auto, blas, onednn"):
+        products.cpu_products()
+
+
 def test_auto_measures_once_and_names_a_kernel() -> None:
     before = products._choice
     try:

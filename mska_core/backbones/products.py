@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mska_core.errors import ConfigError
+
 #: Below this many rows, or this many multiply-adds, a product stays with ``F.linear`` (smaller ones
 #: ran no faster through the convolution where it was measured).
 MIN_ROWS = 256
@@ -49,7 +51,11 @@ def set_cpu_products(choice: str) -> None:
 
 
 def cpu_products() -> str:
-    """What routes large CPU linear maps now: ``"onednn"`` or ``"blas"`` (measuring first under ``"auto"``)."""
+    """What routes large CPU linear maps now: ``"onednn"`` or ``"blas"`` (measuring first under
+    ``"auto"``); a :class:`~mska_core.errors.ConfigError` for an unknown ``MSKA_CPU_PRODUCTS``."""
+    if _choice not in CHOICES:
+        raise ConfigError(f"MSKA_CPU_PRODUCTS={_choice!r} is not a product kernel; "
+                          f"set it to one of {', '.join(CHOICES)} or unset it")
     if _choice != "auto":
         return _choice
     return "onednn" if _onednn_is_faster() else "blas"
